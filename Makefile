@@ -1,0 +1,50 @@
+# `make demo` and `make test` bootstrap .venv themselves; nothing needs installing by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# Caches live inside the repo (git-ignored) so DeepSpeed's C++ op and Ray's session files stay out of the way.
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export RAY_TMPDIR := $(CURDIR)/.cache/ray
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+
+.PHONY: venv test test-fast demo bench clean system-deps
+
+venv: $(STAMP)
+
+# The venv is stale when the package metadata or the torch pin changes.
+$(STAMP): pyproject.toml constraints.txt | system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: 2.13.0 is the CPU build already on disk; any other spec pulls GBs of CUDA wheels.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# open3d links against libusb-1.0; install it from Debian when it is absent and we are root.
+system-deps:
+	@if ! ldconfig -p | grep -q 'libusb-1.0.so.0'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libusb-1.0-0 (needed by open3d)"; \
+	    (apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null)); \
+	  else \
+	    echo "warning: libusb-1.0-0 is missing and we are not root; open3d may fail to import" >&2; \
+	  fi; \
+	fi
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'
+
+demo: $(STAMP)
+	$(VENV)/bin/cl3dor demo --out runs/demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_densify.py
+
+clean:
+	rm -rf $(VENV) .cache runs
