@@ -1,0 +1,312 @@
+"""Procedural indoor rooms written as ScanNet scans.
+
+A room is a floor, four walls and 8-25 objects laid out with support relations (a cup on a
+table, a pillow on a bed). `generate_scene` returns both the scene graph (the ground truth that
+annotations are derived from) and the `Scene` mesh with its over-segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cl3dor_ray.scenes import primitives as prim
+from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS, Category
+from cl3dor_ray.scenes.scannet import Scene, SceneObject, apply_alignment
+
+OBJECT_DENSITY = 600.0  # scan vertices per m^2 on furniture; ScanNet's decimated meshes are of this order
+STRUCTURE_DENSITY = 120.0  # floors and walls are decimated harder
+MIN_OBJECTS, MAX_OBJECTS = 8, 25
+_GAP = 0.08  # metres between floor-standing footprints
+
+
+@dataclass
+class SynthObject:
+    object_id: int
+    label: str
+    color: str
+    size: str  # "small", "medium" or "big" for its category
+    center: np.ndarray  # (3,) centre of the axis-aligned box, aligned frame
+    dims: np.ndarray  # (3,) box size
+    support: int | None = None  # the object it rests on; None = the floor
+
+
+@dataclass
+class SceneGraph:
+    scene_id: str
+    room: np.ndarray  # (width, depth, height); the floor spans [-w/2, w/2] x [-d/2, d/2] at z = 0
+    objects: list[SynthObject]
+
+    def get(self, object_id: int) -> SynthObject:
+        return next(o for o in self.objects if o.object_id == object_id)
+
+    def on_top_of(self, object_id: int) -> list[SynthObject]:
+        return [o for o in self.objects if o.support == object_id]
+
+    def count(self, label: str) -> int:
+        return sum(o.label == label for o in self.objects)
+
+
+# ----------------------------------------------------------------------------------------- layout
+
+def _pick(rng: np.random.Generator, categories: list[Category]) -> Category:
+    weights = np.array([c.prior for c in categories])
+    return categories[rng.choice(len(categories), p=weights / weights.sum())]
+
+
+def _sample_dims(rng, cat: Category) -> tuple[np.ndarray, str]:
+    s = rng.uniform()
+    dims = np.array(cat.size_min) + s * (np.array(cat.size_max) - np.array(cat.size_min))
+    return dims, "small" if s < 1 / 3 else "big" if s > 2 / 3 else "medium"
+
+
+def _overlaps(lo, hi, boxes, gap) -> bool:
+    return any(np.all(lo < b_hi + gap) and np.all(hi > b_lo - gap) for b_lo, b_hi in boxes)
+
+
+def _place_on_floor(rng, cat, dims, room, placed, anchor=None):
+    """Footprint centre (x, y) and possibly rotated dims, or None when the room has no space."""
+    half_room = room[:2] / 2
+    for _ in range(60):
+        d = dims.copy()
+        if cat.against_wall:
+            wall = rng.integers(4)
+            if wall >= 2:  # on the left/right wall the long side runs along y
+                d[[0, 1]] = d[[1, 0]]
+            xy = rng.uniform(-half_room + d[:2] / 2, half_room - d[:2] / 2)
+            axis, sign = (1 if wall < 2 else 0), (1 if wall in (1, 3) else -1)
+            xy[axis] = sign * (half_room[axis] - d[axis] / 2 - 0.02)
+        elif anchor is not None:  # a chair pulled up to a table or desk
+            side = rng.integers(4)
+            axis, sign = side % 2, 1 if side < 2 else -1
+            xy = anchor.center[:2].copy()
+            xy[axis] += sign * (anchor.dims[axis] / 2 + d[axis] / 2 + 0.1)
+            xy[1 - axis] += rng.uniform(-0.3, 0.3) * anchor.dims[1 - axis]
+        else:
+            xy = rng.uniform(-half_room + d[:2] / 2 + 0.1, half_room - d[:2] / 2 - 0.1)
+        lo, hi = xy - d[:2] / 2, xy + d[:2] / 2
+        if np.all(lo > -half_room) and np.all(hi < half_room) and not _overlaps(lo, hi, placed, _GAP):
+            return xy, d
+    return None
+
+
+def surface_height(obj: SynthObject) -> float:
+    """Height of the surface small objects rest on (a sofa's seat, not its back)."""
+    top = obj.center[2] + obj.dims[2] / 2
+    return obj.center[2] - obj.dims[2] / 2 + 0.5 * obj.dims[2] if obj.label == "sofa" else top
+
+
+def _place_on_support(rng, dims, support: SynthObject, items_on_support):
+    lo_s = support.center[:2] - support.dims[:2] / 2 + 0.03
+    hi_s = support.center[:2] + support.dims[:2] / 2 - 0.03
+    if np.any(hi_s - lo_s < dims[:2]):
+        return None
+    for _ in range(25):
+        xy = rng.uniform(lo_s + dims[:2] / 2, hi_s - dims[:2] / 2)
+        lo, hi = xy - dims[:2] / 2, xy + dims[:2] / 2
+        if not _overlaps(lo, hi, items_on_support, 0.02):
+            return xy
+    return None
+
+
+def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
+    room = np.array([rng.uniform(4.0, 8.0), rng.uniform(3.5, 7.0), rng.uniform(2.5, 2.9)])
+    target = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+    large = [c for c in CATEGORIES.values() if not c.small]
+    small = [c for c in CATEGORIES.values() if c.small]
+    surfaces = [c for c in large if c.holds and c.label != "sofa"]
+    objects: list[SynthObject] = []
+    footprints: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add_floor_object(cat: Category) -> bool:
+        dims, size = _sample_dims(rng, cat)
+        anchors = [o for o in objects if o.label in ("table", "desk")]
+        anchor = anchors[rng.integers(len(anchors))] if cat.label == "chair" and anchors and rng.uniform() < 0.7 else None
+        spot = _place_on_floor(rng, cat, dims, room, footprints, anchor)
+        if spot is None:
+            return False
+        xy, dims = spot
+        footprints.append((xy - dims[:2] / 2, xy + dims[:2] / 2))
+        color = cat.colors[rng.integers(len(cat.colors))]
+        objects.append(SynthObject(len(objects), cat.label, color, size, np.r_[xy, dims[2] / 2], dims))
+        return True
+
+    n_large = int(np.clip(round(target * rng.uniform(0.35, 0.6)), 3, 12))
+    add_floor_object(_pick(rng, surfaces))  # every room has somewhere to put small things
+    for _ in range(4 * n_large):
+        if len(objects) >= n_large:
+            break
+        add_floor_object(_pick(rng, large))
+
+    for _ in range(6 * target):
+        if len(objects) >= target:
+            break
+        cat = _pick(rng, small)
+        supports = [o for o in objects if o.support is None and o.label in cat.on]
+        if not supports:
+            continue
+        support = supports[rng.integers(len(supports))]
+        dims, size = _sample_dims(rng, cat)
+        taken = [(o.center[:2] - o.dims[:2] / 2, o.center[:2] + o.dims[:2] / 2) for o in objects
+                 if o.support == support.object_id]
+        xy = _place_on_support(rng, dims, support, taken)
+        if xy is None:
+            continue
+        z = surface_height(support) + dims[2] / 2
+        color = cat.colors[rng.integers(len(cat.colors))]
+        objects.append(SynthObject(len(objects), cat.label, color, size, np.r_[xy, z], dims, support.object_id))
+
+    # Crowded rooms can fall short; top up with small floor-standing things.
+    fillers = [CATEGORIES[c] for c in ("trash can", "plant", "chair")]
+    for _ in range(50):
+        if len(objects) >= MIN_OBJECTS:
+            break
+        add_floor_object(fillers[rng.integers(len(fillers))])
+    return SceneGraph(scene_id, room, objects)
+
+
+# ----------------------------------------------------------------------------------------- meshes
+
+def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
+    c, (dx, dy, dz), d = obj.center, obj.dims, OBJECT_DENSITY * rng.uniform(0.6, 1.4)
+    base = c - np.array([0, 0, dz / 2])
+    shape = CATEGORIES[obj.label].shape
+    if shape in ("table", "chair"):
+        seat = dz if shape == "table" else 0.45
+        t = 0.04
+        parts = [prim.box(base + [0, 0, seat - t / 2], (dx, dy, t), d, rng)]
+        leg = 0.05
+        for sx in (-1, 1):
+            for sy in (-1, 1):
+                at = base + [sx * (dx - leg) / 2, sy * (dy - leg) / 2, (seat - t) / 2]
+                parts.append(prim.box(at, (leg, leg, seat - t), d, rng, bottom=False))
+        if shape == "chair":
+            parts.append(prim.box(base + [0, (dy - leg) / 2, (seat + dz) / 2], (dx, leg, dz - seat), d, rng))
+        return parts
+    if shape == "sofa":
+        seat_h, back = 0.5 * dz, 0.2
+        depth_axis = 1 if dx >= dy else 0  # the back runs along the long side, on the wall side
+        back_offset = np.zeros(3)
+        back_offset[depth_axis] = np.sign(c[depth_axis] or 1.0) * (obj.dims[depth_axis] - back) / 2
+        back_dims = np.array([dx, dy, dz - seat_h])
+        back_dims[depth_axis] = back
+        return [prim.box(base + [0, 0, seat_h / 2], (dx, dy, seat_h), d, rng, bottom=False),
+                prim.box(base + [0, 0, seat_h + (dz - seat_h) / 2] + back_offset, back_dims, d, rng)]
+    if shape == "bed":
+        frame = 0.6 * dz
+        return [prim.box(base + [0, 0, frame / 2], (dx, dy, frame), d, rng, bottom=False),
+                prim.box(base + [0, 0, frame + (dz - frame) / 2], (dx * 0.96, dy * 0.96, dz - frame), d, rng,
+                         bottom=False)]
+    if shape == "shelf":
+        parts = [prim.box(c, (dx, dy, dz), d, rng, bottom=False)]
+        for level in (0.33, 0.66):  # shelf boards stick out a little, like a scanned shelf front
+            parts.append(prim.box(base + [0, -0.01, level * dz], (dx * 0.98, dy + 0.02, 0.02), d, rng))
+        return parts
+    if shape == "cylinder":
+        r = min(dx, dy) / 2
+        return [prim.frustum(base, r * 0.9, r, dz, d, rng)]
+    if shape == "bottle":
+        r = min(dx, dy) / 2
+        return [prim.frustum(base, r, r, 0.7 * dz, d, rng, top_cap=False),
+                prim.frustum(base + [0, 0, 0.7 * dz], r, r * 0.35, 0.3 * dz, d, rng)]
+    if shape == "lamp":
+        r = min(dx, dy) / 2
+        return [prim.frustum(base, 0.5 * r, 0.5 * r, 0.03, d, rng),
+                prim.frustum(base + [0, 0, 0.03], 0.08 * r, 0.08 * r, 0.57 * dz, d, rng, top_cap=False),
+                prim.frustum(base + [0, 0, 0.6 * dz], r, 0.6 * r, 0.4 * dz, d, rng, top_cap=False, bottom_cap=True)]
+    if shape == "plant":
+        r = min(dx, dy) / 2
+        return [prim.frustum(base, 0.5 * r, 0.6 * r, 0.35 * dz, d, rng),
+                prim.ellipsoid(base + [0, 0, 0.35 * dz + 0.325 * dz], (r, r, 0.325 * dz), d, rng)]
+    if shape == "pillow":
+        return [prim.ellipsoid(c, (dx / 2, dy / 2, dz / 2), d, rng)]
+    if shape == "monitor":
+        screen = 0.75 * dz
+        thin = min(dy, 0.05)
+        return [prim.box(base + [0, 0, 0.01], (0.4 * dx, dy, 0.02), d, rng),
+                prim.box(base + [0, 0, 0.02 + (dz - screen - 0.02) / 2], (0.08, 0.04, dz - screen - 0.02), d, rng),
+                prim.box(base + [0, 0, dz - screen / 2], (dx, thin, screen), d, rng)]
+    return [prim.box(c, (dx, dy, dz), d, rng)]
+
+
+def _shade(rgb, n: int, rng) -> np.ndarray:
+    """Per-vertex colour with the speckle of a fused RGB-D reconstruction."""
+    tone = np.asarray(rgb, dtype=np.float64) * rng.uniform(0.85, 1.0)
+    return np.clip(tone + rng.normal(0, 8, (n, 3)), 0, 255).astype(np.uint8)
+
+
+def _structure_parts(room, rng) -> list[tuple[str, prim.Part]]:
+    w, dpt, h = room
+    x0, y0 = -w / 2, -dpt / 2
+    walls = [((x0, y0, 0), (w, 0, 0)), ((x0, -y0, 0), (w, 0, 0)), ((x0, y0, 0), (0, dpt, 0)), ((-x0, y0, 0), (0, dpt, 0))]
+    parts = [("floor", prim.quad((x0, y0, 0), (w, 0, 0), (0, dpt, 0), STRUCTURE_DENSITY, rng))]
+    parts += [("wall", prim.quad(o, e, (0, 0, h), STRUCTURE_DENSITY, rng)) for o, e in walls]
+    return parts
+
+
+def build_scene(graph: SceneGraph, rng: np.random.Generator) -> tuple[Scene, np.ndarray]:
+    """Mesh the scene graph. Returns the Scene and its per-vertex over-segmentation."""
+    verts, faces, colors, inst, segs = [], [], [], [], []
+    offset, next_segment = 0, int(rng.integers(1, 500))
+
+    def add(part: prim.Part, rgb, object_id: int, tile: float | None = None):
+        nonlocal offset, next_segment
+        v, f = part
+        verts.append(v)
+        faces.append(f + offset)
+        colors.append(_shade(rgb, len(v), rng))
+        inst.append(np.full(len(v), object_id, dtype=np.int32))
+        if tile is None:  # a part is one segment
+            seg = np.full(len(v), next_segment, dtype=np.int64)
+        else:  # big flat parts are over-segmented into tiles, like ScanNet's graph-cut segments
+            cell = np.floor((v - v.min(0)) / tile).astype(np.int64)
+            _, seg = np.unique(cell, axis=0, return_inverse=True)
+            seg = next_segment + seg.ravel()
+        segs.append(seg)
+        next_segment = int(seg.max()) + int(rng.integers(1, 40))
+        offset += len(v)
+
+    for obj in graph.objects:
+        for part in _object_parts(obj, rng):
+            add(part, COLORS[obj.color], obj.object_id)
+    objects = [SceneObject(o.object_id, o.label) for o in graph.objects]
+    floor_rgb = (rng.integers(150, 210),) * 2 + (rng.integers(120, 170),)
+    wall_rgb = (rng.integers(200, 240),) * 3
+    for label, part in _structure_parts(graph.room, rng):
+        object_id = len(objects)
+        objects.append(SceneObject(object_id, label))
+        add(part, floor_rgb if label == "floor" else wall_rgb, object_id, tile=1.5)
+
+    vertices = np.vstack(verts)
+    instance_ids = np.concatenate(inst)
+    for obj in graph.objects:  # the scene graph's boxes are what the mesh really spans
+        mine = vertices[instance_ids == obj.object_id]
+        obj.center = (mine.min(0) + mine.max(0)) / 2
+        obj.dims = mine.max(0) - mine.min(0)
+
+    # Like ScanNet, the stored mesh is in the sensor frame; axisAlignment maps it to the room frame.
+    theta, shift = rng.uniform(0, 2 * np.pi), np.r_[rng.uniform(-3, 3, 2), 0.0]
+    align = np.eye(4)
+    align[:2, :2] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    align[:3, 3] = shift
+    raw = apply_alignment(vertices, np.linalg.inv(align))
+    scene = Scene(
+        scene_id=graph.scene_id,
+        vertices=apply_alignment(raw, align),
+        colors=np.vstack(colors),
+        faces=np.vstack(faces).astype(np.int32),
+        instance_ids=instance_ids,
+        objects=objects,
+        axis_alignment=align,
+    )
+    return scene, np.concatenate(segs)
+
+
+def generate_scene(scene_id: str, seed: int, index: int) -> tuple[SceneGraph, Scene, np.ndarray]:
+    """One room, deterministic in (seed, index) and independent of the other rooms."""
+    rng = np.random.default_rng([seed, index])
+    graph = layout_room(scene_id, rng)
+    scene, segments = build_scene(graph, rng)
+    return graph, scene, segments
+

@@ -1,0 +1,177 @@
+"""Annotations derived from a synthetic scene graph, in the public datasets' JSON schemas.
+
+Every answer is computed from the graph, so it is true of the scan:
+  ScanQA    {scene_id, question_id, question, answers, object_ids, object_names}  (+ question_type)
+  ScanRefer {scene_id, object_id, object_name, ann_id, description, token}       (ids as strings)
+  existence {scene_id, question_id, question, answer, object_name, pope_type}     (POPE-style yes/no)
+`question_type` is our extension (colour, category, counting, relation, location, existence) so
+results can be split by type; real ScanQA files simply lack it.
+Relations use a fixed viewpoint: standing at the front wall (y = -depth/2) facing the back wall.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from cl3dor_ray.scenes.catalog import CATEGORIES, CO_OCCURRENCE, plural
+from cl3dor_ray.scenes.synth import SceneGraph, SynthObject
+
+NEAR, FAR = 1.0, 2.5  # metres between centres for "near" and "far"
+POPE_PER_TYPE = 3
+MAX_PAIR_QUESTIONS = 8  # location questions per scene
+
+
+def refer(graph: SceneGraph, obj: SynthObject, avoid: tuple[str, ...] = ()) -> str | None:
+    """A phrase that picks out `obj` alone ("the cup", "the cup on the desk", "the red cup"), or None.
+
+    `avoid` names the attributes the phrase must not mention because the question asks for them.
+    """
+    same = [o for o in graph.objects if o.label == obj.label]
+    if len(same) == 1:
+        return f"the {obj.label}"
+    if "support" not in avoid and obj.support is not None:
+        where = graph.get(obj.support).label
+        if sum(o.support is not None and graph.get(o.support).label == where for o in same) == 1:
+            return f"the {obj.label} on the {where}"
+    if "color" not in avoid and sum(o.color == obj.color for o in same) == 1:
+        return f"the {obj.color} {obj.label}"
+    return None
+
+
+def _distance(a: SynthObject, b: SynthObject) -> float:
+    return float(np.linalg.norm(a.center[:2] - b.center[:2]))
+
+
+def _nearest(graph: SceneGraph, obj: SynthObject) -> SynthObject | None:
+    """The closest other object, if it is clearly closer than the runner-up (else "next to" is ambiguous)."""
+    others = sorted((o for o in graph.objects if o is not obj and o.support != obj.object_id
+                     and obj.support != o.object_id), key=lambda o: _distance(obj, o))
+    if not others:
+        return None
+    if len(others) > 1 and _distance(obj, others[1]) < 1.25 * _distance(obj, others[0]):
+        return None
+    return others[0]
+
+
+def _qa(graph, kind, question, answers, objs) -> dict:
+    return {"scene_id": graph.scene_id, "question": question, "answers": answers,
+            "object_ids": [o.object_id for o in objs], "object_names": [o.label for o in objs],
+            "question_type": kind}
+
+
+def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
+    out = []
+    objs = graph.objects
+    for obj in objs:
+        if (ref := refer(graph, obj, avoid=("color",))) is not None:
+            out.append(_qa(graph, "color", f"What color is {ref}?", [obj.color], [obj]))
+        if obj.support is not None and (ref := refer(graph, obj, avoid=("support",))) is not None:
+            support = graph.get(obj.support)
+            out.append(_qa(graph, "relation", f"Where is {ref} placed?", [f"on the {support.label}"], [obj, support]))
+            if (sref := refer(graph, support)) is not None:
+                out.append(_qa(graph, "relation", f"Is {ref} above or below {sref}?", ["above"], [obj, support]))
+                out.append(_qa(graph, "relation", f"Is {sref} above or below {ref}?", ["below"], [support, obj]))
+        items = graph.on_top_of(obj.object_id)
+        if items and (ref := refer(graph, obj)) is not None:
+            if len(items) == 1:
+                out.append(_qa(graph, "category", f"What is on {ref}?", [items[0].label], [items[0]]))
+            labels = sorted({i.label for i in items})
+            for label in labels:
+                n = sum(i.label == label for i in items)
+                out.append(_qa(graph, "counting", f"How many {plural(label)} are on {ref}?", [str(n)],
+                               [i for i in items if i.label == label]))
+            present = labels[rng.integers(len(labels))]
+            out.append(_qa(graph, "existence", f"Is there a {present} on {ref}?", ["yes"],
+                           [i for i in items if i.label == present]))
+            absent = [c for c in CATEGORIES.values() if obj.label in c.on and c.label not in labels]
+            if absent:
+                label = absent[rng.integers(len(absent))].label
+                out.append(_qa(graph, "existence", f"Is there a {label} on {ref}?", ["no"], [obj]))
+        if obj.support is None and (near := _nearest(graph, obj)) is not None:
+            if (ref := refer(graph, obj)) is not None and near.support is None:
+                out.append(_qa(graph, "category", f"What is next to {ref}?", [near.label], [near]))
+
+    for label in sorted({o.label for o in objs}):
+        group = [o for o in objs if o.label == label]
+        out.append(_qa(graph, "counting", f"How many {plural(label)} are in the room?", [str(len(group))], group))
+
+    floor = [o for o in objs if o.support is None]
+    pairs = []
+    for a in floor:
+        for b in floor:
+            if a is b or (ra := refer(graph, a)) is None or (rb := refer(graph, b)) is None:
+                continue
+            dx, dy = a.center[:2] - b.center[:2]
+            if _distance(a, b) < 3.0 and abs(dx) > max(0.3, 2 * abs(dy)):
+                side = "right" if dx > 0 else "left"
+                pairs.append(_qa(graph, "location", f"Facing the back wall, which side of {rb} is {ra} on?",
+                                 [side], [a, b]))
+            d = _distance(a, b)
+            if a.object_id < b.object_id and (d < NEAR or d > FAR):
+                pairs.append(_qa(graph, "location", f"Is {ra} near or far from {rb}?",
+                                 ["near" if d < NEAR else "far"], [a, b]))
+    # pairs grow quadratically with the room; keep them from swamping the other question types
+    keep = sorted(rng.choice(len(pairs), size=min(len(pairs), MAX_PAIR_QUESTIONS), replace=False)) if pairs else []
+    return out + [pairs[i] for i in keep]
+
+
+def _place_phrase(graph: SceneGraph, obj: SynthObject) -> str:
+    if obj.support is not None:
+        return f"on the {graph.get(obj.support).label}"
+    half = graph.room[:2] / 2
+    gaps = half - np.abs(obj.center[:2]) - obj.dims[:2] / 2
+    if np.all(gaps < 0.3):
+        return "in the corner of the room"
+    if np.any(gaps < 0.3):
+        return "against the wall"
+    if np.all(np.abs(obj.center[:2]) < half / 2):
+        return "in the middle of the room"
+    return "on the floor"
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[\w']+|[.,!?;]", text)
+
+
+def scanrefer_descriptions(graph: SceneGraph) -> list[dict]:
+    out = []
+    for obj in graph.objects:
+        place = _place_phrase(graph, obj)
+        size = "" if obj.size == "medium" else f"{obj.size} "
+        near = _nearest(graph, obj)
+        texts = [f"this is a {obj.color} {obj.label}. it is {place}."]
+        second = f"there is a {size}{obj.color} {obj.label} {place}."
+        if near is not None:
+            second += f" it is next to a {near.label}."
+        texts.append(second)
+        for ann_id, text in enumerate(texts):
+            out.append({"scene_id": graph.scene_id, "object_id": str(obj.object_id), "object_name": obj.label,
+                        "ann_id": str(ann_id), "description": text, "token": _tokens(text)})
+    return out
+
+
+def _popular_order() -> list[str]:
+    return sorted(CATEGORIES, key=lambda c: (-CATEGORIES[c].prior, c))
+
+
+def existence_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
+    """POPE: for each sampling type, k present categories ("yes") and k absent ones ("no")."""
+    present = sorted({o.label for o in graph.objects})
+    absent = [c for c in CATEGORIES if c not in present]
+    candidates = {
+        "random": list(rng.permutation(absent)),
+        "popular": [c for c in _popular_order() if c in absent],
+        "adversarial": sorted({c for p in present for c in CO_OCCURRENCE.get(p, ()) if c in absent},
+                              key=lambda c: -sum(c in CO_OCCURRENCE.get(p, ()) for p in present)),
+    }
+    out = []
+    for pope_type, negatives in candidates.items():
+        k = min(POPE_PER_TYPE, len(present), len(negatives))
+        yes = rng.choice(present, size=k, replace=False).tolist() if k else []
+        for label, answer in [(y, "yes") for y in yes] + [(n, "no") for n in negatives[:k]]:
+            out.append({"scene_id": graph.scene_id, "question": f"Is there a {label} in the room?",
+                        "answer": answer, "object_name": str(label), "pope_type": pope_type,
+                        "object_ids": [o.object_id for o in graph.objects if o.label == label]})
+    return out

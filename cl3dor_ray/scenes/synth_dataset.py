@@ -1,0 +1,74 @@
+"""`cl3dor synth`: a folder of synthetic ScanNet scans plus ScanQA / ScanRefer / existence annotations.
+
+    DIR/scans/sceneXXXX_00/...                      ScanNet layout (see scannet.py)
+    DIR/annotations/ScanQA_v1.0_{train,val}.json
+    DIR/annotations/ScanRefer_filtered_{train,val}.json
+    DIR/annotations/existence_{train,val}.json
+Splits are by scene: the last fifth of the scenes (at least one, when there are two or more) is val.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cl3dor_ray.scenes.scannet import write_scan
+from cl3dor_ray.scenes.synth import generate_scene
+from cl3dor_ray.scenes.synth_annotations import existence_questions, scanqa_questions, scanrefer_descriptions
+
+ANNOTATION_FILES = {
+    "scanqa": "ScanQA_v1.0_{split}.json",
+    "scanrefer": "ScanRefer_filtered_{split}.json",
+    "existence": "existence_{split}.json",
+}
+
+
+def scene_id(index: int) -> str:
+    return f"scene{index:04d}_00"
+
+
+def split_of(index: int, n_scenes: int) -> str:
+    n_val = 0 if n_scenes < 2 else max(1, round(n_scenes / 5))
+    return "val" if index >= n_scenes - n_val else "train"
+
+
+@dataclass
+class SynthSummary:
+    scenes: dict[str, int]  # split -> number of scenes
+    annotations: dict[str, int]  # file name -> records
+    objects: int
+    vertices: int
+
+
+def synthesize(out: str | Path, n_scenes: int, seed: int = 0) -> SynthSummary:
+    if n_scenes < 1:
+        raise ValueError(f"--scenes must be at least 1, got {n_scenes}")
+    out = Path(out)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    records = {(kind, split): [] for kind in ANNOTATION_FILES for split in ("train", "val")}
+    scenes = {"train": 0, "val": 0}
+    n_objects = n_vertices = 0
+    for index in range(n_scenes):
+        split = split_of(index, n_scenes)
+        graph, scene, segments = generate_scene(scene_id(index), seed, index)
+        write_scan(scene, out / "scans", segments=segments)
+        rng = np.random.default_rng([seed, index, 1])  # own stream: annotations don't shift the geometry
+        for kind, items in (("scanqa", scanqa_questions(graph, rng)), ("scanrefer", scanrefer_descriptions(graph)),
+                            ("existence", existence_questions(graph, rng))):
+            for k, item in enumerate(items):
+                if kind != "scanrefer":
+                    item["question_id"] = f"{split}-{graph.scene_id}-{k}"
+                records[kind, split].append(item)
+        scenes[split] += 1
+        n_objects += len(graph.objects)
+        n_vertices += len(scene.vertices)
+
+    counts = {}
+    for (kind, split), items in records.items():
+        name = ANNOTATION_FILES[kind].format(split=split)
+        (out / "annotations" / name).write_text(json.dumps(items, indent=1, ensure_ascii=False), encoding="utf-8")
+        counts[name] = len(items)
+    return SynthSummary(scenes, counts, n_objects, n_vertices)
