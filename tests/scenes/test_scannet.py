@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pytest
+
+from cl3dor_ray.scenes.errors import ScanFormatError
+from cl3dor_ray.scenes.scannet import read_scan, scan_files, write_scan
+from cl3dor_ray.scenes.synth import generate_scene
+
+
+@pytest.fixture
+def generated(tmp_path):
+    graph, scene, segments = generate_scene("scene0003_00", seed=11, index=3)
+    folder = write_scan(scene, tmp_path / "scans", segments=segments)
+    return scene, segments, folder
+
+
+def test_generated_scan_reads_back_identically(generated):
+    scene, segments, folder = generated
+    back = read_scan(folder)
+    assert back.scene_id == scene.scene_id
+    assert back.objects == scene.objects
+    np.testing.assert_array_equal(back.faces, scene.faces)
+    np.testing.assert_array_equal(back.colors, scene.colors)
+    np.testing.assert_array_equal(back.instance_ids, scene.instance_ids)
+    np.testing.assert_array_equal(back.axis_alignment, scene.axis_alignment)
+    assert back.axis_alignment_found
+    # The file stores sensor-frame float32 vertices; undoing and redoing the alignment costs float32 rounding.
+    np.testing.assert_allclose(back.vertices, scene.vertices, rtol=0, atol=2e-6 * scene.extent)
+    assert json.loads(scan_files(folder, scene.scene_id)["segs"].read_text())["segIndices"] == segments.tolist()
+
+
+def test_stored_mesh_is_in_sensor_frame_and_alignment_is_applied(generated):
+    scene, _, folder = generated
+    from cl3dor_ray.scenes.ply import read_ply
+
+    raw = read_ply(scan_files(folder, scene.scene_id)["mesh"]).vertices.astype(np.float64)
+    assert not np.allclose(raw, scene.vertices, atol=1e-2)  # a real rotation + shift was stored
+    aligned = raw @ scene.axis_alignment[:3, :3].T + scene.axis_alignment[:3, 3]
+    np.testing.assert_allclose(read_scan(folder).vertices, aligned, atol=1e-5)
+    # the aligned room stands on z = 0, as ScanNet's aligned scans do
+    assert abs(read_scan(folder).vertices[:, 2].min()) < 1e-5
+
+
+def test_missing_alignment_file_falls_back_to_identity_and_says_so(generated):
+    scene, _, folder = generated
+    files = scan_files(folder, scene.scene_id)
+    from cl3dor_ray.scenes.ply import read_ply
+
+    raw = read_ply(files["mesh"]).vertices
+    files["meta"].unlink()
+    back = read_scan(folder)
+    assert not back.axis_alignment_found
+    np.testing.assert_array_equal(back.axis_alignment, np.eye(4))
+    np.testing.assert_array_equal(back.vertices, raw)
+
+
+def _break(folder, scene_id, what):
+    files = scan_files(folder, scene_id)
+    if what == "truncated_ply":
+        data = files["mesh"].read_bytes()
+        files["mesh"].write_bytes(data[: len(data) // 2])
+        return files["mesh"], "truncated"
+    if what == "seg_length":
+        doc = json.loads(files["segs"].read_text())
+        doc["segIndices"] = doc["segIndices"][:-7]
+        files["segs"].write_text(json.dumps(doc))
+        return files["segs"], "segIndices has .* entries but the mesh has .* vertices"
+    if what == "unknown_segment":
+        doc = json.loads(files["aggregation"].read_text())
+        doc["segGroups"][2]["segments"].append(987654321)
+        files["aggregation"].write_text(json.dumps(doc))
+        return files["aggregation"], "segments \\[987654321\\] that no vertex has"
+    if what == "nan":
+        from cl3dor_ray.scenes.ply import read_ply, write_ply
+
+        mesh = read_ply(files["mesh"])
+        mesh.vertices = mesh.vertices.copy()
+        mesh.vertices[17, 1] = np.nan
+        write_ply(files["mesh"], mesh)
+        return files["mesh"], "vertex 17 has a NaN or infinite coordinate"
+    if what == "inf":
+        from cl3dor_ray.scenes.ply import read_ply, write_ply
+
+        mesh = read_ply(files["mesh"])
+        mesh.vertices = mesh.vertices.copy()
+        mesh.vertices[3, 0] = np.inf
+        write_ply(files["mesh"], mesh)
+        return files["mesh"], "vertex 3 has a NaN or infinite coordinate"
+    if what in ("missing_mesh", "missing_segs", "missing_aggregation"):
+        key = what.split("_", 1)[1]
+        files[key].unlink()
+        return files[key], "missing file"
+    if what == "faceless_object":
+        # give one vertex of the mesh a segment of its own and make that segment an object
+        doc = json.loads(files["segs"].read_text())
+        doc["segIndices"][0] = 424242
+        files["segs"].write_text(json.dumps(doc))
+        agg = json.loads(files["aggregation"].read_text())
+        agg["segGroups"].append({"id": 99, "objectId": 99, "label": "cup", "segments": [424242]})
+        files["aggregation"].write_text(json.dumps(agg))
+        return files["aggregation"], "object 99 \\('cup'\\) has no faces"
+    if what == "bad_json":
+        files["aggregation"].write_text('{"segGroups": [')
+        return files["aggregation"], "invalid JSON"
+    if what == "wrong_field":
+        files["aggregation"].write_text(json.dumps({"groups": []}))
+        return files["aggregation"], "'segGroups' field"
+    raise AssertionError(what)
+
+
+@pytest.mark.parametrize("what", ["truncated_ply", "seg_length", "unknown_segment", "nan", "inf", "missing_mesh",
+                                  "missing_segs", "missing_aggregation", "faceless_object", "bad_json", "wrong_field"])
+def test_malformed_scans_raise_scan_format_error(generated, what):
+    scene, _, folder = generated
+    bad_file, message = _break(folder, scene.scene_id, what)
+    with pytest.raises(ScanFormatError, match=message) as err:
+        read_scan(folder)
+    assert err.value.path == str(bad_file)
+    assert bad_file.name in str(err.value)
+
+
+def test_write_without_segments_uses_one_segment_per_object(tmp_path, generated):
+    scene, _, _ = generated
+    folder = write_scan(scene, tmp_path / "other", segments=None)
+    back = read_scan(folder)
+    np.testing.assert_array_equal(back.instance_ids, scene.instance_ids)
+

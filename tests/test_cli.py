@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+
+
+def cl3dor(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_synth_command_writes_scans_and_reports_counts(tmp_path):
+    run = cl3dor("synth", "--out", str(tmp_path), "--scenes", "2", "--seed", "3")
+    assert run.returncode == 0, run.stderr
+    assert "wrote 2 scans (1 train, 1 val)" in run.stdout
+    assert (tmp_path / "scans" / "scene0001_00" / "scene0001_00_vh_clean_2.ply").is_file()
+    qa = json.loads((tmp_path / "annotations" / "ScanQA_v1.0_val.json").read_text())
+    assert f"annotations/ScanQA_v1.0_val.json: {len(qa)} records" in run.stdout
+
+
+def test_render_command_draws_one_object(synth_dir, tmp_path):
+    run = cl3dor("render", "--raw", str(synth_dir), "--scene", "scene0000_00", "--object", "0",
+                 "--out", str(tmp_path / "o.png"))
+    assert run.returncode == 0, run.stderr
+    assert mpimg.imread(tmp_path / "o.png").shape[:2] == (600, 1200)
+    run = cl3dor("render", "--raw", str(synth_dir), "--scene", "scene0000_00", "--object", "999",
+                 "--out", str(tmp_path / "x.png"))
+    assert run.returncode == 2 and "has no object 999" in run.stderr
+
+
+def test_broken_scan_is_a_clear_error_not_a_traceback(synth_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "raw"
+    shutil.copytree(synth_dir / "scans" / "scene0000_00", broken / "scans" / "scene0000_00")
+    (broken / "scans" / "scene0000_00" / "scene0000_00.aggregation.json").unlink()
+    run = cl3dor("render", "--raw", str(broken), "--scene", "scene0000_00", "--out", str(tmp_path / "x.png"))
+    assert run.returncode == 2
+    assert "scene0000_00.aggregation.json: missing file" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_demo_writes_report_and_pictures(tmp_path):
+    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=2", "densify.points_per_object=128")
+    assert run.returncode == 0, run.stderr
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| cup |" in report or "| book |" in report or "| bottle |" in report
+    for png in ("scene_sparse_vs_dense.png", "object_sparse_vs_dense.png"):
+        assert f"]({png})" in report and (tmp_path / "demo" / png).is_file()
+
+
+def test_bad_override_exits_2_with_message(tmp_path):
+    run = cl3dor("demo", "--out", str(tmp_path), "densify.points=3")
+    assert run.returncode == 2 and "unknown key densify.'points'" in run.stderr
