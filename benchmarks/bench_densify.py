@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
-from cl3dor_ray.scenes.catalog import STRUCTURE_LABELS
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.scenes.densify import densify_objects, sample_surface
 from cl3dor_ray.scenes.scannet import read_scan
 from cl3dor_ray.scenes.synth import generate_scene

@@ -1,4 +1,8 @@
-"""`cl3dor`: the command line. Each sub-command is one stage; `demo` runs the stages in order."""
+"""`cl3dor`: the command line. Each sub-command is one stage; `demo` runs the stages in order.
+
+Stage modules are imported inside the commands: a command that starts an embedded Ray must set
+Ray's loopback switch before Ray is imported (runtime.prefer_loopback).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from cl3dor_ray.config import ConfigError, load_config
-from cl3dor_ray.scenes.catalog import STRUCTURE_LABELS
-from cl3dor_ray.scenes.densify import densify_objects, sparse_objects
+from cl3dor_ray.runtime import prefer_loopback
 from cl3dor_ray.scenes.errors import ScanFormatError
-from cl3dor_ray.scenes.render import render_sparse_vs_dense
-from cl3dor_ray.scenes.scannet import read_scan
-from cl3dor_ray.scenes.synth_dataset import synthesize
 
 
 def cmd_synth(args) -> int:
+    from cl3dor_ray.scenes.synth_dataset import synthesize
+
     t0 = time.perf_counter()
     summary = synthesize(args.out, args.scenes, args.seed)
     elapsed = time.perf_counter() - t0
@@ -30,6 +30,10 @@ def cmd_synth(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from cl3dor_ray.scenes.densify import densify_objects, sparse_objects
+    from cl3dor_ray.scenes.render import render_sparse_vs_dense
+    from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_scan
+
     scene = read_scan(Path(args.raw) / "scans" / args.scene)
     dense = densify_objects(scene, args.points_per_object, skip_labels=STRUCTURE_LABELS)
     sparse = sparse_objects(scene, args.points_per_object, skip_labels=STRUCTURE_LABELS)
@@ -43,53 +47,44 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    raw = out / "raw"
-    synthesize(raw, cfg.synth.scenes, cfg.synth.seed)
-    t_synth = time.perf_counter() - t0
+def prepare_config(args):
+    """Config file, then dotted overrides, then the explicit flags (which win)."""
+    overrides = list(args.overrides)
+    for flag, key in (("points_per_object", "points_per_object"), ("negatives", "negatives"),
+                      ("workers", "workers"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"prepare.{key}={getattr(args, flag)}")
+    if args.sparse:
+        overrides.append("prepare.sparse=true")
+    return load_config(args.config, overrides).prepare
 
-    rows, t_dense, n_points = [], 0.0, 0
-    for scan_dir in sorted((raw / "scans").iterdir()):
-        scene = read_scan(scan_dir)
-        t = time.perf_counter()
-        dense = densify_objects(scene, cfg.densify.points_per_object, cfg.densify.seed, STRUCTURE_LABELS)
-        t_dense += time.perf_counter() - t
-        n_points += sum(len(c.points) for c in dense)
-        rows += [(c.label, c.num_source_vertices) for c in dense]
 
-    first = read_scan(next(iter(sorted((raw / "scans").iterdir()))))
-    args_ = (first, cfg.densify.points_per_object, cfg.densify.seed, STRUCTURE_LABELS)
-    dense, sparse = densify_objects(*args_), sparse_objects(*args_)
-    scene_png = render_sparse_vs_dense(sparse, dense, out / "scene_sparse_vs_dense.png")
-    smallest = int(np.argmin([c.num_source_vertices for c in dense]))
-    object_png = render_sparse_vs_dense([sparse[smallest]], [dense[smallest]], out / "object_sparse_vs_dense.png")
+def cmd_prepare(args) -> int:
+    cfg = prepare_config(args)
+    prefer_loopback(args.address)
+    from cl3dor_ray.data.prepare import PrepareError, prepare
+    from cl3dor_ray.runtime import ray_session
 
-    by_label: dict[str, list[int]] = {}
-    for label, n in rows:
-        by_label.setdefault(label, []).append(n)
-    table = ["| category | objects | scan vertices (median) | points after densify |", "|---|---:|---:|---:|"]
-    for label in sorted(by_label, key=lambda k: np.median(by_label[k])):
-        table.append(f"| {label} | {len(by_label[label])} | {int(np.median(by_label[label]))} | "
-                     f"{cfg.densify.points_per_object} |")
-    report = [
-        "# cl3dor demo", "",
-        f"{cfg.synth.scenes} synthetic ScanNet-format rooms in {t_synth:.1f} s; "
-        f"{len(rows)} objects densified to {cfg.densify.points_per_object} points each "
-        f"({n_points / max(t_dense, 1e-9):,.0f} points/s).", "",
-        *table, "",
-        f"![scene]({scene_png.name})", "", f"![smallest object]({object_png.name})", "",
-    ]
-    (out / "report.md").write_text("\n".join(report))
-    print("\n".join(table))
-    print(f"\nreport: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
+    try:
+        with ray_session(args.address, num_cpus=None):
+            summary = prepare(args.raw, args.out, cfg)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary.line(args.out))
+    if summary.annotations_rejected or summary.scenes_rejected:
+        print(f"  rejected inputs are listed in {Path(args.out) / 'errors.jsonl'}")
     return 0
 
 
+def cmd_demo(args) -> int:
+    from cl3dor_ray.demo import run_demo
+
+    return run_demo(load_config(args.config, args.overrides), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cl3dor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cl3dor", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate synthetic scans and annotations in ScanNet/ScanQA/ScanRefer format")
@@ -106,10 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG path")
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser("prepare", help="scans + annotations -> Parquet (densified objects, samples with negatives)")
+    p.add_argument("--raw", required=True, help="folder with scans/ and annotations/")
+    p.add_argument("--out", required=True, help="output folder (objects/, samples/, errors.jsonl, manifest.json)")
+    p.add_argument("--points-per-object", type=int, help="P, points per object")
+    p.add_argument("--negatives", type=int, help="K, hard negatives per sample")
+    p.add_argument("--sparse", action="store_true", help="LEO's sparse baseline instead of densification")
+    p.add_argument("--workers", type=int, help="Ray Data workers")
+    p.add_argument("--seed", type=int, help="seed of sampling and negatives")
+    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
+    p.add_argument("--config", help="YAML config whose prepare: section gives the defaults")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.negative_generator=rule")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. densify.points_per_object=2048")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.points_per_object=2048")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,6 +1,6 @@
 """Typed configs: dataclasses loaded from configs/*.yaml, with dotted command-line overrides.
 
-    cfg = load_config("configs/tiny.yaml", ["densify.points_per_object=2048"])
+    cfg = load_config("configs/tiny.yaml", ["prepare.points_per_object=2048"])
 
 Every default lives here. Unknown keys and wrong types fail at once, naming the key.
 """
@@ -33,23 +33,33 @@ class SynthConfig:
 
 
 @dataclass
-class DensifyConfig:
+class PrepareConfig:
     points_per_object: int = 1024
-    """Points sampled per object (P). LEO uses 1024."""
-    seed: int = 0
-    """Seed of the surface sampler; results are deterministic per (seed, scene)."""
+    """Points per object (P). LEO uses 1024."""
+    negatives: int = 4
+    """Hard negative answers per sample (K); 0 gives plain supervised data."""
     sparse: bool = False
     """Use LEO's sparse baseline (scan vertices) instead of dense surface sampling."""
+    workers: int = 2
+    """Ray Data workers (tasks for densification, actors for negatives)."""
+    seed: int = 0
+    """Seed of surface sampling and negatives; results are a function of (seed, scene or sample)."""
+    negative_generator: str = "rule"
+    """Name of the NegativeGenerator (text/negatives.py GENERATORS)."""
 
     def __post_init__(self):
         if self.points_per_object < 1:
-            raise ConfigError(f"densify.points_per_object must be >= 1, got {self.points_per_object}")
+            raise ConfigError(f"prepare.points_per_object must be >= 1, got {self.points_per_object}")
+        if self.negatives < 0:
+            raise ConfigError(f"prepare.negatives must be >= 0, got {self.negatives}")
+        if self.workers < 1:
+            raise ConfigError(f"prepare.workers must be >= 1, got {self.workers}")
 
 
 @dataclass
 class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
-    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 def _coerce(value, annotation, key: str):

@@ -40,7 +40,7 @@ def test_broken_scan_is_a_clear_error_not_a_traceback(synth_dir, tmp_path):
 
 
 def test_demo_writes_report_and_pictures(tmp_path):
-    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=2", "densify.points_per_object=128")
+    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=2", "prepare.points_per_object=128")
     assert run.returncode == 0, run.stderr
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| cup |" in report or "| book |" in report or "| bottle |" in report
@@ -49,5 +49,5 @@ def test_demo_writes_report_and_pictures(tmp_path):
 
 
 def test_bad_override_exits_2_with_message(tmp_path):
-    run = cl3dor("demo", "--out", str(tmp_path), "densify.points=3")
-    assert run.returncode == 2 and "unknown key densify.'points'" in run.stderr
+    run = cl3dor("demo", "--out", str(tmp_path), "prepare.points=3")
+    assert run.returncode == 2 and "unknown key prepare.'points'" in run.stderr

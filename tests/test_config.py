@@ -5,21 +5,21 @@ from cl3dor_ray.config import ConfigError, load_config
 
 def test_yaml_then_dotted_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("synth:\n  scenes: 3\ndensify:\n  points_per_object: 64\n")
-    cfg = load_config(path, ["densify.points_per_object=2048", "densify.sparse=true"])
+    path.write_text("synth:\n  scenes: 3\nprepare:\n  points_per_object: 64\n")
+    cfg = load_config(path, ["prepare.points_per_object=2048", "prepare.sparse=true"])
     assert cfg.synth.scenes == 3 and cfg.synth.seed == 0  # untouched keys keep their defaults
-    assert cfg.densify.points_per_object == 2048 and cfg.densify.sparse is True
+    assert cfg.prepare.points_per_object == 2048 and cfg.prepare.sparse is True
 
 
 def test_shipped_tiny_config_loads():
     cfg = load_config("configs/tiny.yaml")
-    assert cfg.densify.points_per_object > 0
+    assert cfg.prepare.points_per_object > 0
 
 
 @pytest.mark.parametrize("override, message", [
-    ("densify.points_per_objects=3", "unknown key densify.'points_per_objects'"),
+    ("prepare.points_per_objects=3", "unknown key prepare.'points_per_objects'"),
     ("synth.scenes=many", "synth.scenes: expected int, got str"),
-    ("densify.sparse=1", "densify.sparse: expected true or false"),
+    ("prepare.sparse=1", "prepare.sparse: expected true or false"),
     ("synth.scenes=0", "synth.scenes must be >= 1"),
     ("nonsense", "expected key.sub=value"),
 ])

@@ -1,14 +1,8 @@
-"""The object categories of synthetic rooms: sizes, colours, where they stand, what they hold.
-
-`STRUCTURE_LABELS` are the room's shell; they are annotated like ScanNet does but are not
-"objects" for questions, captions or object tokens.
-"""
+"""The object categories of synthetic rooms: sizes, colours, where they stand, what they hold."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-STRUCTURE_LABELS = ("floor", "wall")
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (200, 40, 40), "green": (50, 150, 60), "blue": (40, 70, 190), "yellow": (225, 205, 50),

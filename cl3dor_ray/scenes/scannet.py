@@ -18,6 +18,10 @@ import numpy as np
 from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.ply import Mesh, read_ply, write_ply
 
+# The room's shell. ScanNet annotates it like any object, but it is not an "object" for questions,
+# captions or object tokens.
+STRUCTURE_LABELS = ("wall", "floor", "ceiling")
+
 
 @dataclass(frozen=True)
 class SceneObject:

@@ -2,7 +2,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from cl3dor_ray.scenes.catalog import STRUCTURE_LABELS
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.scenes.densify import densify_objects, sparse_objects
 from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.render import render_sparse_vs_dense

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS, STRUCTURE_LABELS
+from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.scenes.scannet import read_scan
 from cl3dor_ray.scenes.synth import MAX_OBJECTS, MIN_OBJECTS, generate_scene
 from cl3dor_ray.scenes.synth_dataset import synthesize

@@ -1,0 +1,1 @@
+"""Text: annotation formats, the answer normaliser, hard negatives."""

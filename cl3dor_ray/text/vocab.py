@@ -1,0 +1,30 @@
+"""Word lists that hard negatives swap: colours, sizes, relation opposites.
+
+They cover the synthetic rooms and the common words of ScanQA / ScanRefer answers on real ScanNet.
+"""
+
+from __future__ import annotations
+
+COLOR_WORDS = (
+    "red", "green", "blue", "yellow", "white", "black", "brown", "gray", "grey", "orange", "purple", "pink",
+    "beige", "tan", "silver", "gold", "wooden",
+)
+
+# Each pair flips both ways.
+SIZE_OPPOSITES = (("small", "big"), ("large", "small"), ("tall", "short"), ("long", "short"), ("wide", "narrow"))
+RELATION_OPPOSITES = (
+    ("left", "right"), ("above", "below"), ("near", "far"), ("on", "under"), ("top", "bottom"),
+    ("front", "behind"), ("inside", "outside"), ("closer", "farther"),
+)
+
+
+def opposites(pairs) -> dict[str, list[str]]:
+    table: dict[str, list[str]] = {}
+    for a, b in pairs:
+        table.setdefault(a, []).append(b)
+        table.setdefault(b, []).append(a)
+    return table
+
+
+SIZE_FLIPS = opposites(SIZE_OPPOSITES)
+RELATION_FLIPS = opposites(RELATION_OPPOSITES)
