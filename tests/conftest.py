@@ -1,6 +1,12 @@
-import pytest
+import os
 
-from cl3dor_ray.scenes.synth_dataset import synthesize
+# Before anything imports Ray: keep the test cluster on 127.0.0.1 (see runtime.prefer_loopback).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+from cl3dor_ray.scenes.synth_dataset import synthesize  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -9,3 +15,13 @@ def synth_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, n_scenes=5, seed=7)
     return out
+
+
+@pytest.fixture(scope="session")
+def local_ray(tmp_path_factory):
+    """One embedded Ray on 127.0.0.1 with 2 CPUs for the whole session."""
+    from cl3dor_ray.runtime import ray_session
+
+    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    with ray_session(None, num_cpus=2, quiet=True):
+        yield

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class Vocabulary:
 
 class NegativeGenerator(Protocol):
     name: str
+    needs_actor: bool  # True for generators that hold a model: Ray Data runs them in a pool of actors
 
     def generate(self, task: str, answers: list[str], scene: SceneContext, k: int,
                  rng: np.random.Generator) -> list[HardNegative]:
@@ -89,6 +90,7 @@ class RuleBasedNegatives:
     """The default generator: swaps one fact of the reference answer using the scene's own vocabulary."""
 
     name = "rule"
+    needs_actor = False  # regexes only: cheap to build in every task
 
     def __init__(self, vocabulary: Vocabulary):
         self.vocab = vocabulary
@@ -156,7 +158,7 @@ class RuleBasedNegatives:
                          f"the vocabulary is too small for K = {k}")
 
 
-GENERATORS: dict[str, Callable[[Vocabulary], NegativeGenerator]] = {"rule": RuleBasedNegatives}
+GENERATORS: dict[str, type] = {"rule": RuleBasedNegatives}
 
 
 def make_generator(name: str, vocabulary: Vocabulary) -> NegativeGenerator:

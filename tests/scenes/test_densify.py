@@ -2,42 +2,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.scenes.densify import densify_objects, sparse_objects
 from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.render import render_sparse_vs_dense
-from cl3dor_ray.scenes.scannet import Scene, SceneObject, read_scan
-
-
-def point_triangle_distance(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Distance from each point (P,3) to each triangle (T,3,3) -> (P,T). Ericson, Real-Time Collision Detection 5.1.5."""
-    p = p[:, None, :]
-    a, b, c = tri[None, :, 0], tri[None, :, 1], tri[None, :, 2]
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
-    bp = p - b
-    d3, d4 = (ab * bp).sum(-1), (ac * bp).sum(-1)
-    cp = p - c
-    d5, d6 = (ab * cp).sum(-1), (ac * cp).sum(-1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denom = va + vb + vc
-        v, w = vb / denom, vc / denom
-        closest = a + ab * v[..., None] + ac * w[..., None]  # interior
-        t_ab = d1 / (d1 - d3)
-        t_ac = d2 / (d2 - d6)
-        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        regions = [
-            ((d1 <= 0) & (d2 <= 0), a),
-            ((d3 >= 0) & (d4 <= d3), b),
-            ((d6 >= 0) & (d5 <= d6), c),
-            ((vc <= 0) & (d1 >= 0) & (d3 <= 0), a + ab * t_ab[..., None]),
-            ((vb <= 0) & (d2 >= 0) & (d6 <= 0), a + ac * t_ac[..., None]),
-            ((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), b + (c - b) * t_bc[..., None]),
-        ]
-    for mask, point in reversed(regions):  # first matching region wins, as in the reference
-        closest = np.where(mask[..., None], np.broadcast_to(point, closest.shape), closest)
-    return np.linalg.norm(p - closest, axis=-1)
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, Scene, SceneObject, read_scan
+from tests.helpers import point_triangle_distance
 
 
 def test_distance_helper_against_known_cases():

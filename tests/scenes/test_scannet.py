@@ -6,6 +6,7 @@ import pytest
 from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.scannet import read_scan, scan_files, write_scan
 from cl3dor_ray.scenes.synth import generate_scene
+from tests.helpers import MALFORMED, break_scan
 
 
 @pytest.fixture
@@ -55,65 +56,10 @@ def test_missing_alignment_file_falls_back_to_identity_and_says_so(generated):
     np.testing.assert_array_equal(back.vertices, raw)
 
 
-def _break(folder, scene_id, what):
-    files = scan_files(folder, scene_id)
-    if what == "truncated_ply":
-        data = files["mesh"].read_bytes()
-        files["mesh"].write_bytes(data[: len(data) // 2])
-        return files["mesh"], "truncated"
-    if what == "seg_length":
-        doc = json.loads(files["segs"].read_text())
-        doc["segIndices"] = doc["segIndices"][:-7]
-        files["segs"].write_text(json.dumps(doc))
-        return files["segs"], "segIndices has .* entries but the mesh has .* vertices"
-    if what == "unknown_segment":
-        doc = json.loads(files["aggregation"].read_text())
-        doc["segGroups"][2]["segments"].append(987654321)
-        files["aggregation"].write_text(json.dumps(doc))
-        return files["aggregation"], "segments \\[987654321\\] that no vertex has"
-    if what == "nan":
-        from cl3dor_ray.scenes.ply import read_ply, write_ply
-
-        mesh = read_ply(files["mesh"])
-        mesh.vertices = mesh.vertices.copy()
-        mesh.vertices[17, 1] = np.nan
-        write_ply(files["mesh"], mesh)
-        return files["mesh"], "vertex 17 has a NaN or infinite coordinate"
-    if what == "inf":
-        from cl3dor_ray.scenes.ply import read_ply, write_ply
-
-        mesh = read_ply(files["mesh"])
-        mesh.vertices = mesh.vertices.copy()
-        mesh.vertices[3, 0] = np.inf
-        write_ply(files["mesh"], mesh)
-        return files["mesh"], "vertex 3 has a NaN or infinite coordinate"
-    if what in ("missing_mesh", "missing_segs", "missing_aggregation"):
-        key = what.split("_", 1)[1]
-        files[key].unlink()
-        return files[key], "missing file"
-    if what == "faceless_object":
-        # give one vertex of the mesh a segment of its own and make that segment an object
-        doc = json.loads(files["segs"].read_text())
-        doc["segIndices"][0] = 424242
-        files["segs"].write_text(json.dumps(doc))
-        agg = json.loads(files["aggregation"].read_text())
-        agg["segGroups"].append({"id": 99, "objectId": 99, "label": "cup", "segments": [424242]})
-        files["aggregation"].write_text(json.dumps(agg))
-        return files["aggregation"], "object 99 \\('cup'\\) has no faces"
-    if what == "bad_json":
-        files["aggregation"].write_text('{"segGroups": [')
-        return files["aggregation"], "invalid JSON"
-    if what == "wrong_field":
-        files["aggregation"].write_text(json.dumps({"groups": []}))
-        return files["aggregation"], "'segGroups' field"
-    raise AssertionError(what)
-
-
-@pytest.mark.parametrize("what", ["truncated_ply", "seg_length", "unknown_segment", "nan", "inf", "missing_mesh",
-                                  "missing_segs", "missing_aggregation", "faceless_object", "bad_json", "wrong_field"])
+@pytest.mark.parametrize("what", MALFORMED)
 def test_malformed_scans_raise_scan_format_error(generated, what):
     scene, _, folder = generated
-    bad_file, message = _break(folder, scene.scene_id, what)
+    bad_file, message = break_scan(folder, scene.scene_id, what)
     with pytest.raises(ScanFormatError, match=message) as err:
         read_scan(folder)
     assert err.value.path == str(bad_file)
