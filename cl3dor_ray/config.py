@@ -57,9 +57,76 @@ class PrepareConfig:
 
 
 @dataclass
+class LMConfig:
+    path: str | None = None
+    """Local folder of a pretrained causal LM (e.g. OPT-1.3B, Vicuna-7B); None builds one from the fields below."""
+    arch: str = "llama"
+    """Architecture of an LM built from config: "llama" or "qwen2"."""
+    hidden_size: int = 128
+    """Hidden size of an LM built from config."""
+    intermediate_size: int = 256
+    """MLP width of an LM built from config."""
+    num_layers: int = 2
+    """Decoder layers of an LM built from config."""
+    num_heads: int = 4
+    """Attention heads of an LM built from config."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention) of an LM built from config."""
+    max_positions: int = 512
+    """Longest sequence (object tokens + prompt + answer) an LM built from config handles."""
+    vocab_size: int = 2000
+    """Size of the BPE tokenizer trained from the corpus when the LM folder has none."""
+
+    def __post_init__(self):
+        if self.arch not in ("llama", "qwen2"):
+            raise ConfigError(f"model.lm.arch must be 'llama' or 'qwen2', got {self.arch!r}")
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ConfigError("model.lm: hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA path."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Names of the LM's linear layers that get adapters."""
+
+
+@dataclass
+class ModelConfig:
+    num_points: int = 256
+    """Points per object fed to the point encoder (a fixed subset of the prepared P)."""
+    max_objects: int = 60
+    """Object tokens per scene, relevant objects first (LEO uses up to 60)."""
+    sa1: list[int] = field(default_factory=lambda: [64, 16])
+    """First set abstraction: [centres, neighbours]."""
+    sa2: list[int] = field(default_factory=lambda: [16, 16])
+    """Second set abstraction: [centres, neighbours]."""
+    point_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """Feature widths of the two set abstractions and the global feature."""
+    spatial_layers: int = 2
+    """Layers of the spatial transformer that relates the objects of a scene."""
+    spatial_heads: int = 4
+    """Heads of the spatial transformer."""
+    lm: LMConfig = field(default_factory=LMConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self):
+        if len(self.sa1) != 2 or len(self.sa2) != 2 or len(self.point_widths) != 3:
+            raise ConfigError("model.sa1 and model.sa2 take [centres, neighbours]; model.point_widths takes 3 widths")
+        if self.point_widths[2] % self.spatial_heads:
+            raise ConfigError("model.point_widths[2] must divide by model.spatial_heads")
+
+
+@dataclass
 class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def _coerce(value, annotation, key: str):
@@ -107,6 +174,11 @@ def _build(cls, values: dict, prefix: str = ""):
         raise ConfigError(f"unknown key {where}{unknown[0]!r}; expected one of {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
     return cls(**kwargs)
+
+
+def from_dict(cls, values: dict, prefix: str = ""):
+    """A config dataclass from a plain dict (e.g. one saved with a model), with the same checks."""
+    return _build(cls, values, prefix)
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

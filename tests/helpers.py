@@ -91,3 +91,30 @@ def break_scan(folder, scene_id, what):
         files["aggregation"].write_text(json.dumps({"groups": []}))
         return files["aggregation"], "'segGroups' field"
     raise AssertionError(what)
+
+
+# ---------------------------------------------------------------- a tiny model and toy scenes
+
+TINY_MODEL = ["model.lm.hidden_size=64", "model.lm.intermediate_size=128", "model.lm.num_heads=4",
+              "model.lm.num_kv_heads=2", "model.lm.vocab_size=400", "model.num_points=64", "model.sa1=[16,8]",
+              "model.sa2=[8,8]", "model.point_widths=[16,32,64]", "model.spatial_heads=4"]
+
+
+def toy_scenes(seed: int = 0):
+    """Four samples over two scenes of random object clouds, each with 3 negatives."""
+    rng = np.random.default_rng(seed)
+    objects = {s: [{"object_id": i, "points": rng.normal(size=(128, 3)).astype(np.float32),
+                    "colors": rng.integers(0, 255, (128, 3)), "center": rng.normal(size=3), "size": rng.random(3)}
+                   for i in range(n)] for s, n in (("scene0000_00", 3), ("scene0001_00", 5))}
+    samples = [
+        {"scene_id": "scene0000_00", "object_ids": [1], "question": "What color is the cup?",
+         "answers": ["red"], "negatives": ["blue", "green", "yellow"]},
+        {"scene_id": "scene0000_00", "object_ids": [2, 0], "question": "Where is the book placed?",
+         "answers": ["on the table"], "negatives": ["under the table", "on the desk", "on the bed"]},
+        {"scene_id": "scene0001_00", "object_ids": [], "question": "How many chairs are in the room?",
+         "answers": ["2"], "negatives": ["3", "1", "4"]},
+        {"scene_id": "scene0001_00", "object_ids": [4], "question": "Is there a lamp on the desk?",
+         "answers": ["yes"], "negatives": ["no", "2", "red"]},
+    ]
+    corpus = [s["question"] for s in samples] + [a for s in samples for a in s["answers"] + s["negatives"]]
+    return samples, objects, corpus

@@ -1,0 +1,136 @@
+"""`SceneBatch`: what the model eats, and `SceneCollator`, which builds it from prepared rows.
+
+A batch holds, per sample, its scene's object clouds (relevant objects first, at most
+`max_objects`), the instruction tokens, and C candidate answers (the gold answer first, then the
+hard negatives) as right-padded token ids. Every tensor is checked on construction, so a bad
+batch fails with the field, the expected shape and dtype, and what it got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cl3dor_ray.model.prompt import after_objects, answer_text
+
+
+class BatchError(ValueError):
+    """A SceneBatch field has the wrong shape or dtype."""
+
+
+def _expect(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None:
+    """shape: ints fix a size, strings name sizes that must agree across fields."""
+    ok = isinstance(t, torch.Tensor) and t.dtype == dtype and t.dim() == len(shape) and all(
+        isinstance(s, str) or t.shape[i] == s for i, s in enumerate(shape))
+    if not ok:
+        got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise BatchError(f"SceneBatch.{name} must be {dtype} of shape {tuple(shape)}, got {got}")
+
+
+@dataclass
+class SceneBatch:
+    points: torch.Tensor  # (B, N, P, 6) float32: xyz (scene frame) + rgb 0..255
+    object_mask: torch.Tensor  # (B, N) bool, False where a scene has fewer than N objects
+    centers: torch.Tensor  # (B, N, 3) float32
+    sizes: torch.Tensor  # (B, N, 3) float32
+    instruction_ids: torch.Tensor  # (B, La) long, right-padded " USER: ... ASSISTANT:"
+    instruction_mask: torch.Tensor  # (B, La) long
+    cand_ids: torch.Tensor  # (B, C, Lc) long, right-padded " answer</s>"; C = 0 when only generating
+    cand_mask: torch.Tensor  # (B, C, Lc) long
+
+    def __post_init__(self):
+        _expect("points", self.points, torch.float32, ("B", "N", "P", 6))
+        b, n = self.points.shape[:2]
+        _expect("object_mask", self.object_mask, torch.bool, (b, n))
+        _expect("centers", self.centers, torch.float32, (b, n, 3))
+        _expect("sizes", self.sizes, torch.float32, (b, n, 3))
+        _expect("instruction_ids", self.instruction_ids, torch.long, (b, "La"))
+        _expect("instruction_mask", self.instruction_mask, torch.long, tuple(self.instruction_ids.shape))
+        _expect("cand_ids", self.cand_ids, torch.long, (b, "C", "Lc"))
+        _expect("cand_mask", self.cand_mask, torch.long, tuple(self.cand_ids.shape))
+        if not self.object_mask.any(dim=1).all():
+            raise BatchError("SceneBatch.object_mask: every sample needs at least one object")
+        if self.cand_ids.shape[1] and not (self.cand_mask[..., 0] == 1).all():
+            raise BatchError("SceneBatch.cand_mask: every candidate needs at least one token")
+
+    def to(self, device) -> "SceneBatch":
+        return SceneBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+
+    @property
+    def num_candidates(self) -> int:
+        return self.cand_ids.shape[1]
+
+
+def select_objects(objects: list[dict], relevant: list[int], budget: int) -> list[dict]:
+    """Relevant objects first, then the rest by distance to them (or to the room's centre)."""
+    first = [o for oid in relevant for o in objects if o["object_id"] == oid]
+    rest = [o for o in objects if o["object_id"] not in set(relevant)]
+    anchor = np.mean([o["center"] for o in (first or objects)], axis=0)
+    rest.sort(key=lambda o: (float(np.linalg.norm(np.asarray(o["center"]) - anchor)), o["object_id"]))
+    return (first + rest)[:budget]
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+class SceneCollator:
+    """Prepared rows -> SceneBatch. `objects_by_scene` maps scene_id to its object rows."""
+
+    def __init__(self, tokenizer, objects_by_scene: dict[str, list[dict]], num_points: int, max_objects: int,
+                 max_answer_tokens: int = 96):
+        self.tok = tokenizer
+        self.objects = objects_by_scene
+        self.num_points = num_points
+        self.max_objects = max_objects
+        self.max_answer_tokens = max_answer_tokens
+
+    def _cloud(self, obj: dict) -> np.ndarray:
+        pts = np.asarray(obj["points"], dtype=np.float32).reshape(-1, 3)
+        rgb = np.asarray(obj["colors"], dtype=np.float32).reshape(-1, 3)
+        # an evenly spaced fixed subset: the prepared points are already in random order
+        idx = np.linspace(0, len(pts) - 1, self.num_points).round().astype(int)
+        return np.concatenate([pts[idx], rgb[idx]], axis=1)
+
+    def encode_answer(self, text: str) -> list[int]:
+        ids = self.tok(answer_text(text), add_special_tokens=False).input_ids[: self.max_answer_tokens - 1]
+        return ids + [self.tok.eos_token_id]
+
+    def __call__(self, samples: list[dict], candidates: list[list[str]] | None = None) -> SceneBatch:
+        """`candidates[i]` are sample i's answers to score; default: gold answer then its negatives."""
+        if candidates is None:
+            candidates = [[s["answers"][0], *s["negatives"]] for s in samples]
+        chosen = []
+        for s in samples:
+            if s["scene_id"] not in self.objects:
+                raise KeyError(f"scene {s['scene_id']!r} has no objects in the prepared data")
+            chosen.append(select_objects(self.objects[s["scene_id"]], list(s["object_ids"]), self.max_objects))
+        b, n = len(samples), max(len(c) for c in chosen)
+        points = np.zeros((b, n, self.num_points, 6), np.float32)
+        centers, sizes = np.zeros((b, n, 3), np.float32), np.zeros((b, n, 3), np.float32)
+        mask = np.zeros((b, n), bool)
+        for i, objs in enumerate(chosen):
+            for j, o in enumerate(objs):
+                points[i, j] = self._cloud(o)
+                centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
+        instr = [self.tok(after_objects(s["question"]), add_special_tokens=False).input_ids for s in samples]
+        instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
+        n_cand = len(candidates[0]) if candidates else 0
+        if any(len(c) != n_cand for c in candidates):
+            raise BatchError("every sample in a batch needs the same number of candidates (K + 1)")
+        if n_cand:
+            flat = [self.encode_answer(t) for cands in candidates for t in cands]
+            ids, cmask = _pad(flat, self.tok.pad_token_id)
+            cand_ids, cand_mask = ids.view(b, n_cand, -1), cmask.view(b, n_cand, -1)
+        else:
+            cand_ids = cand_mask = torch.zeros((b, 0, 1), dtype=torch.long)
+        return SceneBatch(torch.from_numpy(points), torch.from_numpy(mask), torch.from_numpy(centers),
+                          torch.from_numpy(sizes), instr_ids, instr_mask, cand_ids, cand_mask)

@@ -1,0 +1,1 @@
+"""Training: the odds-ratio loss, the per-worker loop, the TorchTrainer set-up."""

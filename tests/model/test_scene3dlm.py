@@ -1,0 +1,144 @@
+import dataclasses
+
+import pytest
+import torch
+
+from cl3dor_ray.config import load_config
+from cl3dor_ray.model.batch import BatchError, SceneBatch, SceneCollator, select_objects
+from cl3dor_ray.model.io import ModelFolderError, build_model, load_model, save_model
+from cl3dor_ray.train.orpo import log_odds, orpo_loss
+from tests.helpers import TINY_MODEL, toy_scenes
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    cfg = load_config(None, TINY_MODEL).model
+    model = build_model(cfg, corpus)
+    collate = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects)
+    return model, collate, samples
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prefix_matches_naive_concatenation_in_loss_and_gradients(setup, lora):
+    model, collate, samples = setup
+    if lora:
+        model.set_trainable(lm="lora")
+        for n, p in model.lm.named_parameters():  # LoRA B starts at zero; make the adapter matter
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.05)
+    batch = collate(samples)
+    results = []
+    for shared in (True, False):
+        model.zero_grad()
+        logps, _ = model.candidate_logps(batch, shared=shared)
+        loss, _ = orpo_loss(logps, lam=0.1)
+        loss.backward()
+        results.append((logps.detach(), loss.item(), _grads(model)))
+    (lp_s, loss_s, g_s), (lp_n, loss_n, g_n) = results
+    torch.testing.assert_close(lp_s, lp_n, rtol=0, atol=1e-5)
+    assert loss_s == pytest.approx(loss_n, abs=1e-5)
+    assert g_s.keys() == g_n.keys() and len(g_s) > 10
+    for name in g_s:
+        torch.testing.assert_close(g_s[name], g_n[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert any("point_encoder" in n for n in g_s)  # the scene encoding is trained through the shared path
+
+
+def test_save_load_round_trip_gives_identical_outputs(setup, tmp_path):
+    model, collate, samples = setup
+    batch = collate(samples)
+    model.eval()
+    before = model.candidate_logps(batch)[0]
+    folder = save_model(model, tmp_path / "model")
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert "scene_encoder.safetensors" in files and "lm/model.safetensors" in files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]  # nothing to unpickle
+    loaded = load_model(folder)
+    assert torch.equal(loaded.candidate_logps(batch)[0], before)
+    assert loaded.generate(batch, max_new_tokens=4) == model.generate(batch, max_new_tokens=4)
+    assert dataclasses.asdict(loaded.cfg) == dataclasses.asdict(model.cfg)
+
+
+def test_lora_model_saves_merged_and_reloads_close(setup, tmp_path):
+    model, collate, samples = setup
+    model.set_trainable(lm="lora")
+    for n, p in model.lm.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)
+    batch = collate(samples)
+    model.eval()
+    before = model.candidate_logps(batch)[0]
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    torch.testing.assert_close(loaded.candidate_logps(batch)[0], before, rtol=0, atol=1e-5)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(ModelFolderError, match="cl3dor_model.json is missing"):
+        load_model(tmp_path)
+
+
+def test_generation_greedy_and_beam_respect_max_new_tokens(setup):
+    model, collate, samples = setup
+    batch = collate(samples, candidates=[[] for _ in samples])
+    assert batch.num_candidates == 0
+    for kwargs in ({}, {"num_beams": 3, "repetition_penalty": 1.3}):
+        ids = model.generate_ids(batch, max_new_tokens=3, **kwargs)
+        assert ids.shape[0] == len(samples) and 1 <= ids.shape[1] <= 3
+        assert len(model.generate(batch, max_new_tokens=3, **kwargs)) == len(samples)
+
+
+def test_set_trainable_per_part(setup):
+    model, _, _ = setup
+    model.set_trainable(point_encoder="freeze", spatial="train", projector="train", lm="lora")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector")) for n in trainable)
+    assert not any(n.startswith("point_encoder") for n in trainable)
+    with pytest.raises(ValueError, match="'lora' only for lm"):
+        model.set_trainable(projector="lora")
+
+
+def test_object_budget_puts_relevant_objects_first():
+    objs = [{"object_id": i, "center": [float(i), 0, 0]} for i in range(10)]
+    picked = select_objects(objs, relevant=[7, 3], budget=4)
+    assert [o["object_id"] for o in picked] == [7, 3, 5, 4]  # then the nearest to their centroid (5, 0, 0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("points", torch.zeros(2, 3, 64, 6, dtype=torch.float64), "points must be torch.float32 of shape"),
+    ("points", torch.zeros(2, 3, 64, 3), "got torch.float32 \\(2, 3, 64, 3\\)"),
+    ("object_mask", torch.ones(2, 4, dtype=torch.bool), "object_mask must be torch.bool of shape \\(2, 3\\)"),
+    ("object_mask", torch.zeros(2, 3, dtype=torch.bool), "every sample needs at least one object"),
+    ("cand_ids", torch.zeros(2, 4, 5, dtype=torch.int32), "cand_ids must be torch.int64"),
+])
+def test_bad_batches_fail_with_the_field_and_expectation(field, value, message):
+    good = dict(points=torch.zeros(2, 3, 64, 6), object_mask=torch.ones(2, 3, dtype=torch.bool),
+                centers=torch.zeros(2, 3, 3), sizes=torch.zeros(2, 3, 3),
+                instruction_ids=torch.zeros(2, 7, dtype=torch.long), instruction_mask=torch.ones(2, 7, dtype=torch.long),
+                cand_ids=torch.zeros(2, 4, 5, dtype=torch.long), cand_mask=torch.ones(2, 4, 5, dtype=torch.long))
+    SceneBatch(**good)
+    with pytest.raises(BatchError, match=message):
+        SceneBatch(**{**good, field: value})
+
+
+def test_tiny_model_overfits_and_ranks_gold_above_every_negative(setup):
+    model, collate, samples = setup
+    batch = collate(samples)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(120):
+        opt.zero_grad()
+        loss, metrics = orpo_loss(model.candidate_logps(batch)[0], lam=0.5)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        odds = log_odds(model.candidate_logps(batch)[0])
+    assert (odds[:, :1] > odds[:, 1:]).all(), odds
+    assert metrics["pref_accuracy"] == 1.0 and metrics["nll"] < 0.2
+    greedy = model.generate(collate(samples, candidates=[[] for _ in samples]), max_new_tokens=6)
+    assert greedy == [s["answers"][0] for s in samples]
