@@ -142,3 +142,23 @@ def test_tiny_model_overfits_and_ranks_gold_above_every_negative(setup):
     assert metrics["pref_accuracy"] == 1.0 and metrics["nll"] < 0.2
     greedy = model.generate(collate(samples, candidates=[[] for _ in samples]), max_new_tokens=6)
     assert greedy == [s["answers"][0] for s in samples]
+
+
+def test_lm_from_a_local_folder_saves_only_its_lora_adapter(setup, tmp_path):
+    model, collate, samples = setup
+    base = tmp_path / "base_lm"
+    model.lm.save_pretrained(base)  # stands in for a real LM folder (OPT, Vicuna, ...) with its tokenizer
+    model.tokenizer.save_pretrained(base)
+    cfg = dataclasses.replace(model.cfg, lm=dataclasses.replace(model.cfg.lm, path=str(base)))
+    from_folder = build_model(cfg)  # no corpus: the folder's tokenizer is used
+    assert from_folder.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    from_folder.set_trainable(lm="lora")
+    for n, p in from_folder.lm.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)
+    from_folder.eval()
+    batch = collate(samples)
+    before = from_folder.candidate_logps(batch)[0]
+    folder = save_model(from_folder, tmp_path / "adapted")
+    assert (folder / "lm_adapter" / "adapter_model.safetensors").is_file() and not (folder / "lm").exists()
+    torch.testing.assert_close(load_model(folder).candidate_logps(batch)[0], before, rtol=0, atol=1e-6)

@@ -1,0 +1,82 @@
+"""One ORPO training step (forward + backward), shared-prefix against naive concatenation.
+
+    python benchmarks/bench_orpo_step.py [--config configs/tiny.yaml] [--batch 4] [--objects 20] [--repeats 5]
+
+For K = 1, 2, 4, 8 negatives, on the tiny config and toy scenes of `--objects` objects each, the
+same batch is stepped both ways in one run: the naive path encodes the scene and runs the prompt
+once per answer (K + 1 times), as TRL-style concatenated batches do; the shared path does it once
+and expands the prefix's KV cache over the K + 1 answers. Median of `--repeats` timed steps after
+one warm-up. The last line is one JSON object with the speed-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from cl3dor_ray.config import load_config
+from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.io import build_model
+from cl3dor_ray.train.orpo import orpo_loss
+
+ANSWERS = ["red", "blue", "green", "on the table", "under the table", "2", "3", "yes", "no", "the brown chair",
+           "this is a small red cup. it is on the desk.", "left", "right", "near", "far"]
+
+
+def toy_batch(collate_cfg, model, batch: int, objects: int, k: int, rng):
+    scenes = {f"scene{i:04d}_00": [{"object_id": j, "points": rng.normal(size=(1024, 3)).astype(np.float32),
+                                    "colors": rng.integers(0, 255, (1024, 3)), "center": rng.normal(size=3),
+                                    "size": rng.random(3)} for j in range(objects)] for i in range(batch)}
+    samples = [{"scene_id": s, "object_ids": [0], "question": "What color is the chair next to the desk?",
+                "answers": [ANSWERS[i % len(ANSWERS)]],
+                "negatives": [ANSWERS[(i + 1 + j) % len(ANSWERS)] for j in range(k)]}
+               for i, s in enumerate(scenes)]
+    return SceneCollator(model.tokenizer, scenes, collate_cfg.num_points, collate_cfg.max_objects)(samples)
+
+
+def step_seconds(model, batch, shared: bool, repeats: int) -> float:
+    times = []
+    for i in range(repeats + 1):
+        model.zero_grad()
+        t = time.perf_counter()
+        loss, _ = orpo_loss(model.candidate_logps(batch, shared=shared)[0], lam=0.1)
+        loss.backward()
+        if i:  # the first step warms up allocator and kernels
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--objects", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    cfg = load_config(args.config).model
+    model = build_model(cfg, ANSWERS * 20 + ["What color is the chair next to the desk?"] * 20)
+    model.set_trainable(lm="lora")
+    model.train()
+    rng = np.random.default_rng(0)
+    print(f"{args.batch} samples x {args.objects} objects x {cfg.num_points} points, LM hidden {cfg.lm.hidden_size}, "
+          f"{torch.get_num_threads()} threads")
+    figures = {}
+    for k in (1, 2, 4, 8):
+        batch = toy_batch(cfg, model, args.batch, args.objects, k, rng)
+        naive = step_seconds(model, batch, shared=False, repeats=args.repeats)
+        shared = step_seconds(model, batch, shared=True, repeats=args.repeats)
+        figures[f"K{k}"] = {"naive_s": naive, "shared_s": shared, "speedup": naive / shared}
+        print(f"  K = {k}: naive {naive * 1000:7.1f} ms (baseline)  shared {shared * 1000:7.1f} ms  "
+              f"speed-up {naive / shared:.2f}x")
+    print(json.dumps({"speedup": {k: round(v["speedup"], 3) for k, v in figures.items()}, "steps": figures}))
+
+
+if __name__ == "__main__":
+    main()
