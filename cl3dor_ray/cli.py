@@ -77,6 +77,22 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from cl3dor_ray.train.trainer import check_data
+
+    check_data(Path(args.data))  # before any worker starts
+    prefer_loopback(args.address)
+    from cl3dor_ray.runtime import ray_session
+    from cl3dor_ray.train.trainer import train
+
+    with ray_session(args.address):
+        result = train(cfg, args.data, args.out, only_stage=args.stage, init_model=args.init)
+    print(f"trained {', '.join(result.stages_run) or 'nothing (all stages done)'} in {result.seconds:.0f} s; "
+          f"model: {result.model_dir}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cl3dor_ray.demo import run_demo
 
@@ -113,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config whose prepare: section gives the defaults")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.negative_generator=rule")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="the three training stages with Ray Train + DeepSpeed")
+    p.add_argument("--config", default="configs/tiny.yaml", help="YAML config (model: and train: sections)")
+    p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
+    p.add_argument("--out", required=True, help="run folder; re-running with the same folder resumes")
+    p.add_argument("--stage", choices=["object_alignment", "scene_alignment", "instruction_tuning"],
+                   help="run only this stage")
+    p.add_argument("--init", help="model folder to start from (default: RUN/init_model, or the previous stage)")
+    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.zero_stage=1 train.workers=2")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")
     p.add_argument("--config", default="configs/tiny.yaml")

@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -122,11 +123,120 @@ class ModelConfig:
             raise ConfigError("model.point_widths[2] must divide by model.spatial_heads")
 
 
+TASKS = ("qa", "caption", "existence")
+
+
+@dataclass
+class Trainable:
+    point_encoder: str = "freeze"
+    """"train" or "freeze"."""
+    spatial: str = "train"
+    """The spatial transformer and location encoder: "train" or "freeze"."""
+    projector: str = "train"
+    """"train" or "freeze"."""
+    lm: str = "lora"
+    """"train", "freeze" or "lora"."""
+
+    def __post_init__(self):
+        for part in ("point_encoder", "spatial", "projector"):
+            if getattr(self, part) not in ("train", "freeze"):
+                raise ConfigError(f"trainable.{part} must be 'train' or 'freeze', got {getattr(self, part)!r}")
+        if self.lm not in ("train", "freeze", "lora"):
+            raise ConfigError(f"trainable.lm must be 'train', 'freeze' or 'lora', got {self.lm!r}")
+
+
+@dataclass
+class StageConfig:
+    enabled: bool = True
+    """Run this stage; a disabled stage is skipped and the next starts from the previous weights."""
+    steps: int = 100
+    """Optimizer steps."""
+    lr: float = 1e-4
+    """Peak learning rate (after warmup, then cosine decay to lr * min_lr_ratio)."""
+    warmup_steps: int = 10
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.1
+    """End of the cosine decay, as a fraction of lr."""
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Sample tasks this stage trains on: qa, caption, existence."""
+    negatives: bool = False
+    """Train against the hard negatives with the odds-ratio term (the contrastive stage)."""
+    lam: float = 0.1
+    """Weight lambda of the odds-ratio term (ORPO/TRL default 0.1); 0 is supervised fine-tuning."""
+    trainable: Trainable = field(default_factory=Trainable)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise ConfigError(f"stage tasks {unknown or '[]'} invalid; expected a non-empty subset of {list(TASKS)}")
+        if self.steps < 1 or self.lr <= 0 or self.warmup_steps < 0 or self.lam < 0:
+            raise ConfigError("stage needs steps >= 1, lr > 0, warmup_steps >= 0 and lam >= 0")
+
+
+def _stage(**kw) -> Callable[[], StageConfig]:
+    return lambda: StageConfig(**kw)
+
+
+@dataclass
+class TrainConfig:
+    workers: int = 2
+    """Ray Train workers (one process each; one GPU each when use_gpu)."""
+    use_gpu: bool = False
+    """GPUs, NCCL and bf16; otherwise CPUs, gloo and fp32."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage: 1, 2 or 3."""
+    batch_size: int = 4
+    """Micro-batch per worker."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    eval_every: int = 25
+    """Validation loss and answer exact match every N steps (and at the end of a stage)."""
+    eval_samples: int = 16
+    """Size of the fixed validation subset."""
+    checkpoint_every: int = 25
+    """Checkpoint every N steps (and at the end of a stage)."""
+    num_to_keep: int = 2
+    """Checkpoints kept per stage."""
+    max_failures: int = 2
+    """Worker failures Ray Train recovers from (restarting from the last checkpoint)."""
+    log_every: int = 5
+    """Console and metrics.jsonl every N steps."""
+    seed: int = 0
+    """Seed of model initialisation and data order."""
+    fail_at_step: int | None = None
+    """Test only: a worker kills its own process once at this step of the contrastive stage."""
+    object_alignment: StageConfig = field(default_factory=_stage(
+        tasks=["caption"], trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze")))
+    scene_alignment: StageConfig = field(default_factory=_stage(
+        tasks=["caption", "qa"], trainable=Trainable(point_encoder="freeze", lm="lora")))
+    instruction_tuning: StageConfig = field(default_factory=_stage(
+        tasks=["qa", "caption", "existence"], negatives=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
+
+    def __post_init__(self):
+        if self.zero_stage not in (1, 2, 3):
+            raise ConfigError(f"train.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+        if self.workers < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("train.workers, train.batch_size and train.grad_accum must be >= 1")
+
+    @property
+    def stages(self) -> list[tuple[str, StageConfig]]:
+        """The three stages in order."""
+        return [(name, getattr(self, name)) for name in STAGES]
+
+
+STAGES = ("object_alignment", "scene_alignment", "instruction_tuning")
+
+
 @dataclass
 class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _coerce(value, annotation, key: str):
@@ -165,14 +275,27 @@ def _coerce(value, annotation, key: str):
     return value
 
 
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def _build(cls, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]!r}; expected one of {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+        raise ConfigError(f"unknown key {where}{unknown[0]!r}; expected one of {sorted(fields)}")
+    kwargs = {}
+    for k, v in values.items():
+        f = fields[k]
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            # a partial section overrides its own defaults (e.g. one stage's steps), not the class's
+            v = _merge(dataclasses.asdict(f.default_factory()), v)
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)
     return cls(**kwargs)
 
 

@@ -59,8 +59,9 @@ class Scene3DLM(nn.Module):
     def object_tokens(self, batch: SceneBatch) -> torch.Tensor:
         """(B, N, H): one LM token per object."""
         b, n, p, _ = batch.points.shape
-        feats = self.point_encoder(batch.points.reshape(b * n, p, 6)).view(b, n, -1)
-        feats = feats + self.location(torch.cat([batch.centers, batch.sizes], dim=-1))
+        dtype = self.projector[0].weight.dtype  # bf16 under DeepSpeed on GPUs; batches arrive in float32
+        feats = self.point_encoder(batch.points.reshape(b * n, p, 6).to(dtype)).view(b, n, -1)
+        feats = feats + self.location(torch.cat([batch.centers, batch.sizes], dim=-1).to(dtype))
         feats = self.spatial(feats, src_key_padding_mask=~batch.object_mask)
         return self.projector(feats)
 
@@ -84,6 +85,10 @@ class Scene3DLM(nn.Module):
         return (mask.cumsum(-1) - 1).clamp_min(0)
 
     # ------------------------------------------------------------------ scoring
+    def forward(self, batch: SceneBatch, shared: bool = True) -> torch.Tensor:
+        """(B, C) mean log-probability per candidate: what training and the DeepSpeed engine call."""
+        return self.candidate_logps(batch, shared=shared)[0]
+
     def candidate_logps(self, batch: SceneBatch, shared: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors."""
         c = batch.num_candidates

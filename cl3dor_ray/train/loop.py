@@ -1,0 +1,207 @@
+"""The per-worker training loop of one stage (Ray Train calls `train_loop_per_worker` on every worker).
+
+    setup: load the stage's starting model -> set what trains -> DeepSpeed engine -> resume from
+           Ray Train's latest checkpoint if there is one
+    train: micro-batches from this worker's shard -> ORPO (or plain NLL) loss -> engine.step
+    every eval_every: validation loss + answer exact match;  every checkpoint_every: all ranks
+           save their DeepSpeed shards and report one Ray Train checkpoint
+    end:   rank 0 exports the stage's model folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from cl3dor_ray.config import TrainConfig, from_dict
+from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.io import load_model, save_model
+from cl3dor_ray.text.normalize import normalize_answer
+from cl3dor_ray.train.deepspeed_config import deepspeed_config
+from cl3dor_ray.train.orpo import orpo_loss
+
+CKPT_TAG = "ds"
+
+
+def load_objects(data_dir: str, num_points: int) -> dict[str, list[dict]]:
+    """All prepared objects, grouped by scene, thinned to the model's points per object."""
+    table = pq.read_table(Path(data_dir) / "objects")
+    by_scene: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        step = max(1, len(row["points"]) // num_points)
+        row["points"], row["colors"] = row["points"][::step], row["colors"][::step]
+        by_scene.setdefault(row["scene_id"], []).append(row)
+    return by_scene
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to min_ratio."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch_tokens(batch) -> int:
+    """Tokens the LM processes for this batch: prefix (objects + prompt) once, plus every candidate."""
+    return int(batch.object_mask.sum() + batch.instruction_mask.sum() + batch.cand_mask.sum())
+
+
+class _Metrics:
+    """metrics.jsonl on rank 0; on resume, entries past the restored step are dropped."""
+
+    def __init__(self, path: Path, stage: str, start_step: int, rank: int):
+        self.path, self.stage, self.rank = path, stage, rank
+        if rank == 0 and path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            keep = [r for r in rows if r["stage"] != stage or r["step"] <= start_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def write(self, step: int, values: dict) -> None:
+        if self.rank == 0:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"stage": self.stage, "step": step, **values}) + "\n")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import deepspeed
+    import ray.train
+    import torch.distributed as dist
+
+    cfg: TrainConfig = from_dict(TrainConfig, config["train"], "train")
+    name = config["stage"]
+    stage = getattr(cfg, name)
+    run_dir = Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+
+    # ---- setup
+    model = load_model(config["init_model"]).train()
+    model.set_trainable(**dataclasses.asdict(stage.trainable))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
+    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
+        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, stage.min_lr_ratio))
+    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer,
+                                                   lr_scheduler=schedule, config=deepspeed_config(cfg, stage.lr),
+                                                   dist_init_required=False)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            engine.load_checkpoint(d, tag=CKPT_TAG)
+    start = engine.global_steps
+    metrics = _Metrics(run_dir / "metrics.jsonl", name, start, rank)
+    if rank == 0:
+        print(f"[{name}] {'resuming at step ' + str(start) if start else 'starting'}: {stage.steps} steps, "
+              f"{world} workers, ZeRO-{cfg.zero_stage}, {sum(p.numel() for p in params):,} trainable parameters",
+              flush=True)
+
+    collate = SceneCollator(model.tokenizer, load_objects(config["data_dir"], model.cfg.num_points),
+                            model.cfg.num_points, model.cfg.max_objects)
+    val_rows = config["val_samples"][rank::world]
+    shard = ray.train.get_dataset_shard("train")
+
+    def candidates(rows):
+        return None if stage.negatives else [[r["answers"][0]] for r in rows]
+
+    # ---- train
+    step, t0, seen, tokens, epoch = start, time.perf_counter(), 0, 0, 0
+    last_ckpt = start
+    while step < stage.steps:
+        for table in shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True,
+                                        local_shuffle_buffer_size=4 * cfg.batch_size,
+                                        local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
+            rows = table.to_pylist()
+            batch = collate(rows, candidates(rows)).to(engine.device)
+            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.negatives else 0.0)
+            engine.backward(loss)
+            engine.step()
+            seen, tokens = seen + len(rows), tokens + batch_tokens(batch)
+            if engine.global_steps == step:  # inside a gradient-accumulation window
+                continue
+            step = engine.global_steps
+            _maybe_fail(cfg, name, step, rank, world, run_dir)
+            if step % cfg.log_every == 0 or step == stage.steps:
+                elapsed = time.perf_counter() - t0
+                rate = seen * world / elapsed
+                values.update({"lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
+                               "tokens_per_s": tokens * world / elapsed})
+                metrics.write(step, values)
+                if rank == 0:
+                    eta = (stage.steps - step) * cfg.batch_size * cfg.grad_accum * world / max(rate, 1e-9)
+                    print(f"[{name}] step {step}/{stage.steps} loss {values['loss']:.4f} "
+                          f"{rate:.1f} samples/s ETA {eta:.0f} s", flush=True)
+            report = {"step": step, "loss": values["loss"]}
+            if step % cfg.eval_every == 0 or step == stage.steps:
+                report.update(_evaluate(engine, collate, val_rows, dist))
+                metrics.write(step, {k: v for k, v in report.items() if k.startswith("val_")})
+            if step % cfg.checkpoint_every == 0 or step == stage.steps:
+                _checkpoint(engine, report, ray.train)
+                last_ckpt = step
+            if step >= stage.steps:
+                break
+        epoch += 1
+    if last_ckpt != step:
+        _checkpoint(engine, {"step": step}, ray.train)
+
+    # ---- export
+    if rank == 0:
+        export = run_dir / "stages" / name / "model"
+        tmp = export.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(engine.module, tmp)
+        shutil.rmtree(export, ignore_errors=True)
+        os.replace(tmp, export)  # the folder appears whole: its presence marks the stage done
+        print(f"[{name}] done at step {step}; model -> {export}", flush=True)
+
+
+def _checkpoint(engine, report: dict, train) -> None:
+    """Every rank saves its DeepSpeed shards into its own folder; Ray Train gathers them into one checkpoint."""
+    with tempfile.TemporaryDirectory() as d:
+        engine.save_checkpoint(d, tag=CKPT_TAG)
+        train.report(report, checkpoint=train.Checkpoint.from_directory(d))
+
+
+@torch.no_grad()
+def _evaluate(engine, collate, rows: list[dict], dist) -> dict:
+    """Validation NLL of the gold answers and exact match of greedy answers (qa/existence), over all ranks."""
+    model = engine.module
+    model.eval()
+    nll_sum = n = em_hits = em_n = 0.0
+    for i in range(0, len(rows), 4):
+        chunk = rows[i: i + 4]
+        logps = model(collate(chunk, [[r["answers"][0]] for r in chunk]).to(engine.device))
+        nll_sum, n = nll_sum - logps[:, 0].float().sum().item(), n + len(chunk)
+        short = [r for r in chunk if r["task"] != "caption"]
+        if short:
+            answers = model.generate(collate(short, [[] for _ in short]).to(engine.device), max_new_tokens=12)
+            for r, a in zip(short, answers):
+                em_hits += normalize_answer(a) in {normalize_answer(g) for g in r["answers"]}
+            em_n += len(short)
+    model.train()
+    totals = torch.tensor([nll_sum, n, em_hits, em_n], dtype=torch.float64, device=engine.device)
+    dist.all_reduce(totals)
+    nll_sum, n, em_hits, em_n = totals.tolist()
+    out = {"val_loss": nll_sum / max(n, 1)}
+    if em_n:
+        out["val_em"] = em_hits / em_n
+    return out
+
+
+def _maybe_fail(cfg: TrainConfig, stage: str, step: int, rank: int, world: int, run_dir: Path) -> None:
+    """Test-only fault injection: the last worker kills its own process, once, at cfg.fail_at_step."""
+    marker = run_dir / ".injected_failure"
+    if cfg.fail_at_step == step and stage == "instruction_tuning" and rank == world - 1 and not marker.exists():
+        marker.touch()
+        print(f"[{stage}] fault injection: worker {rank} exits at step {step}", flush=True)
+        os._exit(1)

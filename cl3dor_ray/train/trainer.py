@@ -1,0 +1,126 @@
+"""`cl3dor train` / jobs/train.py: the three CL3DOR stages with Ray Train's TorchTrainer and DeepSpeed.
+
+    setup   check the config and the data folder (before any worker starts), build the initial model
+    train   object_alignment -> scene_alignment -> instruction_tuning (odds-ratio over hard negatives),
+            one TorchTrainer run each, each starting from the previous stage's exported model
+    save    RUN/model (the last stage's model folder), RUN/metrics.jsonl, RUN/curves.png
+
+    RUN/init_model/            the starting weights and the corpus-trained tokenizer
+    RUN/ray/<stage>/           Ray Train checkpoints (DeepSpeed shards of every rank)
+    RUN/stages/<stage>/model/  each stage's exported model; its presence marks the stage done
+
+Re-running the same command with the same RUN skips finished stages and resumes the unfinished one
+from its latest checkpoint (Ray Train restores it from RUN/ray/<stage>).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from cl3dor_ray.config import Config, ConfigError
+from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
+from cl3dor_ray.train.curves import plot_curves
+from cl3dor_ray.train.loop import train_loop_per_worker
+
+SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives"]
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    stages_run: list[str]
+    seconds: float
+
+
+def check_data(data_dir: Path) -> None:
+    """Fail before Ray starts when the prepared data is not there."""
+    for part in ("objects", "samples", "manifest.json"):
+        if not (data_dir / part).exists():
+            raise ConfigError(f"--data {data_dir}: {part} is missing; expected the output folder of `cl3dor prepare`")
+
+
+def stage_samples(data_dir: Path, split: str, tasks: list[str]):
+    table = pq.read_table(data_dir / "samples", columns=SAMPLE_COLUMNS)
+    keep = pc.and_(pc.equal(table["split"], split), pc.is_in(table["task"], pa.array(tasks)))
+    return table.filter(keep).sort_by("sample_id")
+
+
+def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
+    folder = run_dir / "init_model"
+    if (folder / MODEL_FILE).is_file():
+        return folder
+    table = pq.read_table(data_dir / "samples", columns=["split", "question", "answers", "negatives"])
+    train = table.filter(pc.equal(table["split"], "train")).to_pydict()
+    corpus = train["question"] + [a for group in train["answers"] + train["negatives"] for a in group]
+    import torch
+
+    torch.manual_seed(cfg.train.seed)
+    save_model(build_model(cfg.model, corpus), folder)
+    return folder
+
+
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: str | None = None,
+          init_model: str | Path | None = None) -> TrainResult:
+    """Run (or resume) the enabled stages on the Ray this process is connected to."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    t0 = time.perf_counter()
+    data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
+    check_data(data_dir)
+    stages = [(n, s) for n, s in cfg.train.stages if s.enabled and (only_stage is None or n == only_stage)]
+    if not stages:
+        raise ConfigError(f"no stage to run (only_stage={only_stage!r}; enabled: "
+                          f"{[n for n, s in cfg.train.stages if s.enabled]})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    previous = Path(init_model).resolve() if init_model else _initial_model(cfg, data_dir, run_dir)
+    env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
+
+    ran = []
+    for name, stage in stages:
+        export = run_dir / "stages" / name / "model"
+        if (export / MODEL_FILE).is_file():
+            print(f"[{name}] already done: {export}")
+            previous = export
+            continue
+        train_rows = stage_samples(data_dir, "train", stage.tasks)
+        if train_rows.num_rows < cfg.train.batch_size * cfg.train.workers:
+            raise ConfigError(f"[{name}] {train_rows.num_rows} train samples for tasks {stage.tasks}; need at least "
+                              f"train.batch_size x train.workers = {cfg.train.batch_size * cfg.train.workers}")
+        val = stage_samples(data_dir, "val", stage.tasks).slice(0, cfg.train.eval_samples).to_pylist()
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": dataclasses.asdict(cfg.train), "stage": name, "run_dir": str(run_dir),
+                               "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val},
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
+            run_config=ray.train.RunConfig(
+                name=name, storage_path=str(run_dir / "ray"),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+                failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+                worker_runtime_env={"env_vars": env}),
+            datasets={"train": ray.data.from_arrow(train_rows)},
+        )
+        trainer.fit()
+        previous = export
+        ran.append(name)
+
+    final = run_dir / "model"
+    if final.resolve() != previous.resolve():
+        shutil.rmtree(final, ignore_errors=True)
+        shutil.copytree(previous, final)
+    if (run_dir / "metrics.jsonl").exists():
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    (run_dir / "train_summary.json").write_text(json.dumps({"stages_run": ran, "model": str(final)}, indent=2))
+    return TrainResult(final, ran, time.perf_counter() - t0)
