@@ -1,0 +1,106 @@
+"""Training throughput with 1 and 2 Ray Train workers, and model FLOPs utilisation, in one run.
+
+    python benchmarks/bench_train.py [--config configs/tiny.yaml] [--scenes 12] [--steps 20]
+
+Prepares synthetic rooms, then runs the contrastive stage (ORPO over K hard negatives, DeepSpeed
+ZeRO-2 on gloo) with 1 and then 2 workers, `--steps` optimizer steps each, on one local Ray.
+samples/s and tokens/s are the loop's own figures over the whole stage (all workers together).
+MFU = (training FLOPs per sample, counted with torch's FlopCounterMode on one forward + backward)
+x samples/s / (workers x the single-thread matmul peak measured here, in this run): each Ray Train
+worker has one CPU and one torch thread. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(".cache/torch_extensions").resolve()))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from cl3dor_ray.config import PrepareConfig, load_config  # noqa: E402
+from cl3dor_ray.data.prepare import prepare  # noqa: E402
+from cl3dor_ray.model.batch import SceneCollator  # noqa: E402
+from cl3dor_ray.model.io import load_model  # noqa: E402
+from cl3dor_ray.runtime import ray_session  # noqa: E402
+from cl3dor_ray.scenes.synth_dataset import synthesize  # noqa: E402
+from cl3dor_ray.train.loop import load_objects  # noqa: E402
+from cl3dor_ray.train.orpo import orpo_loss  # noqa: E402
+from cl3dor_ray.train.trainer import stage_samples, train  # noqa: E402
+
+
+def matmul_peak_flops(threads: int = 1, n: int = 1024, repeats: int = 10) -> float:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    seconds = time.perf_counter() - t
+    torch.set_num_threads(previous)
+    return 2 * n**3 * repeats / seconds
+
+
+def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
+    model = load_model(model_dir).train()
+    model.set_trainable(**{k: v for k, v in vars(cfg.train.instruction_tuning.trainable).items()})
+    rows = stage_samples(data_dir, "train", cfg.train.instruction_tuning.tasks).slice(0, cfg.train.batch_size)
+    rows = rows.to_pylist()
+    collate = SceneCollator(model.tokenizer, load_objects(str(data_dir), model.cfg.num_points),
+                            model.cfg.num_points, model.cfg.max_objects)
+    batch = collate(rows)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = orpo_loss(model(batch), lam=0.1)
+        loss.backward()
+    return counter.get_total_flops() / len(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True):
+        tmp = Path(tmp)
+        synthesize(tmp / "raw", args.scenes, seed=0)
+        prepare(tmp / "raw", tmp / "data", PrepareConfig(workers=2))
+        figures = {}
+        for workers in (1, 2):
+            cfg = load_config(args.config, [f"train.workers={workers}", f"train.instruction_tuning.steps={args.steps}",
+                                            "train.eval_every=100000", "train.checkpoint_every=100000",
+                                            f"train.log_every={args.steps}"])
+            run = tmp / f"run{workers}"
+            train(cfg, tmp / "data", run, only_stage="instruction_tuning")
+            last = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                    if "samples_per_s" in r][-1]
+            figures[workers] = {"samples_per_s": last["samples_per_s"], "tokens_per_s": last["tokens_per_s"]}
+        per_sample = flops_per_sample(tmp / "run1" / "init_model", tmp / "data", cfg)
+        peak = matmul_peak_flops(threads=1)
+
+    out = {"steps": args.steps, "batch_size_per_worker": cfg.train.batch_size, "flops_per_sample": per_sample,
+           "matmul_peak_flops_per_thread": peak}
+    print(f"contrastive stage, {args.steps} steps, micro-batch {cfg.train.batch_size} per worker, ZeRO-"
+          f"{cfg.train.zero_stage}; {per_sample / 1e9:.2f} GFLOP per sample (fwd+bwd); matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s per thread")
+    for workers, f in figures.items():
+        mfu = f["samples_per_s"] * per_sample / (workers * peak)
+        out[f"workers_{workers}"] = {**f, "mfu": mfu}
+        print(f"  {workers} worker{'s' if workers > 1 else ' '}: {f['samples_per_s']:6.2f} samples/s "
+              f"{f['tokens_per_s']:8.0f} tokens/s  MFU {100 * mfu:.1f}%")
+    out["speedup_2_vs_1"] = figures[2]["samples_per_s"] / figures[1]["samples_per_s"]
+    print(f"  2 vs 1 workers: {out['speedup_2_vs_1']:.2f}x")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
