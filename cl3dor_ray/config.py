@@ -232,11 +232,40 @@ STAGES = ("object_alignment", "scene_alignment", "instruction_tuning")
 
 
 @dataclass
+class ServeConfig:
+    max_batch_size: int = 8
+    """Requests the model deployment batches together (1 turns batching off)."""
+    batch_wait_timeout_s: float = 0.01
+    """How long a batch waits to fill."""
+    max_question_chars: int = 500
+    """Longest question or instruction accepted."""
+    max_candidates: int = 16
+    """Most candidate answers one /v1/score request may rank."""
+    max_candidate_chars: int = 300
+    """Longest candidate answer accepted."""
+    max_objects: int = 100
+    """Most uploaded objects per request."""
+    max_points_per_object: int = 20000
+    """Most points per uploaded object."""
+    max_new_tokens: int = 64
+    """Upper bound of a request's max_new_tokens."""
+    default_new_tokens: int = 24
+    """max_new_tokens when a request gives none."""
+    api_token: str | None = None
+    """Bearer token required on every endpoint but /healthz; $CL3DOR_API_TOKEN overrides; None = open."""
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ConfigError("serve.max_batch_size must be >= 1 and serve.batch_wait_timeout_s >= 0")
+
+
+@dataclass
 class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def _coerce(value, annotation, key: str):

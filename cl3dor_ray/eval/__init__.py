@@ -1,0 +1,1 @@
+"""Evaluation: benchmark metrics (ScanQA, Scan2Cap, POPE) and the evaluation job."""

@@ -1,0 +1,162 @@
+"""The Ray Serve application: a FastAPI ingress in front of the batched model deployment.
+
+    POST /v1/answer   {scene_id | objects, question, max_new_tokens?, num_beams?} -> {answer, latency_ms}
+    POST /v1/caption  {scene_id, object_id}                                    -> {caption, latency_ms}
+    POST /v1/score    {scene_id | objects, question, candidates}               -> {ranked, latency_ms}
+    GET  /v1/scenes                                                            -> {scenes}
+    GET  /healthz                                                              -> {status}
+
+Bad requests get a 4xx JSON body naming the field and what was expected; the replica goes on
+serving. With an API token set (serve.api_token or $CL3DOR_API_TOKEN), every endpoint but
+/healthz needs `Authorization: Bearer <token>`, compared in constant time. In-cluster callers
+use the same methods (`answer`, `caption`, `score`, `scenes`) through a DeploymentHandle.
+
+`serve run serve_config.yaml` builds it with `app_builder`; `serve.run(build_app(...))` from Python.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the real `Request` annotation.
+import hmac
+import json
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cl3dor_ray.config import ServeConfig, from_dict
+from cl3dor_ray.serve.model_deployment import Scene3DLMDeployment, UnknownTarget
+from cl3dor_ray.serve.schemas import (AnswerRequest, AnswerResponse, CaptionRequest, CaptionResponse, ScoreRequest,
+                                      ScoreResponse)
+
+TOKEN_ENV = "CL3DOR_API_TOKEN"
+api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and answer scores for 3D scenes")
+
+
+class RequestError(Exception):
+    """A request the app refuses: an HTTP status and a JSON body that says why."""
+
+    def __init__(self, status: int, body: dict):
+        self.status, self.body = status, body
+        super().__init__(f"{status}: {body}")
+
+    def __reduce__(self):  # crosses process boundaries through a DeploymentHandle
+        return type(self), (self.status, self.body)
+
+
+def _validation_error(e: ValidationError) -> RequestError:
+    fields = [{"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]} for err in e.errors()]
+    return RequestError(422, {"error": "invalid request", "fields": fields})
+
+
+@serve.deployment
+@serve.ingress(api)
+class Cl3dorIngress:
+    def __init__(self, model: DeploymentHandle, limits: dict, api_token: str | None = None):
+        self.model = model
+        self.limits = ServeConfig(**limits)
+        self.context = {"limits": limits}
+        self.token = os.environ.get(TOKEN_ENV) or api_token
+
+    # ---- the methods, shared by HTTP and DeploymentHandle callers
+    def _parse(self, model: type[BaseModel], payload: Any) -> BaseModel:
+        if not isinstance(payload, dict):
+            raise RequestError(422, {"error": "invalid request", "fields": [
+                {"field": "(body)", "problem": f"expected a JSON object, got {type(payload).__name__}"}]})
+        try:
+            return model.model_validate(payload, context=self.context)
+        except ValidationError as e:
+            raise _validation_error(e) from None
+
+    async def _call(self, method: str, request: dict):
+        try:
+            return await getattr(self.model, method).remote(request)
+        except UnknownTarget as e:
+            raise RequestError(404, {"error": "not found", "field": e.field, "detail": e.detail}) from None
+
+    async def answer(self, payload: dict) -> dict:
+        t = time.perf_counter()
+        req = self._parse(AnswerRequest, payload)
+        body = req.model_dump()
+        body["max_new_tokens"] = req.max_new_tokens or self.limits.default_new_tokens
+        text = await self._call("generate", body)
+        return AnswerResponse(answer=text, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+
+    async def caption(self, payload: dict) -> dict:
+        t = time.perf_counter()
+        req = self._parse(CaptionRequest, payload)
+        body = {**req.model_dump(), "max_new_tokens": req.max_new_tokens or self.limits.default_new_tokens}
+        text = await self._call("generate", body)
+        return CaptionResponse(caption=text, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+
+    async def score(self, payload: dict) -> dict:
+        t = time.perf_counter()
+        req = self._parse(ScoreRequest, payload)
+        ranked = await self._call("score", req.model_dump())
+        return ScoreResponse(ranked=ranked, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+
+    async def scenes(self) -> dict:
+        return {"scenes": await self.model.scenes.remote()}
+
+    # ---- HTTP
+    def _authorised(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
+    async def _http(self, request: Request, method) -> JSONResponse:
+        if not self._authorised(request):
+            return JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
+                                status_code=401)
+        try:
+            payload = None
+            if request.method == "POST":
+                raw = await request.body()
+                try:
+                    payload = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise RequestError(400, {"error": "malformed JSON", "detail": str(e)}) from None
+            return JSONResponse(await (method(payload) if payload is not None else method()))
+        except RequestError as e:
+            return JSONResponse(e.body, status_code=e.status)
+
+    @api.post("/v1/answer", response_model=AnswerResponse)
+    async def http_answer(self, request: Request):
+        return await self._http(request, self.answer)
+
+    @api.post("/v1/caption", response_model=CaptionResponse)
+    async def http_caption(self, request: Request):
+        return await self._http(request, self.caption)
+
+    @api.post("/v1/score", response_model=ScoreResponse)
+    async def http_score(self, request: Request):
+        return await self._http(request, self.score)
+
+    @api.get("/v1/scenes")
+    async def http_scenes(self, request: Request):
+        return await self._http(request, self.scenes)
+
+    @api.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok"}
+
+
+def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None):
+    cfg = serve_cfg or ServeConfig()
+    model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+    limits = {k: v for k, v in vars(cfg).items() if k != "api_token"}
+    return Cl3dorIngress.bind(model, limits, cfg.api_token)
+
+
+def app_builder(args: dict):
+    """For `serve run serve_config.yaml`: args are model_dir, data_dir and any serve: config keys."""
+    args = dict(args)
+    missing = [k for k in ("model_dir", "data_dir") if k not in args]
+    if missing:
+        raise ValueError(f"serve_config.yaml application args need {missing}")
+    model_dir, data_dir = args.pop("model_dir"), args.pop("data_dir")
+    return build_app(model_dir, data_dir, from_dict(ServeConfig, args, "serve"))

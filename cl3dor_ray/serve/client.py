@@ -1,0 +1,88 @@
+"""`Cl3dorClient`: one class for the app, through a Serve DeploymentHandle inside the cluster or over
+HTTP from outside, with the same methods either way.
+
+    client = Cl3dorClient.over_http("http://127.0.0.1:8000", token="...")
+    client = Cl3dorClient.over_handle()            # in a Ray job / actor: serve.get_app_handle("cl3dor")
+    client.answer("What color is the chair?", scene_id="scene0000_00")   -> {"answer", "latency_ms"}
+    client.caption("scene0000_00", object_id=3)                          -> {"caption", "latency_ms"}
+    client.score("Is there a cup?", ["yes", "no"], scene_id="scene0000_00") -> {"ranked", "latency_ms"}
+A refused request raises `Cl3dorRequestError` with the HTTP status and the app's JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+APP_NAME = "cl3dor"
+
+
+class Cl3dorRequestError(Exception):
+    def __init__(self, status: int, body: dict):
+        self.status, self.body = status, body
+        super().__init__(f"{status}: {body}")
+
+
+class Cl3dorClient:
+    def __init__(self, url: str | None = None, token: str | None = None, handle=None, timeout: float = 120.0):
+        if (url is None) == (handle is None):
+            raise ValueError("give exactly one of url (HTTP) or handle (DeploymentHandle)")
+        self.url, self.token, self.handle, self.timeout = (url or "").rstrip("/"), token, handle, timeout
+
+    @classmethod
+    def over_http(cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0):
+        return cls(url=url, token=token, timeout=timeout)
+
+    @classmethod
+    def over_handle(cls, app_name: str = APP_NAME, handle=None):
+        from ray import serve
+
+        return cls(handle=handle or serve.get_app_handle(app_name))
+
+    # ---- the API
+    def answer(self, question: str, scene_id: str | None = None, objects: list[dict] | None = None,
+               max_new_tokens: int | None = None, num_beams: int = 1) -> dict:
+        payload = {"question": question, "scene_id": scene_id, "objects": objects,
+                   "max_new_tokens": max_new_tokens, "num_beams": num_beams}
+        return self._call("answer", "POST", "/v1/answer", payload)
+
+    def caption(self, scene_id: str, object_id: int, max_new_tokens: int | None = None) -> dict:
+        payload = {"scene_id": scene_id, "object_id": object_id, "max_new_tokens": max_new_tokens}
+        return self._call("caption", "POST", "/v1/caption", payload)
+
+    def score(self, question: str, candidates: list[str], scene_id: str | None = None,
+              objects: list[dict] | None = None) -> dict:
+        payload = {"question": question, "candidates": candidates, "scene_id": scene_id, "objects": objects}
+        return self._call("score", "POST", "/v1/score", payload)
+
+    def scenes(self) -> list[dict]:
+        return self._call("scenes", "GET", "/v1/scenes", None)["scenes"]
+
+    # ---- transport
+    def _call(self, method: str, http_method: str, path: str, payload: dict | None) -> dict:
+        if payload is not None:
+            payload = {k: v for k, v in payload.items() if v is not None}
+        if self.handle is not None:
+            from cl3dor_ray.serve.app import RequestError
+
+            try:
+                call = getattr(self.handle, method)
+                return (call.remote(payload) if payload is not None else call.remote()).result(timeout_s=self.timeout)
+            except RequestError as e:
+                raise Cl3dorRequestError(e.status, e.body) from None
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=http_method,
+                                         headers={"Content-Type": "application/json"})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                parsed = json.loads(body)
+            except json.JSONDecodeError:
+                parsed = {"error": body.decode(errors="replace")}
+            raise Cl3dorRequestError(e.code, parsed) from None

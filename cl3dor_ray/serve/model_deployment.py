@@ -1,0 +1,134 @@
+"""The model replica: a Scene3DLM with the prepared objects, answering in dynamic batches.
+
+`@serve.batch` gathers concurrent requests (up to serve.max_batch_size, waiting at most
+serve.batch_wait_timeout_s) into one forward pass. The compute runs in a worker thread so the
+replica keeps accepting requests, which is what fills the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+import numpy as np
+import torch
+from ray import serve
+
+from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.io import load_model
+from cl3dor_ray.text.annotations import caption_instruction
+from cl3dor_ray.train.loop import load_objects
+from cl3dor_ray.train.orpo import log_odds
+
+MODEL_DIR_ENV = "CL3DOR_MODEL_DIR"  # overrides the app's model_dir argument
+
+
+class UnknownTarget(LookupError):
+    """A request names a scene or object that is not in the prepared data."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field}: {detail}")
+
+    def __reduce__(self):  # crosses process boundaries through a DeploymentHandle
+        return type(self), (self.field, self.detail)
+
+
+def uploaded_objects(objects: list[dict]) -> list[dict]:
+    """Request objects -> rows shaped like OUT/objects (centre and size from the points' box)."""
+    rows = []
+    for i, o in enumerate(objects):
+        pts = np.asarray(o["points"], dtype=np.float32)
+        colors = np.asarray(o["colors"], dtype=np.float32) if o.get("colors") else np.full_like(pts, 128.0)
+        lo, hi = pts.min(0), pts.max(0)
+        rows.append({"object_id": i, "label": o.get("label") or "", "points": pts, "colors": colors,
+                     "center": (lo + hi) / 2, "size": hi - lo})
+    return rows
+
+
+@serve.deployment
+class Scene3DLMDeployment:
+    def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01):
+        self.model = load_model(os.environ.get(MODEL_DIR_ENV) or model_dir)
+        self.objects = load_objects(data_dir, self.model.cfg.num_points)
+        self.generate_batch.set_max_batch_size(max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.score_batch.set_max_batch_size(max_batch_size)
+        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._uploads = itertools.count()
+
+    def scenes(self) -> list[dict]:
+        return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
+                for s, objs in sorted(self.objects.items())]
+
+    def _sample(self, req: dict) -> tuple[dict, dict]:
+        """A collator sample and the objects it needs (a prepared scene, or the uploaded clouds)."""
+        if req.get("objects") is not None:
+            key = f"upload-{next(self._uploads)}"
+            return {"scene_id": key, "object_ids": [], "question": req["question"]}, {key: uploaded_objects(req["objects"])}
+        scene_id = req["scene_id"]
+        if scene_id not in self.objects:
+            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
+        question, object_ids = req.get("question"), []
+        if req.get("object_id") is not None:
+            match = [o for o in self.objects[scene_id] if o["object_id"] == req["object_id"]]
+            if not match:
+                raise UnknownTarget("object_id", f"scene {scene_id!r} has no object {req['object_id']} "
+                                                 f"(ids: {sorted(o['object_id'] for o in self.objects[scene_id])})")
+            question, object_ids = caption_instruction(match[0]["center"]), [req["object_id"]]
+        return {"scene_id": scene_id, "object_ids": object_ids, "question": question}, {scene_id: self.objects[scene_id]}
+
+    def _collate(self, reqs: list[dict], candidates):
+        samples, objects = [], {}
+        for r in reqs:
+            sample, objs = self._sample(r)
+            samples.append(sample)
+            objects.update(objs)
+        cfg = self.model.cfg
+        return SceneCollator(self.model.tokenizer, objects, cfg.num_points, cfg.max_objects)(samples, candidates)
+
+    # ---- generation: answers and captions
+    async def generate(self, req: dict) -> str:
+        self._sample(req)  # unknown scene/object fails here, for this request only, not its batch
+        return await self.generate_batch(req)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def generate_batch(self, reqs: list[dict]) -> list[str]:
+        return await asyncio.to_thread(self._generate, reqs)
+
+    @torch.no_grad()
+    def _generate(self, reqs: list[dict]) -> list[str]:
+        out: list[str] = [""] * len(reqs)
+        for beams in sorted({r["num_beams"] for r in reqs}):  # one generate call per beam width
+            idx = [i for i, r in enumerate(reqs) if r["num_beams"] == beams]
+            group = [reqs[i] for i in idx]
+            batch = self._collate(group, [[] for _ in group])
+            ids = self.model.generate_ids(batch, max_new_tokens=max(r["max_new_tokens"] for r in group),
+                                          num_beams=beams)
+            for i, r, row in zip(idx, group, ids):
+                # greedy decoding is prefix-consistent: cutting at a request's own budget is exact
+                out[i] = self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip()
+        return out
+
+    # ---- scoring candidate answers
+    async def score(self, req: dict) -> list[dict]:
+        self._sample(req)
+        return await self.score_batch(req)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def score_batch(self, reqs: list[dict]) -> list[list[dict]]:
+        return await asyncio.to_thread(self._score, reqs)
+
+    @torch.no_grad()
+    def _score(self, reqs: list[dict]) -> list[list[dict]]:
+        out: list[list[dict]] = [[] for _ in reqs]
+        for n in sorted({len(r["candidates"]) for r in reqs}):  # a batch needs equal candidate counts
+            idx = [i for i, r in enumerate(reqs) if len(r["candidates"]) == n]
+            group = [reqs[i] for i in idx]
+            logps = self.model.candidate_logps(self._collate(group, [r["candidates"] for r in group]))[0]
+            odds = log_odds(logps)
+            for j, i in enumerate(idx):
+                ranked = sorted(zip(group[j]["candidates"], logps[j].tolist(), odds[j].tolist()), key=lambda t: -t[1])
+                out[i] = [{"text": t, "logp": lp, "log_odds": lo} for t, lp, lo in ranked]
+        return out
