@@ -93,6 +93,59 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _serve_config(args):
+    cfg = load_config(args.config, args.overrides).serve
+    return cfg
+
+
+def cmd_serve(args) -> int:
+    cfg = _serve_config(args)
+    prefer_loopback(args.address)
+    from ray import serve
+
+    from cl3dor_ray.runtime import ray_session
+    from cl3dor_ray.serve.app import build_app
+
+    with ray_session(args.address):
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(args.model, args.data, cfg), name="cl3dor", route_prefix="/")
+        print(f"serving {args.model} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from cl3dor_ray.eval.evaluate import evaluate
+    from cl3dor_ray.serve.client import Cl3dorClient
+
+    if args.url:  # an app that is already running somewhere
+        metrics = evaluate(Cl3dorClient.over_http(args.url, token=args.token), args.data, args.out, args.concurrency)
+    else:
+        cfg = _serve_config(args)
+        prefer_loopback(args.address)
+        from ray import serve
+
+        from cl3dor_ray.runtime import ray_session
+        from cl3dor_ray.serve.app import build_app
+
+        with ray_session(args.address):
+            handle = serve.run(build_app(args.model, args.data, cfg), name="cl3dor-eval", route_prefix=None)
+            try:
+                metrics = evaluate(Cl3dorClient.over_handle(handle=handle), args.data, args.out, args.concurrency)
+            finally:
+                serve.delete("cl3dor-eval")
+    for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scan2cap.cider", "existence.adversarial.f1"):
+        if key in metrics:
+            print(f"{key:28s} {metrics[key]:.4f}")
+    print(f"metrics: {Path(args.out) / 'metrics.json'} ({metrics['samples']} samples, {metrics['failed']} failed, "
+          f"{metrics['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cl3dor_ray.demo import run_demo
 
@@ -140,6 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.zero_stage=1 train.workers=2")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", help="serve a model folder with Ray Serve (HTTP on 127.0.0.1 by default)")
+    p.add_argument("--model", required=True, help="model folder (RUN/model)")
+    p.add_argument("--data", required=True, help="output folder of `cl3dor prepare` (the scenes to answer about)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
+    p.add_argument("--config", help="YAML config whose serve: section gives limits, batching and the token")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_batch_size=16")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("evaluate", help="ScanQA, Scan2Cap and existence metrics through the served model")
+    p.add_argument("--model", help="model folder to deploy (not needed with --url)")
+    p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.jsonl, report.md")
+    p.add_argument("--url", help="evaluate an app already running at this URL instead of deploying one")
+    p.add_argument("--token", help="API token for --url")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
+    p.add_argument("--config", help="YAML config whose serve: section configures the deployment")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_batch_size=16")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")
     p.add_argument("--config", default="configs/tiny.yaml")

@@ -37,3 +37,33 @@ def prepared_dir(synth_dir, local_ray, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     prepare(synth_dir, out, PrepareConfig(points_per_object=128, negatives=2, workers=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(prepared_dir, tmp_path_factory):
+    """A tiny model fitted in-process for a few dozen steps on the prepared training samples."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from cl3dor_ray.config import load_config
+    from cl3dor_ray.model.batch import SceneCollator
+    from cl3dor_ray.model.io import build_model, save_model
+    from cl3dor_ray.train.loop import load_objects
+    from cl3dor_ray.train.orpo import orpo_loss
+    from tests.helpers import TINY_MODEL
+
+    torch.manual_seed(0)
+    rows = [r for r in pq.read_table(prepared_dir / "samples").to_pylist() if r["split"] == "train"]
+    corpus = [r["question"] for r in rows] + [a for r in rows for a in r["answers"] + r["negatives"]]
+    cfg = load_config(None, TINY_MODEL).model
+    model = build_model(cfg, corpus).train()
+    collate = SceneCollator(model.tokenizer, load_objects(str(prepared_dir), cfg.num_points), cfg.num_points,
+                            cfg.max_objects)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(30):
+        batch = rows[(step * 8) % len(rows):][:8]
+        loss, _ = orpo_loss(model(collate(batch)), lam=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model(model.eval(), tmp_path_factory.mktemp("model") / "model")

@@ -1,0 +1,103 @@
+"""`cl3dor evaluate` / jobs/evaluate.py: every validation sample through the deployed app, then metrics.
+
+    EVAL/predictions.jsonl  one line per sample: id, task, question, prediction, answers
+    EVAL/metrics.json       flat keys: scanqa.em, scanqa.em_refined, scanqa.cider, ..., scan2cap.cider,
+                            existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>
+    EVAL/report.md          the same as tables
+
+QA is answered by generation, captions by generation for the object, existence by scoring "yes"
+against "no" (the higher mean log-probability wins). Requests go out concurrently so the
+deployment can batch them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
+from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
+from cl3dor_ray.text.normalize import NORMALIZER_VERSION
+
+QA_TOKENS, CAPTION_TOKENS = 16, 48
+
+
+def _predict(client: Cl3dorClient, s: dict) -> dict:
+    row = {"sample_id": s["sample_id"], "task": s["task"], "scene_id": s["scene_id"], "question": s["question"],
+           "answers": s["answers"], "question_type": s["question_type"]}
+    try:
+        if s["task"] == "qa":
+            row["prediction"] = client.answer(s["question"], scene_id=s["scene_id"], max_new_tokens=QA_TOKENS)["answer"]
+        elif s["task"] == "caption":
+            row["prediction"] = client.caption(s["scene_id"], s["object_ids"][0], max_new_tokens=CAPTION_TOKENS)["caption"]
+        else:
+            ranked = client.score(s["question"], ["yes", "no"], scene_id=s["scene_id"])["ranked"]
+            row["prediction"] = ranked[0]["text"]
+    except Cl3dorRequestError as e:
+        row["prediction"], row["error"] = "", f"{e.status}: {e.body}"
+    return row
+
+
+def compute_metrics(rows: list[dict]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    qa = [r for r in rows if r["task"] == "qa"]
+    if qa:
+        metrics["scanqa.em"] = sum(exact_match(r["prediction"], r["answers"]) for r in qa) / len(qa)
+        metrics["scanqa.em_refined"] = sum(exact_match_refined(r["prediction"], r["answers"]) for r in qa) / len(qa)
+        by_type = defaultdict(list)
+        for r in qa:
+            by_type[r["question_type"] or "unknown"].append(exact_match(r["prediction"], r["answers"]))
+        metrics.update({f"scanqa.em.{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+        ngram = caption_metrics({r["sample_id"]: r["prediction"] for r in qa}, {r["sample_id"]: r["answers"] for r in qa})
+        metrics.update({f"scanqa.{k}": v for k, v in ngram.items()})
+        metrics["scanqa.n"] = len(qa)
+    caps = [r for r in rows if r["task"] == "caption"]
+    if caps:
+        ngram = caption_metrics({r["sample_id"]: r["prediction"] for r in caps},
+                                {r["sample_id"]: r["answers"] for r in caps})
+        metrics.update({f"scan2cap.{k}": v for k, v in ngram.items()})
+        metrics["scan2cap.n"] = len(caps)
+    pope = [r for r in rows if r["task"] == "existence"]
+    for split in sorted({r["question_type"] for r in pope}) + (["all"] if pope else []):
+        mine = [r for r in pope if split == "all" or r["question_type"] == split]
+        for k, v in pope_metrics([r["prediction"] for r in mine], [r["answers"][0] for r in mine]).items():
+            metrics[f"existence.{split}.{k}"] = v
+    return metrics
+
+
+def _report(metrics: dict, out: Path, seconds: float, n: int, failed: int) -> None:
+    lines = ["# cl3dor evaluation", "", f"{n} validation samples in {seconds:.1f} s ({failed} failed); "
+             f"answer normaliser `{NORMALIZER_VERSION}`.", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+              if not isinstance(v, str)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, concurrency: int = 16,
+             limit: int | None = None) -> dict:
+    t0 = time.perf_counter()
+    data_dir, out = Path(data_dir), Path(out_dir)
+    table = pq.read_table(data_dir / "samples")
+    samples = table.filter(pc.equal(table["split"], "val")).sort_by("sample_id").to_pylist()[:limit]
+    if not samples:
+        raise ValueError(f"{data_dir / 'samples'} has no val samples to evaluate")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        rows = list(pool.map(lambda s: _predict(client, s), samples))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    metrics = compute_metrics([r for r in rows if "error" not in r])
+    failed = sum("error" in r for r in rows)
+    seconds = time.perf_counter() - t0
+    metrics = {"normalizer_version": NORMALIZER_VERSION, "samples": len(rows), "failed": failed,
+               "seconds": seconds, **metrics}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _report(metrics, out, seconds, len(rows), failed)
+    return metrics

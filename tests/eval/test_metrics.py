@@ -1,0 +1,48 @@
+import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
+
+PREDS = {"a": "a brown wooden table .", "b": "the red chair is next to the desk", "c": "two"}
+REFS = {"a": ["a brown table", "there is a wooden table in the room"], "b": ["a red chair beside the desk"],
+        "c": ["2", "two chairs"]}
+
+
+def test_caption_metrics_equal_calling_pycocoevalcap_directly():
+    tok = PTBTokenizer()
+    gts = tok.tokenize({k: [{"caption": r} for r in v] for k, v in REFS.items()})
+    res = tok.tokenize({k: [{"caption": v}] for k, v in PREDS.items()})
+    expected = {"bleu4": Bleu(4).compute_score(gts, res)[0][3], "meteor": Meteor().compute_score(gts, res)[0],
+                "rouge_l": Rouge().compute_score(gts, res)[0], "cider": Cider().compute_score(gts, res)[0]}
+    got = caption_metrics(PREDS, REFS)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert 0 < got["cider"] and 0 < got["meteor"] < 1
+
+
+@pytest.mark.parametrize("pred, golds, em, refined", [
+    ("The brown table.", ["brown table"], True, True),
+    ("two", ["2"], True, True),
+    ("brown", ["dark brown"], False, True),  # prediction inside the answer
+    ("on the wooden table", ["table"], False, True),  # answer inside the prediction
+    ("chair", ["table", "desk"], False, False),
+    ("", ["table"], False, False),  # an empty prediction contains nothing
+])
+def test_exact_match_and_refined(pred, golds, em, refined):
+    assert exact_match(pred, golds) is em
+    assert exact_match_refined(pred, golds) is refined
+
+
+def test_pope_metrics_on_a_known_confusion_matrix():
+    # tp = 3, fn = 1, fp = 2, tn = 4
+    labels = ["yes"] * 4 + ["no"] * 6
+    preds = ["yes", "yes", "yes", "no", "yes", "Yes.", "no", "no", "no", "no"]
+    m = pope_metrics(preds, labels)
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
+    assert m["yes_ratio"] == pytest.approx(5 / 10)

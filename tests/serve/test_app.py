@@ -1,0 +1,149 @@
+"""The real Serve app on the local Ray, over HTTP on 127.0.0.1 and through a DeploymentHandle."""
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.parquet as pq
+import pytest
+
+from cl3dor_ray.config import ServeConfig
+from cl3dor_ray.eval.evaluate import evaluate
+from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(local_ray, trained_model_dir, prepared_dir):
+    from ray import serve
+
+    from cl3dor_ray.serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = ServeConfig(api_token=TOKEN, max_batch_size=4, max_points_per_object=500, max_objects=3,
+                      max_question_chars=80, max_new_tokens=48)
+    handle = serve.run(build_app(str(trained_model_dir), str(prepared_dir), cfg), name="cl3dor", route_prefix="/")
+    yield f"http://127.0.0.1:{port}", handle
+    serve.shutdown()
+
+
+def raw(url, path, body=None, token=TOKEN, method=None):
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"))
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_health_is_open_and_everything_else_needs_the_token(app):
+    url, _ = app
+    assert raw(url, "/healthz", token=None) == (200, {"status": "ok"})
+    for token in (None, "wrong", TOKEN + "x"):
+        status, body = raw(url, "/v1/scenes", token=token)
+        assert status == 401 and "Bearer" in body["detail"]
+        assert raw(url, "/v1/answer", {"scene_id": "scene0000_00", "question": "q?"}, token=token)[0] == 401
+    assert raw(url, "/v1/scenes")[0] == 200
+
+
+def test_endpoints(app, prepared_dir):
+    url, _ = app
+    client = Cl3dorClient.over_http(url, token=TOKEN)
+    scenes = client.scenes()
+    expected = sorted(set(pq.read_table(prepared_dir / "objects", columns=["scene_id"])["scene_id"].to_pylist()))
+    assert [s["scene_id"] for s in scenes] == expected
+    scene, obj = scenes[0]["scene_id"], scenes[0]["objects"][0]["object_id"]
+    answer = client.answer("What color is the table?", scene_id=scene)
+    assert isinstance(answer["answer"], str) and answer["latency_ms"] > 0
+    assert isinstance(client.caption(scene, obj)["caption"], str)
+    ranked = client.score("Is there a chair in the room?", ["yes", "no", "maybe"], scene_id=scene)["ranked"]
+    assert sorted(r["text"] for r in ranked) == ["maybe", "no", "yes"]
+    assert [r["logp"] for r in ranked] == sorted((r["logp"] for r in ranked), reverse=True)
+    assert all(r["logp"] < 0 for r in ranked)
+    uploaded = [{"points": [[0.0, 0.0, 0.0], [0.1, 0.0, 0.2], [0.0, 0.3, 0.1]], "colors": [[200, 10, 10]] * 3},
+                {"points": [[1.0, 1.0, 0.0], [1.2, 1.0, 0.5]]}]
+    assert isinstance(client.answer("What is this?", objects=uploaded)["answer"], str)
+    assert len(client.score("What color is it?", ["red", "blue"], objects=uploaded)["ranked"]) == 2
+
+
+BAD = [
+    (b'{"scene_id": "scene0000_00", "question": ', 400, "malformed JSON"),
+    ({"scene_id": "scene0000_00"}, 422, "question"),
+    ({"question": "What?"}, 422, "exactly one of scene_id or objects"),
+    ({"scene_id": "scene9999_00", "question": "What?"}, 404, "scene_id"),
+    ({"objects": [{"points": [[0, 0], [1, 1]]}], "question": "What?"}, 422, "expected N x 3"),
+    ({"objects": [{"points": [[0, 0, float("nan")]]}], "question": "What?"}, 422, "not finite"),
+    ({"objects": [{"points": [[0, 0, 0]] * 501}], "question": "What?"}, 422, "at most 500"),
+    ({"objects": [{"points": [[0, 0, 0]]}] * 4, "question": "What?"}, 422, "expected 1 to 3"),
+    ({"scene_id": "scene0000_00", "question": "x" * 81}, 422, "at most 80"),
+    ({"scene_id": "scene0000_00", "question": "What?", "max_new_tokens": 49}, 422, "expected 1 to 48"),
+    ({"scene_id": "scene0000_00", "question": "What?", "max_new_tokens": 0}, 422, "expected 1 to 48"),
+    ([1, 2, 3], 422, "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("body, status, words", BAD)
+def test_bad_requests_get_a_clear_4xx_and_the_app_keeps_answering(app, body, status, words):
+    url, _ = app
+    got, detail = raw(url, "/v1/answer", body)
+    assert got == status and words in json.dumps(detail), detail
+    assert raw(url, "/v1/answer", {"scene_id": "scene0000_00", "question": "What is on the table?"})[0] == 200
+
+
+def test_unknown_object_and_bad_candidates(app):
+    url, _ = app
+    status, body = raw(url, "/v1/caption", {"scene_id": "scene0000_00", "object_id": 999})
+    assert status == 404 and body["field"] == "object_id"
+    status, body = raw(url, "/v1/score", {"scene_id": "scene0000_00", "question": "Q?", "candidates": []})
+    assert status == 422 and body["fields"][0]["field"] == "candidates"
+
+
+def test_client_over_handle_and_http_agree(app):
+    url, handle = app
+    http, local = Cl3dorClient.over_http(url, token=TOKEN), Cl3dorClient.over_handle(handle=handle)
+    for client in (http, local):
+        with pytest.raises(Cl3dorRequestError) as err:
+            client.answer("What?", scene_id="nope")
+        assert err.value.status == 404
+    question = "How many chairs are in the room?"
+    assert http.answer(question, scene_id="scene0001_00")["answer"] == local.answer(question, scene_id="scene0001_00")["answer"]
+    assert http.scenes() == local.scenes()
+
+
+def test_concurrent_requests_are_batched_without_changing_answers(app):
+    url, _ = app
+    client = Cl3dorClient.over_http(url, token=TOKEN)
+    questions = [("scene0000_00", "What color is the chair?"), ("scene0001_00", "What is on the desk?"),
+                 ("scene0002_00", "How many books are in the room?"), ("scene0003_00", "Is there a cup?")] * 3
+    alone = [client.answer(q, scene_id=s, max_new_tokens=8)["answer"] for s, q in questions]
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda sq: client.answer(sq[1], scene_id=sq[0], max_new_tokens=8)["answer"], questions))
+    assert together == alone
+
+
+def test_evaluation_through_the_deployment(app, prepared_dir, tmp_path):
+    _, handle = app
+    metrics = evaluate(Cl3dorClient.over_handle(handle=handle), prepared_dir, tmp_path, concurrency=8, limit=60)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 == metrics["samples"] and metrics["failed"] == 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["normalizer_version"].endswith("v1")
+    for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4", "scanqa.meteor", "scanqa.rouge_l"):
+        assert 0 <= saved[key] <= 10, key
+    pope_keys = [k for k in saved if k.startswith("existence.") and k.endswith(".f1")]
+    assert pope_keys or not any(r["task"] == "existence" for r in rows)
+    assert "| scanqa.em |" in (tmp_path / "report.md").read_text()
