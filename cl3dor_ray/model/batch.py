@@ -39,6 +39,8 @@ class SceneBatch:
     instruction_mask: torch.Tensor  # (B, La) long
     cand_ids: torch.Tensor  # (B, C, Lc) long, right-padded " answer</s>"; C = 0 when only generating
     cand_mask: torch.Tensor  # (B, C, Lc) long
+    # (B, N, D) precomputed point-encoder features (a serving cache); when given, points may be (B, N, 1, 6) zeros
+    features: torch.Tensor | None = None
 
     def __post_init__(self):
         _expect("points", self.points, torch.float32, ("B", "N", "P", 6))
@@ -52,11 +54,14 @@ class SceneBatch:
         _expect("cand_mask", self.cand_mask, torch.long, tuple(self.cand_ids.shape))
         if not self.object_mask.any(dim=1).all():
             raise BatchError("SceneBatch.object_mask: every sample needs at least one object")
+        if self.features is not None:
+            _expect("features", self.features, torch.float32, (b, n, "D"))
         if self.cand_ids.shape[1] and not (self.cand_mask[..., 0] == 1).all():
             raise BatchError("SceneBatch.cand_mask: every candidate needs at least one token")
 
     def to(self, device) -> "SceneBatch":
-        return SceneBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+        return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k).to(device)
+                             for k in self.__dataclass_fields__})
 
     @property
     def num_candidates(self) -> int:
@@ -70,6 +75,15 @@ def select_objects(objects: list[dict], relevant: list[int], budget: int) -> lis
     anchor = np.mean([o["center"] for o in (first or objects)], axis=0)
     rest.sort(key=lambda o: (float(np.linalg.norm(np.asarray(o["center"]) - anchor)), o["object_id"]))
     return (first + rest)[:budget]
+
+
+def cloud_array(obj: dict, num_points: int) -> np.ndarray:
+    """(num_points, 6) xyz + rgb of an object row: an evenly spaced fixed subset of its points
+    (prepared points are already in random order)."""
+    pts = np.asarray(obj["points"], dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(obj["colors"], dtype=np.float32).reshape(-1, 3)
+    idx = np.linspace(0, len(pts) - 1, num_points).round().astype(int)
+    return np.concatenate([pts[idx], rgb[idx]], axis=1)
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,11 +108,7 @@ class SceneCollator:
         self.max_answer_tokens = max_answer_tokens
 
     def _cloud(self, obj: dict) -> np.ndarray:
-        pts = np.asarray(obj["points"], dtype=np.float32).reshape(-1, 3)
-        rgb = np.asarray(obj["colors"], dtype=np.float32).reshape(-1, 3)
-        # an evenly spaced fixed subset: the prepared points are already in random order
-        idx = np.linspace(0, len(pts) - 1, self.num_points).round().astype(int)
-        return np.concatenate([pts[idx], rgb[idx]], axis=1)
+        return cloud_array(obj, self.num_points)
 
     def encode_answer(self, text: str) -> list[int]:
         ids = self.tok(answer_text(text), add_special_tokens=False).input_ids[: self.max_answer_tokens - 1]
@@ -114,12 +124,18 @@ class SceneCollator:
                 raise KeyError(f"scene {s['scene_id']!r} has no objects in the prepared data")
             chosen.append(select_objects(self.objects[s["scene_id"]], list(s["object_ids"]), self.max_objects))
         b, n = len(samples), max(len(c) for c in chosen)
-        points = np.zeros((b, n, self.num_points, 6), np.float32)
+        # objects that carry a cached point-encoder feature need no points
+        cached = all("feature" in o for objs in chosen for o in objs)
+        points = np.zeros((b, n, 1 if cached else self.num_points, 6), np.float32)
+        features = np.zeros((b, n, len(chosen[0][0]["feature"])), np.float32) if cached else None
         centers, sizes = np.zeros((b, n, 3), np.float32), np.zeros((b, n, 3), np.float32)
         mask = np.zeros((b, n), bool)
         for i, objs in enumerate(chosen):
             for j, o in enumerate(objs):
-                points[i, j] = self._cloud(o)
+                if cached:
+                    features[i, j] = o["feature"]
+                else:
+                    points[i, j] = self._cloud(o)
                 centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
         instr = [self.tok(after_objects(s["question"]), add_special_tokens=False).input_ids for s in samples]
         instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
@@ -133,4 +149,5 @@ class SceneCollator:
         else:
             cand_ids = cand_mask = torch.zeros((b, 0, 1), dtype=torch.long)
         return SceneBatch(torch.from_numpy(points), torch.from_numpy(mask), torch.from_numpy(centers),
-                          torch.from_numpy(sizes), instr_ids, instr_mask, cand_ids, cand_mask)
+                          torch.from_numpy(sizes), instr_ids, instr_mask, cand_ids, cand_mask,
+                          None if features is None else torch.from_numpy(features))

@@ -12,6 +12,7 @@ the prefix through the LM once, then expands its KV cache over the C continuatio
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,7 +61,10 @@ class Scene3DLM(nn.Module):
         """(B, N, H): one LM token per object."""
         b, n, p, _ = batch.points.shape
         dtype = self.projector[0].weight.dtype  # bf16 under DeepSpeed on GPUs; batches arrive in float32
-        feats = self.point_encoder(batch.points.reshape(b * n, p, 6).to(dtype)).view(b, n, -1)
+        if batch.features is not None:  # cached point-encoder features (serving)
+            feats = batch.features.to(dtype)
+        else:
+            feats = self.point_encoder(batch.points.reshape(b * n, p, 6).to(dtype)).view(b, n, -1)
         feats = feats + self.location(torch.cat([batch.centers, batch.sizes], dim=-1).to(dtype))
         feats = self.spatial(feats, src_key_padding_mask=~batch.object_mask)
         return self.projector(feats)
@@ -123,7 +127,8 @@ class Scene3DLM(nn.Module):
         c = batch.num_candidates
         repeated = SceneBatch(*(getattr(batch, f).repeat_interleave(c, dim=0) for f in
                                 ("points", "object_mask", "centers", "sizes", "instruction_ids", "instruction_mask")),
-                              batch.cand_ids.flatten(0, 1)[:, None], batch.cand_mask.flatten(0, 1)[:, None])
+                              batch.cand_ids.flatten(0, 1)[:, None], batch.cand_mask.flatten(0, 1)[:, None],
+                              None if batch.features is None else batch.features.repeat_interleave(c, dim=0))
         emb, mask = self.embed_prefix(repeated, self.object_tokens(repeated))
         emb = torch.cat([emb, self.lm.get_input_embeddings()(ids[:, :-1])], dim=1)
         mask = torch.cat([mask, cmask[:, :-1]], dim=1)
@@ -132,6 +137,17 @@ class Scene3DLM(nn.Module):
         return out.logits
 
     # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def point_features(self, clouds: list[dict], num_points: int, chunk: int = 64) -> list[torch.Tensor]:
+        """Point-encoder features of object rows (points, colors), for a serving cache."""
+        from cl3dor_ray.model.batch import cloud_array
+
+        out = []
+        for i in range(0, len(clouds), chunk):
+            pts = torch.from_numpy(np.stack([cloud_array(o, num_points) for o in clouds[i: i + chunk]]))
+            out += list(self.point_encoder(pts.to(self.projector[0].weight.dtype)).float())
+        return out
+
     @torch.no_grad()
     def generate_ids(self, batch: SceneBatch, max_new_tokens: int = 32, num_beams: int = 1,
                      repetition_penalty: float = 1.0) -> torch.Tensor:

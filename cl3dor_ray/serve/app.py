@@ -52,7 +52,7 @@ def _validation_error(e: ValidationError) -> RequestError:
     return RequestError(422, {"error": "invalid request", "fields": fields})
 
 
-@serve.deployment
+@serve.deployment(max_ongoing_requests=128)
 @serve.ingress(api)
 class Cl3dorIngress:
     def __init__(self, model: DeploymentHandle, limits: dict, api_token: str | None = None):

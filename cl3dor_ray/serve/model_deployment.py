@@ -47,7 +47,8 @@ def uploaded_objects(objects: list[dict]) -> list[dict]:
     return rows
 
 
-@serve.deployment
+# Serve's default of 5 ongoing requests per replica would cap every batch at 5.
+@serve.deployment(max_ongoing_requests=64)
 class Scene3DLMDeployment:
     def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01):
         self.model = load_model(os.environ.get(MODEL_DIR_ENV) or model_dir)
@@ -57,6 +58,7 @@ class Scene3DLMDeployment:
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._uploads = itertools.count()
+        self._features: dict[str, list] = {}  # scene -> point-encoder feature per object (frozen at serving)
 
     def scenes(self) -> list[dict]:
         return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
@@ -79,12 +81,21 @@ class Scene3DLMDeployment:
             question, object_ids = caption_instruction(match[0]["center"]), [req["object_id"]]
         return {"scene_id": scene_id, "object_ids": object_ids, "question": question}, {scene_id: self.objects[scene_id]}
 
+    def _with_features(self, key: str, rows: list[dict]) -> list[dict]:
+        """Object rows with their cached point-encoder feature: each scene is encoded once per replica."""
+        if key not in self._features:
+            self._features[key] = self.model.point_features(rows, self.model.cfg.num_points)
+        return [{**row, "feature": f.numpy()} for row, f in zip(rows, self._features[key])]
+
     def _collate(self, reqs: list[dict], candidates):
         samples, objects = [], {}
         for r in reqs:
             sample, objs = self._sample(r)
             samples.append(sample)
-            objects.update(objs)
+            for key, rows in objs.items():
+                objects[key] = self._with_features(key, rows)
+                if key.startswith("upload-"):
+                    del self._features[key]  # uploads are one-off
         cfg = self.model.cfg
         return SceneCollator(self.model.tokenizer, objects, cfg.num_points, cfg.max_objects)(samples, candidates)
 
