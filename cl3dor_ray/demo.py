@@ -3,6 +3,7 @@
     runs/demo/raw/        synthetic scans + annotations   (cl3dor synth)
     runs/demo/prepared/   Parquet objects and samples     (cl3dor prepare)
     runs/demo/run/        three training stages           (cl3dor train)
+    runs/demo/eval/       metrics through Ray Serve       (cl3dor evaluate)
     runs/demo/report.md   what each stage produced, with pictures
 """
 
@@ -61,23 +62,38 @@ def _examples(prepared: Path, n: int = 6) -> list[str]:
 
 def run_demo(cfg: Config, out: Path) -> int:
     prefer_loopback(None)
+    from ray import serve
+
     from cl3dor_ray.data.prepare import prepare
+    from cl3dor_ray.eval.evaluate import evaluate
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.scenes.synth_dataset import synthesize
+    from cl3dor_ray.serve.app import build_app
+    from cl3dor_ray.serve.client import Cl3dorClient
     from cl3dor_ray.train.trainer import train
 
     t0 = time.perf_counter()
     raw, prepared = out / "raw", out / "prepared"
     synthesize(raw, cfg.synth.scenes, cfg.synth.seed)
     t_synth = time.perf_counter() - t0
-    print(f"[1/3] synth: {cfg.synth.scenes} rooms in {t_synth:.1f} s -> {raw}")
+    print(f"[1/4] synth: {cfg.synth.scenes} rooms in {t_synth:.1f} s -> {raw}")
 
     with ray_session(None, num_cpus=max(cfg.prepare.workers, cfg.train.workers)):
         summary = prepare(raw, prepared, cfg.prepare)
-        print(f"[2/3] {summary.line(prepared)}")
+        print(f"[2/4] {summary.line(prepared)}")
         trained = train(cfg, prepared, out / "run")
-    print(f"[3/3] trained {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
-          f"{trained.model_dir}")
+        print(f"[3/4] trained {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
+              f"{trained.model_dir}")
+        handle = serve.run(build_app(str(trained.model_dir), str(prepared), cfg.serve), name="cl3dor-demo",
+                           route_prefix=None)
+        metrics = evaluate(Cl3dorClient.over_handle(handle=handle), prepared, out / "eval")
+        serve.shutdown()
+    print(f"[4/4] evaluated {metrics['samples']} validation samples through Ray Serve in {metrics['seconds']:.0f} s")
+    table = ["| metric | value |", "|---|---:|"] + [
+        f"| {k} | {metrics[k]:.3f} |" for k in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4",
+                                                "scanqa.meteor", "scanqa.rouge_l", "scan2cap.cider", "scan2cap.bleu4",
+                                                "existence.random.f1", "existence.popular.f1",
+                                                "existence.adversarial.f1") if k in metrics]
 
     scene_png, object_png = _render_first_scene(cfg, raw, out)
     objects = _object_table(prepared, cfg.prepare.points_per_object)
@@ -92,9 +108,9 @@ def run_demo(cfg: Config, out: Path) -> int:
         "## Training samples and their hard negatives", "", *examples, "",
         "## Training", "", f"Three stages on {cfg.train.workers} Ray Train workers with DeepSpeed "
         f"ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
+        "## Evaluation (validation split, through Ray Serve)", "", *table, "",
     ]
     (out / "report.md").write_text("\n".join(report))
-    print("\n".join(objects[:2] + objects[2:7]) + "\n...")
-    print("\n".join(examples))
+    print("\n".join(table))
     print(f"\nreport: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
     return 0

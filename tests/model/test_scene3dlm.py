@@ -162,3 +162,15 @@ def test_lm_from_a_local_folder_saves_only_its_lora_adapter(setup, tmp_path):
     folder = save_model(from_folder, tmp_path / "adapted")
     assert (folder / "lm_adapter" / "adapter_model.safetensors").is_file() and not (folder / "lm").exists()
     torch.testing.assert_close(load_model(folder).candidate_logps(batch)[0], before, rtol=0, atol=1e-6)
+
+
+def test_cached_point_features_give_the_same_scores(setup):
+    model, collate, samples = setup
+    model.eval()
+    with_points = model.candidate_logps(collate(samples))[0]
+    cached = {scene: [{**row, "feature": f.numpy()} for row, f in
+                      zip(rows, model.point_features(rows, model.cfg.num_points))]
+              for scene, rows in collate.objects.items()}
+    batch = SceneCollator(model.tokenizer, cached, model.cfg.num_points, model.cfg.max_objects)(samples)
+    assert batch.features is not None and batch.points.shape[2] == 1
+    torch.testing.assert_close(model.candidate_logps(batch)[0], with_points, rtol=0, atol=1e-5)
