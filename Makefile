@@ -9,7 +9,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export RAY_TMPDIR := $(CURDIR)/.cache/ray
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: venv test test-fast demo bench clean system-deps
+.PHONY: venv test test-fast demo bench clean system-deps browser-deps
 
 venv: $(STAMP)
 
@@ -34,7 +34,19 @@ system-deps:
 	  fi; \
 	fi
 
-test: $(STAMP)
+# The page test drives Debian's headless Chromium; install it when absent (as root).
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (for the browser test)"; \
+	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null)); \
+	  else \
+	    echo "warning: chromium/chromedriver missing and we are not root; the browser test will fail" >&2; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

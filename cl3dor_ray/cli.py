@@ -138,6 +138,8 @@ def cmd_evaluate(args) -> int:
                 metrics = evaluate(Cl3dorClient.over_handle(handle=handle), args.data, args.out, args.concurrency)
             finally:
                 serve.delete("cl3dor-eval")
+                if not serve.status().applications:  # leave a cluster's Serve as we found it
+                    serve.shutdown()
     for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scan2cap.cider", "existence.adversarial.f1"):
         if key in metrics:
             print(f"{key:28s} {metrics[key]:.4f}")

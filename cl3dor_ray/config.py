@@ -47,6 +47,8 @@ class PrepareConfig:
     """Seed of surface sampling and negatives; results are a function of (seed, scene or sample)."""
     negative_generator: str = "rule"
     """Name of the NegativeGenerator (text/negatives.py GENERATORS)."""
+    node_resource: str | None = None
+    """Custom Ray resource that preparation tasks require (cluster.yaml gives CPU nodes "prep"); None = any node."""
 
     def __post_init__(self):
         if self.points_per_object < 1:

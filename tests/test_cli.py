@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import matplotlib.image as mpimg
 
 
@@ -39,13 +41,21 @@ def test_broken_scan_is_a_clear_error_not_a_traceback(synth_dir, tmp_path):
     assert "scene0000_00.aggregation.json: missing file" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_demo_writes_report_and_pictures(tmp_path):
-    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=2", "prepare.points_per_object=128")
-    assert run.returncode == 0, run.stderr
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
+    """The whole pipeline (synth, prepare, 3 training stages, Serve, evaluation), with few steps."""
+    steps = [f"train.{s}.steps=2" for s in ("object_alignment", "scene_alignment", "instruction_tuning")]
+    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=3", "prepare.points_per_object=128",
+                 "train.eval_every=2", "train.checkpoint_every=2", *steps)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| scanqa.em |" in run.stdout and "[4/4] evaluated" in run.stdout
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| cup |" in report or "| book |" in report or "| bottle |" in report
-    for png in ("scene_sparse_vs_dense.png", "object_sparse_vs_dense.png"):
+    for png in ("scene_sparse_vs_dense.png", "object_sparse_vs_dense.png", "run/curves.png"):
         assert f"]({png})" in report and (tmp_path / "demo" / png).is_file()
+    assert "| existence.adversarial.f1 |" in report and "hard negatives (kind)" in report
+    metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
+    assert metrics["failed"] == 0 and metrics["samples"] > 0
 
 
 def test_bad_override_exits_2_with_message(tmp_path):

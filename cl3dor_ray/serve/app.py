@@ -4,6 +4,8 @@
     POST /v1/caption  {scene_id, object_id}                                    -> {caption, latency_ms}
     POST /v1/score    {scene_id | objects, question, candidates}               -> {ranked, latency_ms}
     GET  /v1/scenes                                                            -> {scenes}
+    GET  /v1/scenes/{scene_id}/image                                           -> PNG of the densified scene
+    GET  /                                                                     -> the interactive web page
     GET  /healthz                                                              -> {status}
 
 Bad requests get a 4xx JSON body naming the field and what was expected; the replica goes on
@@ -19,10 +21,11 @@ import hmac
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -33,6 +36,7 @@ from cl3dor_ray.serve.schemas import (AnswerRequest, AnswerResponse, CaptionRequ
                                       ScoreResponse)
 
 TOKEN_ENV = "CL3DOR_API_TOKEN"
+PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
 api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and answer scores for 3D scenes")
 
 
@@ -139,6 +143,22 @@ class Cl3dorIngress:
     @api.get("/v1/scenes")
     async def http_scenes(self, request: Request):
         return await self._http(request, self.scenes)
+
+    @api.get("/v1/scenes/{scene_id}/image")
+    async def http_scene_image(self, scene_id: str, request: Request):
+        if not self._authorised(request):
+            return JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
+                                status_code=401)
+        try:
+            png = await self.model.scene_image.remote(scene_id)
+        except UnknownTarget as e:
+            return JSONResponse({"error": "not found", "field": e.field, "detail": e.detail}, status_code=404)
+        return Response(png, media_type="image/png")
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self):
+        """The interactive page: static, so it needs no token; its calls carry the one typed into it."""
+        return HTMLResponse(PAGE)
 
     @api.get("/healthz")
     async def healthz(self):

@@ -60,6 +60,18 @@ class Scene3DLMDeployment:
         self._uploads = itertools.count()
         self._features: dict[str, list] = {}  # scene -> point-encoder feature per object (frozen at serving)
 
+    def scene_image(self, scene_id: str) -> bytes:
+        """PNG of the scene's densified objects (for the web page)."""
+        from types import SimpleNamespace
+
+        from cl3dor_ray.scenes.render import render_scene_png
+
+        if scene_id not in self.objects:
+            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
+        clouds = [SimpleNamespace(points=np.asarray(o["points"], np.float32), colors=np.asarray(o["colors"], np.uint8))
+                  for o in self.objects[scene_id]]
+        return render_scene_png(clouds, scene_id)
+
     def scenes(self) -> list[dict]:
         return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
                 for s, objs in sorted(self.objects.items())]
