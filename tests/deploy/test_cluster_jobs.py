@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,13 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, timeout: float) -> bool:
+def wait_for(url: str, timeout: float, any_answer: bool = False) -> bool:
+    """True once `url` answers 200 (or, with any_answer, anything at all: the dashboard wants a token)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 if r.status == 200:
                     return True
+        except urllib.error.HTTPError:
+            if any_answer:
+                return True
+            time.sleep(1)
         except OSError:
             time.sleep(1)
     return False
@@ -45,13 +51,16 @@ def cluster(tmp_path_factory):
     (`ray stop` would also stop the test session's own Ray)."""
     tmp = tmp_path_factory.mktemp("cluster")
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # the venv first on PATH: a job's `python` entrypoint resolves to the Python the cluster runs;
+    # RAY_AUTH_MODE=token: Ray 2.60 clusters require the token in ~/.ray/auth_token, and the CLIs must send it
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                              "--num-cpus=2", f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    assert wait_for(f"{address}/api/version", 120), "the head's dashboard did not come up"
+    assert wait_for(f"{address}/api/version", 120, any_answer=True), "the head's dashboard did not come up"
     yield address, env, tmp
     os.killpg(head.pid, signal.SIGTERM)
     head.wait(timeout=60)
