@@ -44,20 +44,33 @@ def _object_table(prepared: Path, points: int) -> list[str]:
     return rows
 
 
-def _examples(prepared: Path, n: int = 6) -> list[str]:
-    samples = pq.read_table(prepared / "samples", columns=["task", "question", "answers", "negatives",
-                                                           "negative_kinds", "split"]).to_pylist()
+def _pick_examples(prepared: Path, n: int = 6) -> list[dict]:
+    """Training samples, one per (task, strategy of the first negative), for variety."""
+    samples = pq.read_table(prepared / "samples").to_pylist()
     picked, seen = [], set()
-    for s in samples:  # one per (task, kind of the first negative), for variety
+    for s in samples:
         key = (s["task"], s["negative_kinds"][0] if s["negative_kinds"] else "")
         if s["split"] == "train" and key not in seen:
             seen.add(key)
             picked.append(s)
-    rows = ["| task | question | answer | hard negatives (kind) |", "|---|---|---|---|"]
-    for s in picked[:n]:
+    return picked[:n]
+
+
+def _examples_table(examples: list[dict], answers: list[str]) -> list[str]:
+    rows = ["| task | question | gold answer | model's answer | hard negatives it trained against (kind) |",
+            "|---|---|---|---|---|"]
+    for s, answer in zip(examples, answers):
         negs = "; ".join(f"{t} ({k})" for t, k in zip(s["negatives"], s["negative_kinds"]))
-        rows.append(f"| {s['task']} | {s['question']} | {s['answers'][0]} | {negs} |")
+        rows.append(f"| {s['task']} | {s['question']} | {s['answers'][0]} | {answer} | {negs} |")
     return rows
+
+
+def _ask(client, s: dict) -> str:
+    if s["task"] == "caption":
+        return client.caption(s["scene_id"], s["object_ids"][0])["caption"]
+    if s["task"] == "existence":
+        return client.score(s["question"], ["yes", "no"], scene_id=s["scene_id"])["ranked"][0]["text"]
+    return client.answer(s["question"], scene_id=s["scene_id"])["answer"]
 
 
 def run_demo(cfg: Config, out: Path) -> int:
@@ -86,7 +99,10 @@ def run_demo(cfg: Config, out: Path) -> int:
               f"{trained.model_dir}")
         handle = serve.run(build_app(str(trained.model_dir), str(prepared), cfg.serve), name="cl3dor-demo",
                            route_prefix=None)
-        metrics = evaluate(Cl3dorClient.over_handle(handle=handle), prepared, out / "eval")
+        client = Cl3dorClient.over_handle(handle=handle)
+        metrics = evaluate(client, prepared, out / "eval")
+        examples = _pick_examples(prepared)
+        examples_table = _examples_table(examples, [_ask(client, s) for s in examples])
         serve.shutdown()
     print(f"[4/4] evaluated {metrics['samples']} validation samples through Ray Serve in {metrics['seconds']:.0f} s")
     table = ["| metric | value |", "|---|---:|"] + [
@@ -97,7 +113,6 @@ def run_demo(cfg: Config, out: Path) -> int:
 
     scene_png, object_png = _render_first_scene(cfg, raw, out)
     objects = _object_table(prepared, cfg.prepare.points_per_object)
-    examples = _examples(prepared)
     report = [
         "# cl3dor demo", "",
         f"- synth: {cfg.synth.scenes} ScanNet-format rooms in {t_synth:.1f} s",
@@ -105,7 +120,7 @@ def run_demo(cfg: Config, out: Path) -> int:
         f"K = {cfg.prepare.negatives}, {cfg.prepare.workers} Ray Data workers): {summary.line(prepared.name)}", "",
         "## Objects", "", *objects, "",
         f"![scene, sparse beside dense]({scene_png.name})", "", f"![smallest object]({object_png.name})", "",
-        "## Training samples and their hard negatives", "", *examples, "",
+        "## Training samples, the model's answers, and the hard negatives", "", *examples_table, "",
         "## Training", "", f"Three stages on {cfg.train.workers} Ray Train workers with DeepSpeed "
         f"ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
         "## Evaluation (validation split, through Ray Serve)", "", *table, "",
