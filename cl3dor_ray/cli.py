@@ -93,13 +93,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _serve_config(args):
-    cfg = load_config(args.config, args.overrides).serve
-    return cfg
-
-
 def cmd_serve(args) -> int:
-    cfg = _serve_config(args)
+    cfg = load_config(args.config, args.overrides).serve
     prefer_loopback(args.address)
     from ray import serve
 
@@ -125,7 +120,7 @@ def cmd_evaluate(args) -> int:
     if args.url:  # an app that is already running somewhere
         metrics = evaluate(Cl3dorClient.over_http(args.url, token=args.token), args.data, args.out, args.concurrency)
     else:
-        cfg = _serve_config(args)
+        cfg = load_config(args.config, args.overrides).serve
         prefer_loopback(args.address)
         from ray import serve
 
@@ -154,6 +149,13 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config, args.overrides), Path(args.out))
 
 
+def _cluster_and_config(p: argparse.ArgumentParser, section: str, example: str, config_default=None) -> None:
+    """The options every Ray command shares: where Ray is, the config file, dotted overrides."""
+    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
+    p.add_argument("--config", default=config_default, help=f"YAML config (its {section}: section applies)")
+    p.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cl3dor", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,20 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparse", action="store_true", help="LEO's sparse baseline instead of densification")
     p.add_argument("--workers", type=int, help="Ray Data workers")
     p.add_argument("--seed", type=int, help="seed of sampling and negatives")
-    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
-    p.add_argument("--config", help="YAML config whose prepare: section gives the defaults")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.negative_generator=rule")
+    _cluster_and_config(p, "prepare", "prepare.negative_generator=rule")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="the three training stages with Ray Train + DeepSpeed")
-    p.add_argument("--config", default="configs/tiny.yaml", help="YAML config (model: and train: sections)")
     p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
     p.add_argument("--out", required=True, help="run folder; re-running with the same folder resumes")
     p.add_argument("--stage", choices=["object_alignment", "scene_alignment", "instruction_tuning"],
                    help="run only this stage")
     p.add_argument("--init", help="model folder to start from (default: RUN/init_model, or the previous stage)")
-    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.zero_stage=1 train.workers=2")
+    _cluster_and_config(p, "model: and train:", "train.zero_stage=1 train.workers=2", "configs/tiny.yaml")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="serve a model folder with Ray Serve (HTTP on 127.0.0.1 by default)")
@@ -201,9 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="output folder of `cl3dor prepare` (the scenes to answer about)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
-    p.add_argument("--config", help="YAML config whose serve: section gives limits, batching and the token")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_batch_size=16")
+    _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="ScanQA, Scan2Cap and existence metrics through the served model")
@@ -213,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="evaluate an app already running at this URL instead of deploying one")
     p.add_argument("--token", help="API token for --url")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
-    p.add_argument("--config", help="YAML config whose serve: section configures the deployment")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. serve.max_batch_size=16")
+    _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")

@@ -1,6 +1,7 @@
 """Independent geometry and scan helpers for the tests."""
 
 import json
+import socket
 
 import numpy as np
 
@@ -118,3 +119,10 @@ def toy_scenes(seed: int = 0):
     ]
     corpus = [s["question"] for s in samples] + [a for s in samples for a in s["answers"] + s["negatives"]]
     return samples, objects, corpus
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.helpers import TINY_MODEL
+from tests.helpers import TINY_MODEL, free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(url: str, timeout: float, any_answer: bool = False) -> bool:

@@ -1,7 +1,6 @@
 """The real Serve app on the local Ray, over HTTP on 127.0.0.1 and through a DeploymentHandle."""
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,15 +11,10 @@ import pytest
 from cl3dor_ray.config import ServeConfig
 from cl3dor_ray.eval.evaluate import evaluate
 from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
