@@ -1,0 +1,1 @@
+"""The data stage: scans + annotations -> training-ready Parquet, on Ray Data."""

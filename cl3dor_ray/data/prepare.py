@@ -1,0 +1,232 @@
+"""`cl3dor prepare` / jobs/prepare_data.py: scans + annotations -> training-ready Parquet.
+
+    RAW/scans/<scene_id>/...   RAW/annotations/*.json
+        | Ray Data map_batches, tasks:  densify_scans          -> StagedParquetSink
+        | Ray Data map_batches, tasks (actors for model-based generators): BuildSamples -> StagedParquetSink
+    OUT/objects/        one row per object       (schema.OBJECT_SCHEMA)
+    OUT/samples/        one row per sample       (schema.SAMPLE_SCHEMA)
+    OUT/errors.jsonl    one line per rejected scan or annotation: {scene_id, file, reason}
+    OUT/manifest.json   counts, config, versions; written last, so its presence means complete
+
+Outputs are written to OUT/.staging and moved into place at the end: re-running into the same
+OUT replaces rather than duplicates, and an interrupted run leaves the previous result intact
+and is simply re-run. On a multi-node cluster OUT must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from cl3dor_ray.config import PrepareConfig
+from cl3dor_ray.data.objects import densify_scans
+from cl3dor_ray.data.samples import BuildSamples, build_samples
+from cl3dor_ray.data.sink import StagedParquetSink
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
+from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annotations
+from cl3dor_ray.text.negatives import GENERATORS
+from cl3dor_ray.text.normalize import NORMALIZER_VERSION
+
+OUTPUTS = ("objects", "samples", "errors.jsonl", "manifest.json")
+
+
+class PrepareError(RuntimeError):
+    """Nothing could be prepared (no scans, or no scan gave an object), or the config is unusable."""
+
+
+@dataclass
+class PrepareSummary:
+    scenes: int = 0
+    scenes_rejected: int = 0
+    objects: int = 0
+    samples: dict[str, int] = field(default_factory=dict)  # "train/qa" -> count
+    annotations_rejected: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # "objects", "samples"
+
+    def line(self, out) -> str:
+        n_samples = sum(self.samples.values())
+        return (f"prepared {self.scenes} scenes ({self.scenes_rejected} rejected), {self.objects} objects, "
+                f"{n_samples} samples ({self.annotations_rejected} annotations rejected) -> {out} "
+                f"in {self.seconds:.1f} s")
+
+
+@dataclass
+class _Objects:
+    inventory: dict[str, dict[int, list]]  # scene -> object id -> [label, center], structure included
+    errors: list[AnnotationError]
+    count: int  # objects written (structure excluded)
+    seconds: float
+
+
+@contextlib.contextmanager
+def _cpu_limit(cpus: int):
+    """`--workers W`: Ray Data may use W CPUs in all. A global limit rather than a per-operator
+    pool size, so that each map stays fused with its Parquet write in one task."""
+    from ray.data import DataContext, ExecutionResources
+
+    options = DataContext.get_current().execution_options
+    previous = options.resource_limits
+    options.resource_limits = ExecutionResources(cpu=cpus)
+    try:
+        yield
+    finally:
+        options.resource_limits = previous
+
+
+def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSummary:
+    """Run the preparation on the Ray this process is connected to (see runtime.ray_session)."""
+    if cfg.negative_generator not in GENERATORS:
+        raise PrepareError(f"unknown negative generator {cfg.negative_generator!r}; "
+                           f"expected one of {sorted(GENERATORS)}")
+    t0 = time.perf_counter()
+    raw, out = Path(raw).resolve(), Path(out)
+    scan_dirs = _scan_dirs(raw / "scans")
+    annotations, ann_errors, files_read = load_annotations(raw / "annotations")
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "objects").mkdir(parents=True)
+    (staging / "samples").mkdir()
+
+    with _cpu_limit(cfg.workers):
+        objects = _prepare_objects(scan_dirs, raw, staging / "objects", cfg)
+        by_scene, routing_errors = _route_annotations(annotations, objects.inventory, objects.errors)
+        samples, sample_errors, t_samples = _prepare_samples(by_scene, objects.inventory, staging / "samples", cfg)
+
+    errors = objects.errors + ann_errors + routing_errors + sample_errors
+    summary = PrepareSummary(
+        scenes=len(objects.inventory), scenes_rejected=len({e.scene_id for e in objects.errors}),
+        objects=objects.count, samples=samples,
+        annotations_rejected=len(ann_errors) + len(routing_errors) + len(sample_errors),
+        seconds=time.perf_counter() - t0, stage_seconds={"objects": objects.seconds, "samples": t_samples})
+    with open(staging / "errors.jsonl", "w", encoding="utf-8") as fh:
+        for e in errors:
+            fh.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+    manifest = {"summary": asdict(summary), "config": asdict(cfg), "raw": str(raw), "annotation_files": files_read,
+                "errors": len(errors), "versions": _versions()}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _publish(staging, out)
+    return summary
+
+
+def _scan_dirs(scans_root: Path) -> list[Path]:
+    if not scans_root.is_dir():
+        raise PrepareError(f"{scans_root} does not exist; expected RAW/scans/<scene_id>/ (ScanNet layout)")
+    scan_dirs = sorted(p for p in scans_root.iterdir() if p.is_dir())
+    if not scan_dirs:
+        raise PrepareError(f"{scans_root} holds no scan folders")
+    return scan_dirs
+
+
+def _blocks(n_items: int, workers: int) -> int:
+    # A few blocks per worker: enough to balance the load, few enough that Ray Data's per-task
+    # overhead stays small next to the work (one small scan is only tens of milliseconds).
+    return min(n_items, 4 * workers)
+
+
+def _placement(cfg: PrepareConfig) -> dict:
+    """Pin preparation to the nodes that offer cfg.node_resource (the CPU workers of cluster.yaml)."""
+    return {"resources": {cfg.node_resource: 1}} if cfg.node_resource else {}
+
+
+def _prepare_objects(scan_dirs: list[Path], raw: Path, path: Path, cfg: PrepareConfig) -> _Objects:
+    import ray
+
+    t = time.perf_counter()
+    sink = StagedParquetSink(path, ["scene_id", "object_id", "label", "center", "error", "error_file"],
+                             drop_labels=STRUCTURE_LABELS)
+    ray.data.from_items([{"scene_id": p.name, "scan_dir": str(p)} for p in scan_dirs],
+                        override_num_blocks=_blocks(len(scan_dirs), cfg.workers)).map_batches(
+        densify_scans, batch_size=1, batch_format="pyarrow", **_placement(cfg),
+        fn_kwargs={"points_per_object": cfg.points_per_object, "sparse": cfg.sparse, "seed": cfg.seed,
+                   "raw_root": str(raw)},
+    ).write_datasink(sink)
+
+    errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
+    rejected = {e.scene_id for e in errors}
+    inventory: dict[str, dict[int, list]] = {p.name: {} for p in scan_dirs if p.name not in rejected}
+    for r in sink.index:
+        if not r["error"]:
+            inventory[r["scene_id"]][r["object_id"]] = [r["label"], list(r["center"])]
+    if not any(inventory.values()):
+        first = f"; first: {errors[0].file}: {errors[0].reason}" if errors else ""
+        raise PrepareError(f"no scan under {raw / 'scans'} gave any object{first}")
+    count = sum(1 for r in sink.index if not r["error"] and r["label"] not in STRUCTURE_LABELS)
+    return _Objects(inventory, errors, count, time.perf_counter() - t)
+
+
+def _route_annotations(annotations: list[Annotation], inventory: dict, scan_errors: list[AnnotationError]):
+    """Group annotations by scene; reject those whose scene is missing or was rejected, and duplicates."""
+    rejected = {e.scene_id for e in scan_errors}
+    by_scene: dict[str, list[dict]] = {}
+    errors: list[AnnotationError] = []
+    seen: set[str] = set()
+    for ann in annotations:
+        if ann.scene_id not in inventory:
+            why = "its scan was rejected" if ann.scene_id in rejected else f"no scan {ann.scene_id} in scans/"
+            errors.append(AnnotationError(ann.scene_id, ann.source, f"{ann.sample_id}: {why}"))
+        elif ann.sample_id in seen:
+            errors.append(AnnotationError(ann.scene_id, ann.source, f"duplicate sample id {ann.sample_id}"))
+        else:
+            seen.add(ann.sample_id)
+            by_scene.setdefault(ann.scene_id, []).append(ann.to_dict())
+    return by_scene, errors
+
+
+def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Path, cfg: PrepareConfig):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    t = time.perf_counter()
+    if not by_scene:
+        return {}, [], 0.0
+    labels = sorted({obj[0] for objs in inventory.values() for obj in objs.values()} - set(STRUCTURE_LABELS))
+    answers = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] != "caption"
+                      for a in ann["answers"]})
+    kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers,
+              "negatives": cfg.negatives, "seed": cfg.seed}
+    if GENERATORS[cfg.negative_generator].needs_actor:
+        udf = {"fn": BuildSamples, "compute": ActorPoolStrategy(size=cfg.workers), "fn_constructor_kwargs": kwargs}
+    else:
+        udf = {"fn": build_samples, "fn_kwargs": kwargs}
+    items = [{"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
+             for s, anns in sorted(by_scene.items())]
+    sink = StagedParquetSink(path, ["scene_id", "split", "task", "error", "error_file"])
+    ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
+        batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf).write_datasink(sink)
+
+    errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
+    counts = Counter(f"{r['split']}/{r['task']}" for r in sink.index if not r["error"])
+    return dict(sorted(counts.items())), errors, time.perf_counter() - t
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the staged outputs into place. The manifest goes first out and last in, so a reader
+    never sees a half result as complete."""
+    (out / "manifest.json").unlink(missing_ok=True)
+    for name in OUTPUTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(staging / name, target)
+    staging.rmdir()
+
+
+def _versions() -> dict[str, str]:
+    import ray
+
+    from cl3dor_ray import __version__
+
+    return {"cl3dor_ray": __version__, "ray": ray.__version__, "pyarrow": pa.__version__,
+            "numpy": np.__version__, "answer_normalizer": NORMALIZER_VERSION}

@@ -1,0 +1,78 @@
+"""Ray Data UDF: one scene's annotations -> training samples, each with K hard negatives.
+
+`BuildSamples` is a callable class, so a generator that holds a model (an LLM rewriter registered
+in text/negatives.GENERATORS with `needs_actor = True`) runs in a pool of actors and loads its model
+once per actor. The rule-based default is cheap to build, so it runs as plain tasks
+(`build_samples`), which Ray Data fuses with the Parquet write.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from cl3dor_ray.data.schema import SAMPLE_SCHEMA, with_errors
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
+from cl3dor_ray.text.annotations import Annotation, caption_instruction
+from cl3dor_ray.text.negatives import SceneContext, Vocabulary, make_generator, sample_rng
+from cl3dor_ray.text.vocab import COLOR_WORDS
+
+STAGED_SAMPLE_SCHEMA = with_errors(SAMPLE_SCHEMA)
+_COLORS = set(COLOR_WORDS)
+
+
+def scene_context(scene_id: str, labels: list[str], annotations: list[Annotation]) -> SceneContext:
+    texts = [a for ann in annotations for a in ann.answers]
+    words = {w for t in texts for w in t.lower().replace(".", " ").split()}
+    short = sorted({a for ann in annotations if ann.task != "caption" for a in ann.answers})
+    return SceneContext(scene_id, tuple(sorted(set(labels) - set(STRUCTURE_LABELS))),
+                        tuple(sorted(words & _COLORS)), tuple(short))
+
+
+class BuildSamples:
+    """map_batches callable over rows {scene_id, annotations (JSON), objects (JSON)}."""
+
+    def __init__(self, generator: str, labels: list[str], answers: list[str], negatives: int, seed: int):
+        self.generator = make_generator(generator, Vocabulary(tuple(labels), tuple(answers)))
+        self.k = negatives
+        self.seed = seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        for scene_id, ann_json, obj_json in zip(batch["scene_id"].to_pylist(), batch["annotations"].to_pylist(),
+                                                batch["objects"].to_pylist()):
+            objects = {int(k): v for k, v in json.loads(obj_json).items()}  # id -> [label, center]
+            annotations = [Annotation(**a) for a in json.loads(ann_json)]
+            context = scene_context(scene_id, [label for label, _ in objects.values()], annotations)
+            for ann in annotations:
+                rows.append(self._sample(ann, objects, context))
+        return pa.Table.from_pylist(rows, schema=STAGED_SAMPLE_SCHEMA)
+
+    def _sample(self, ann: Annotation, objects: dict, context: SceneContext) -> dict:
+        row = {"sample_id": ann.sample_id, "split": ann.split, "task": ann.task, "scene_id": ann.scene_id,
+               "object_ids": ann.object_ids, "question": ann.question, "answers": ann.answers,
+               "negatives": [], "negative_kinds": [], "question_type": ann.question_type,
+               "error": "", "error_file": ann.source}
+        unknown = [i for i in ann.object_ids if i not in objects]
+        if unknown:
+            known = f"ids {min(objects)}..{max(objects)}" if objects else "no objects"
+            row["error"] = f"{ann.sample_id}: object_ids {unknown} are not objects of {ann.scene_id} (it has {known})"
+            return row
+        if ann.task == "caption":
+            row["question"] = caption_instruction(objects[ann.object_ids[0]][1])
+        if self.k:
+            try:
+                negs = self.generator.generate(ann.task, ann.answers, context, self.k,
+                                               sample_rng(self.seed, ann.sample_id))
+            except ValueError as e:
+                row["error"] = f"{ann.sample_id}: {e}"
+                return row
+            row["negatives"] = [n.text for n in negs]
+            row["negative_kinds"] = [n.kind for n in negs]
+        return row
+
+
+def build_samples(batch: pa.Table, **kwargs) -> pa.Table:
+    """Task form of BuildSamples, for generators that are cheap to construct."""
+    return BuildSamples(**kwargs)(batch)
