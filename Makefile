@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-# Caches live inside the repo (git-ignored) so DeepSpeed's C++ op and Ray's session files stay out of the way.
+# DeepSpeed builds its C++ op once into the repo's (git-ignored) cache. Ray's session files go to
+# a short folder under /tmp (runtime.py): its unix socket paths must stay under 108 bytes.
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
-export RAY_TMPDIR := $(CURDIR)/.cache/ray
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
 .PHONY: venv test test-fast demo bench clean system-deps browser-deps

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -24,8 +25,9 @@ def prefer_loopback(address: str | None) -> None:
 
 def _local_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Session files go to the project's cache folder, not /tmp.
-    os.environ.setdefault("RAY_TMPDIR", str(Path(".cache/ray").resolve()))
+    # Session files in a folder of their own, with a short path: Ray's unix sockets live under it and
+    # an AF_UNIX path may not exceed 107 bytes (a path inside a deep checkout can).
+    os.environ.setdefault("RAY_TMPDIR", str(Path(tempfile.gettempdir()) / "cl3dor-ray"))
 
 
 @contextlib.contextmanager

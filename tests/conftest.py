@@ -23,7 +23,10 @@ def local_ray(tmp_path_factory):
     """One embedded Ray on 127.0.0.1 with 2 CPUs for the whole session."""
     from cl3dor_ray.runtime import ray_session
 
-    os.environ.setdefault("RAY_TMPDIR", str(tmp_path_factory.mktemp("ray")))
+    import tempfile
+
+    # short: Ray's unix socket paths live under it and may not exceed 107 bytes
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="cl3dor-test-ray-")
     with ray_session(None, num_cpus=2, quiet=True):
         yield
 

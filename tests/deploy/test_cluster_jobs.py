@@ -3,9 +3,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +45,7 @@ def cluster(tmp_path_factory):
     """A head node on 127.0.0.1 started with `ray start --head --block`, stopped by signalling that process
     (`ray stop` would also stop the test session's own Ray)."""
     tmp = tmp_path_factory.mktemp("cluster")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's unix socket paths must stay < 108 bytes
     port, dashboard = free_port(), free_port()
     # the venv first on PATH: a job's `python` entrypoint resolves to the Python the cluster runs;
     # RAY_AUTH_MODE=token: Ray 2.60 clusters require the token in ~/.ray/auth_token, and the CLIs must send it
@@ -50,13 +53,18 @@ def cluster(tmp_path_factory):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                             "--num-cpus=2", f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             "--num-cpus=2", f"--temp-dir={ray_tmp}", "--disable-usage-stats",
+                             # the test session's own Ray is running too: no fixed default port may be shared
+                             *(f"--{flag}={free_port()}" for flag in (
+                                 "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                 "metrics-export-port", "runtime-env-agent-port"))],
+                            env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    assert wait_for(f"{address}/api/version", 120, any_answer=True), "the head's dashboard did not come up"
+    assert wait_for(f"{address}/api/version", 120, any_answer=True), (tmp / "head.log").read_text()[-3000:]
     yield address, env, tmp
     os.killpg(head.pid, signal.SIGTERM)
     head.wait(timeout=60)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def submit(address, env, *args, timeout=900):
