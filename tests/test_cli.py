@@ -53,7 +53,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert "| cup |" in report or "| book |" in report or "| bottle |" in report
     for png in ("scene_sparse_vs_dense.png", "object_sparse_vs_dense.png", "run/curves.png"):
         assert f"]({png})" in report and (tmp_path / "demo" / png).is_file()
-    assert "| existence.adversarial.f1 |" in report and "hard negatives it trained against (kind)" in report
+    assert "| existence.random.f1 |" in report and "hard negatives it trained against (kind)" in report
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
     assert metrics["failed"] == 0 and metrics["samples"] > 0
 

@@ -9,7 +9,7 @@ and the field, and the rest are kept.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SPLITS = ("train", "val")

@@ -107,7 +107,7 @@ def test_answers_are_true_of_the_scan_geometry(synth_dir, scans):
             scene = scans[r["scene_id"]]
             q, (answer, *_) = r["question"], r["answers"]
             assert [_label(scene, i) for i in r["object_ids"]] == r["object_names"]
-            if m := re.fullmatch(r"How many (.+) are in the room\?", q):
+            if re.fullmatch(r"How many (.+) are in the room\?", q):
                 assert int(answer) == len(r["object_ids"])
                 assert int(answer) == sum(o.label == r["object_names"][0] for o in scene.objects)
                 checked["count"] += 1

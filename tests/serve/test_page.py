@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from tests.serve.test_app import TOKEN, app  # noqa: F401  (the deployed app fixture)
+from tests.serve.conftest import TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def browser():
     browser.quit()
 
 
-def test_page_asks_a_question_and_shows_the_answer(app, browser):  # noqa: F811
+def test_page_asks_a_question_and_shows_the_answer(app, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
