@@ -60,18 +60,13 @@ def break_scan(folder, scene_id, what):
         doc["segGroups"][2]["segments"].append(987654321)
         files["aggregation"].write_text(json.dumps(doc))
         return files["aggregation"], "segments \\[987654321\\] that no vertex has"
-    if what == "nan":
+    if what in ("nan", "inf"):
+        vertex, value = (17, np.nan) if what == "nan" else (3, np.inf)
         mesh = read_ply(files["mesh"])
         mesh.vertices = mesh.vertices.copy()
-        mesh.vertices[17, 1] = np.nan
+        mesh.vertices[vertex, vertex % 3] = value
         write_ply(files["mesh"], mesh)
-        return files["mesh"], "vertex 17 has a NaN or infinite coordinate"
-    if what == "inf":
-        mesh = read_ply(files["mesh"])
-        mesh.vertices = mesh.vertices.copy()
-        mesh.vertices[3, 0] = np.inf
-        write_ply(files["mesh"], mesh)
-        return files["mesh"], "vertex 3 has a NaN or infinite coordinate"
+        return files["mesh"], f"vertex {vertex} has a NaN or infinite coordinate"
     if what in ("missing_mesh", "missing_segs", "missing_aggregation"):
         key = what.split("_", 1)[1]
         files[key].unlink()

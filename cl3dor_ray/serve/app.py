@@ -51,6 +51,10 @@ class RequestError(Exception):
         return type(self), (self.status, self.body)
 
 
+UNAUTHORISED = JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
+                            status_code=401)
+
+
 def _validation_error(e: ValidationError) -> RequestError:
     fields = [{"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]} for err in e.errors()]
     return RequestError(422, {"error": "invalid request", "fields": fields})
@@ -114,8 +118,7 @@ class Cl3dorIngress:
 
     async def _http(self, request: Request, method) -> JSONResponse:
         if not self._authorised(request):
-            return JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
-                                status_code=401)
+            return UNAUTHORISED
         try:
             payload = None
             if request.method == "POST":
@@ -147,8 +150,7 @@ class Cl3dorIngress:
     @api.get("/v1/scenes/{scene_id}/image")
     async def http_scene_image(self, scene_id: str, request: Request):
         if not self._authorised(request):
-            return JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
-                                status_code=401)
+            return UNAUTHORISED
         try:
             png = await self.model.scene_image.remote(scene_id)
         except UnknownTarget as e:

@@ -66,8 +66,7 @@ class Scene3DLMDeployment:
 
         from cl3dor_ray.scenes.render import render_scene_png
 
-        if scene_id not in self.objects:
-            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
+        self._target({"scene_id": scene_id})
         clouds = [SimpleNamespace(points=np.asarray(o["points"], np.float32), colors=np.asarray(o["colors"], np.uint8))
                   for o in self.objects[scene_id]]
         return render_scene_png(clouds, scene_id)
@@ -76,22 +75,34 @@ class Scene3DLMDeployment:
         return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
                 for s, objs in sorted(self.objects.items())]
 
+    def _target(self, req: dict) -> dict | None:
+        """The requested object row (captions), None otherwise; raises UnknownTarget for a scene or
+        object that is not in the prepared data. Uploaded clouds need no check."""
+        if req.get("objects") is not None:
+            return None
+        scene_id = req["scene_id"]
+        if scene_id not in self.objects:
+            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
+        if req.get("object_id") is None:
+            return None
+        match = [o for o in self.objects[scene_id] if o["object_id"] == req["object_id"]]
+        if not match:
+            raise UnknownTarget("object_id", f"scene {scene_id!r} has no object {req['object_id']} "
+                                             f"(ids: {sorted(o['object_id'] for o in self.objects[scene_id])})")
+        return match[0]
+
     def _sample(self, req: dict) -> tuple[dict, dict]:
         """A collator sample and the objects it needs (a prepared scene, or the uploaded clouds)."""
         if req.get("objects") is not None:
             key = f"upload-{next(self._uploads)}"
             return {"scene_id": key, "object_ids": [], "question": req["question"]}, {key: uploaded_objects(req["objects"])}
-        scene_id = req["scene_id"]
-        if scene_id not in self.objects:
-            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
-        question, object_ids = req.get("question"), []
-        if req.get("object_id") is not None:
-            match = [o for o in self.objects[scene_id] if o["object_id"] == req["object_id"]]
-            if not match:
-                raise UnknownTarget("object_id", f"scene {scene_id!r} has no object {req['object_id']} "
-                                                 f"(ids: {sorted(o['object_id'] for o in self.objects[scene_id])})")
-            question, object_ids = caption_instruction(match[0]["center"]), [req["object_id"]]
-        return {"scene_id": scene_id, "object_ids": object_ids, "question": question}, {scene_id: self.objects[scene_id]}
+        scene_id, target = req["scene_id"], self._target(req)
+        if target is None:
+            sample = {"scene_id": scene_id, "object_ids": [], "question": req["question"]}
+        else:
+            sample = {"scene_id": scene_id, "object_ids": [target["object_id"]],
+                      "question": caption_instruction(target["center"])}
+        return sample, {scene_id: self.objects[scene_id]}
 
     def _with_features(self, key: str, rows: list[dict]) -> list[dict]:
         """Object rows with their cached point-encoder feature: each scene is encoded once per replica."""
@@ -113,7 +124,7 @@ class Scene3DLMDeployment:
 
     # ---- generation: answers and captions
     async def generate(self, req: dict) -> str:
-        self._sample(req)  # unknown scene/object fails here, for this request only, not its batch
+        self._target(req)  # an unknown scene/object fails here, for this request only, not its batch
         return await self.generate_batch(req)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -136,7 +147,7 @@ class Scene3DLMDeployment:
 
     # ---- scoring candidate answers
     async def score(self, req: dict) -> list[dict]:
-        self._sample(req)
+        self._target(req)
         return await self.score_batch(req)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
