@@ -192,7 +192,9 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
     labels = sorted({obj[0] for objs in inventory.values() for obj in objs.values()} - set(STRUCTURE_LABELS))
     answers = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] != "caption"
                       for a in ann["answers"]})
-    kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers,
+    captions = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] == "caption"
+                       for a in ann["answers"]})
+    kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers, "captions": captions,
               "negatives": cfg.negatives, "seed": cfg.seed}
     if GENERATORS[cfg.negative_generator].needs_actor:
         udf = {"fn": BuildSamples, "compute": ActorPoolStrategy(size=cfg.workers), "fn_constructor_kwargs": kwargs}

@@ -33,8 +33,9 @@ def scene_context(scene_id: str, labels: list[str], annotations: list[Annotation
 class BuildSamples:
     """map_batches callable over rows {scene_id, annotations (JSON), objects (JSON)}."""
 
-    def __init__(self, generator: str, labels: list[str], answers: list[str], negatives: int, seed: int):
-        self.generator = make_generator(generator, Vocabulary(tuple(labels), tuple(answers)))
+    def __init__(self, generator: str, labels: list[str], answers: list[str], negatives: int, seed: int,
+                 captions: list[str] = ()):
+        self.generator = make_generator(generator, Vocabulary(tuple(labels), tuple(answers), tuple(captions)))
         self.k = negatives
         self.seed = seed
 

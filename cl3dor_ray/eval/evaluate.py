@@ -8,6 +8,11 @@
 QA is answered by generation, captions by generation for the object, existence by scoring "yes"
 against "no" (the higher mean log-probability wins). Requests go out concurrently so the
 deployment can batch them.
+
+QA and captions are also split by the size of the object they are about (the first of the
+sample's object_ids): `scanqa.em.small_objects` / `.large_objects`, `scan2cap.cider.small_objects` /
+`.large_objects`. Small means the longest side of its box is under SMALL_OBJECT_M (cups, books,
+bottles, lamps, keyboards): the objects that are a handful of scan vertices before densification.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
 QA_TOKENS, CAPTION_TOKENS = 16, 48
+SMALL_OBJECT_M = 0.5
+SIZE_CLASSES = ("small_objects", "large_objects")
 
 
 def _predict(client: Cl3dorClient, s: dict) -> dict:
     row = {"sample_id": s["sample_id"], "task": s["task"], "scene_id": s["scene_id"], "question": s["question"],
-           "answers": s["answers"], "question_type": s["question_type"]}
+           "answers": s["answers"], "question_type": s["question_type"], "object_ids": s["object_ids"]}
     try:
         if s["task"] == "qa":
             row["prediction"] = client.answer(s["question"], scene_id=s["scene_id"], max_new_tokens=QA_TOKENS)["answer"]
@@ -44,8 +51,21 @@ def _predict(client: Cl3dorClient, s: dict) -> dict:
     return row
 
 
-def compute_metrics(rows: list[dict]) -> dict[str, float]:
+def object_sizes(data_dir: Path) -> dict[tuple[str, int], float]:
+    """(scene_id, object_id) -> the longest side of the object's box, in metres."""
+    t = pq.read_table(data_dir / "objects", columns=["scene_id", "object_id", "size"]).to_pydict()
+    return {(s, i): max(size) for s, i, size in zip(t["scene_id"], t["object_id"], t["size"])}
+
+
+def size_class(row: dict, sizes: dict[tuple[str, int], float]) -> str | None:
+    ids = row.get("object_ids") or []
+    extent = sizes.get((row["scene_id"], ids[0])) if ids else None
+    return None if extent is None else SIZE_CLASSES[0] if extent < SMALL_OBJECT_M else SIZE_CLASSES[1]
+
+
+def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None = None) -> dict[str, float]:
     metrics: dict[str, float] = {}
+    sizes = sizes or {}
     qa = [r for r in rows if r["task"] == "qa"]
     if qa:
         metrics["scanqa.em"] = sum(exact_match(r["prediction"], r["answers"]) for r in qa) / len(qa)
@@ -54,6 +74,10 @@ def compute_metrics(rows: list[dict]) -> dict[str, float]:
         for r in qa:
             by_type[r["question_type"] or "unknown"].append(exact_match(r["prediction"], r["answers"]))
         metrics.update({f"scanqa.em.{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+        for cls in SIZE_CLASSES:
+            mine = [exact_match(r["prediction"], r["answers"]) for r in qa if size_class(r, sizes) == cls]
+            if mine:
+                metrics[f"scanqa.em.{cls}"], metrics[f"scanqa.n.{cls}"] = sum(mine) / len(mine), len(mine)
         ngram = caption_metrics({r["sample_id"]: r["prediction"] for r in qa}, {r["sample_id"]: r["answers"] for r in qa})
         metrics.update({f"scanqa.{k}": v for k, v in ngram.items()})
         metrics["scanqa.n"] = len(qa)
@@ -63,6 +87,12 @@ def compute_metrics(rows: list[dict]) -> dict[str, float]:
                                 {r["sample_id"]: r["answers"] for r in caps})
         metrics.update({f"scan2cap.{k}": v for k, v in ngram.items()})
         metrics["scan2cap.n"] = len(caps)
+        for cls in SIZE_CLASSES:
+            mine = [r for r in caps if size_class(r, sizes) == cls]
+            if mine:
+                metrics[f"scan2cap.cider.{cls}"] = caption_metrics(
+                    {r["sample_id"]: r["prediction"] for r in mine}, {r["sample_id"]: r["answers"] for r in mine})["cider"]
+                metrics[f"scan2cap.n.{cls}"] = len(mine)
     pope = [r for r in rows if r["task"] == "existence"]
     for split in sorted({r["question_type"] for r in pope}) + (["all"] if pope else []):
         mine = [r for r in pope if split == "all" or r["question_type"] == split]
@@ -93,7 +123,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    metrics = compute_metrics([r for r in rows if "error" not in r])
+    metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(data_dir))
     failed = sum("error" in r for r in rows)
     seconds = time.perf_counter() - t0
     metrics = {"normalizer_version": NORMALIZER_VERSION, "samples": len(rows), "failed": failed,

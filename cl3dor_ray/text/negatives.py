@@ -21,6 +21,7 @@ sample are equal after it; there are exactly K; the result is a function of (see
 
 `NegativeGenerator` is the interface: the data stage builds one per Ray Data actor from a name,
 so an LLM-based rewriter can be registered beside `RuleBasedNegatives` and used as an actor.
+`RandomNegatives` ("random") is the ablation's control: answers of other samples, not hard ones.
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ class SceneContext:
 
 @dataclass
 class Vocabulary:
-    """Dataset-wide words: all categories, and the fallback answers."""
+    """Dataset-wide words: all categories, the short answers (QA, existence) and the captions."""
 
     labels: tuple[str, ...]
     answers: tuple[str, ...]
+    captions: tuple[str, ...] = ()
 
 
 class NegativeGenerator(Protocol):
@@ -158,7 +160,35 @@ class RuleBasedNegatives:
                          f"the vocabulary is too small for K = {k}")
 
 
-GENERATORS: dict[str, type] = {"rule": RuleBasedNegatives}
+class RandomNegatives:
+    """Answers of other samples of the same task, drawn uniformly: wrong, but rarely about this scene.
+
+    The control for hard negatives ("random negatives" in the ablation): it has the same K and the
+    same rules (never a gold answer, distinct, deterministic) but no knowledge of the scene.
+    """
+
+    name = "random"
+    needs_actor = False
+
+    def __init__(self, vocabulary: Vocabulary):
+        self.vocab = vocabulary
+
+    def generate(self, task, answers, scene, k, rng):
+        pool = self.vocab.captions if task == "caption" and self.vocab.captions else self.vocab.answers
+        seen = {normalize_answer(a) for a in answers}
+        chosen: list[HardNegative] = []
+        for i in rng.permutation(len(pool)):
+            norm = normalize_answer(pool[i])
+            if norm and norm not in seen:
+                seen.add(norm)
+                chosen.append(HardNegative(pool[i], "random_answer"))
+                if len(chosen) == k:
+                    return chosen
+        raise ValueError(f"only {len(chosen)} distinct answers of other samples differ from {answers!r}; "
+                         f"need K = {k}")
+
+
+GENERATORS: dict[str, type] = {"rule": RuleBasedNegatives, "random": RandomNegatives}
 
 
 def make_generator(name: str, vocabulary: Vocabulary) -> NegativeGenerator:

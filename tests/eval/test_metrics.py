@@ -46,3 +46,22 @@ def test_pope_metrics_on_a_known_confusion_matrix():
     assert m["recall"] == pytest.approx(3 / 4)
     assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
     assert m["yes_ratio"] == pytest.approx(5 / 10)
+
+
+def test_metrics_split_by_object_size():
+    from cl3dor_ray.eval.evaluate import compute_metrics
+
+    def row(i, task, pred, answers, obj, qtype="color"):
+        return {"sample_id": f"s{i}", "task": task, "scene_id": "scene0000_00", "question": "?", "prediction": pred,
+                "answers": answers, "question_type": qtype, "object_ids": [obj]}
+
+    sizes = {("scene0000_00", 1): 0.09, ("scene0000_00", 2): 1.4}  # a cup, a table
+    rows = [row(0, "qa", "red", ["red"], 1), row(1, "qa", "blue", ["red"], 1), row(2, "qa", "brown", ["brown"], 2),
+            row(3, "caption", "a red cup", ["this is a red cup"], 1),
+            row(4, "caption", "a brown table", ["this is a brown table"], 2)]
+    m = compute_metrics(rows, sizes)
+    assert (m["scanqa.em.small_objects"], m["scanqa.n.small_objects"]) == (0.5, 2)
+    assert (m["scanqa.em.large_objects"], m["scanqa.n.large_objects"]) == (1.0, 1)
+    assert m["scan2cap.n.small_objects"] == m["scan2cap.n.large_objects"] == 1
+    assert "scan2cap.cider.small_objects" in m
+    assert "scanqa.em.small_objects" not in compute_metrics(rows)  # no sizes known: no split

@@ -121,6 +121,8 @@ def test_evaluation_through_the_deployment(app, prepared_dir, tmp_path):
     assert saved["normalizer_version"].endswith("v1")
     for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4", "scanqa.meteor", "scanqa.rouge_l"):
         assert 0 <= saved[key] <= 10, key
+    # every QA sample names an object of a prepared scene, so the size split covers all of them
+    assert saved.get("scanqa.n.small_objects", 0) + saved.get("scanqa.n.large_objects", 0) == saved["scanqa.n"]
     pope_keys = [k for k in saved if k.startswith("existence.") and k.endswith(".f1")]
     assert pope_keys or not any(r["task"] == "existence" for r in rows)
     assert "| scanqa.em |" in (tmp_path / "report.md").read_text()

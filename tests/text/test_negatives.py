@@ -64,7 +64,7 @@ def test_deterministic_per_seed_and_sample():
 
 def test_generator_registry_names_the_choices():
     assert make_generator("rule", VOCAB).name == "rule"
-    with pytest.raises(ValueError, match="unknown negative generator 'llm'; expected one of \\['rule'\\]"):
+    with pytest.raises(ValueError, match="unknown negative generator 'llm'; expected one of \\['random', 'rule'\\]"):
         make_generator("llm", VOCAB)
 
 
@@ -72,3 +72,16 @@ def test_too_small_vocabulary_is_a_clear_error():
     tiny = RuleBasedNegatives(Vocabulary((), ()))
     with pytest.raises(ValueError, match="only 1 distinct negatives"):
         tiny.generate("existence", ["yes"], SceneContext("s", ()), 3, np.random.default_rng(0))
+
+
+def test_random_negatives_are_other_samples_answers_of_the_same_task():
+    vocab = Vocabulary(VOCAB.labels, VOCAB.answers, ("this is a red cup.", "this is a bed.", "there is a lamp."))
+    gen = make_generator("random", vocab)
+    qa = gen.generate("qa", ["red"], SCENE, 4, sample_rng(0, "q"))
+    assert len(qa) == 4 and {n.kind for n in qa} == {"random_answer"}
+    assert {n.text for n in qa} <= set(VOCAB.answers) - {"red"}
+    caps = gen.generate("caption", ["this is a bed."], SCENE, 2, sample_rng(0, "c"))
+    assert {n.text for n in caps} == {"this is a red cup.", "there is a lamp."}
+    assert gen.generate("qa", ["red"], SCENE, 4, sample_rng(0, "q")) == qa  # a function of (seed, sample_id)
+    with pytest.raises(ValueError, match="need K = 3"):
+        gen.generate("caption", ["this is a bed."], SCENE, 3, sample_rng(0, "c"))
