@@ -149,6 +149,20 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config, args.overrides), Path(args.out))
 
 
+def cmd_ablate(args) -> int:
+    from cl3dor_ray.ablation.plan import expand_variants, load_ablation_config
+    from cl3dor_ray.ablation.runner import run_ablation
+
+    acfg = load_ablation_config(args.config)
+    expand_variants(acfg.quick_version() if args.quick else acfg)  # every variant's config checked before Ray starts
+    t0 = time.perf_counter()
+    report = run_ablation(acfg, args.out, quick=args.quick)
+    text = report.read_text()
+    print(text.split("## By question type")[0].rstrip())
+    print(f"\nreport: {report}  results: {report.parent / 'results.csv'}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
+
+
 def _cluster_and_config(p: argparse.ArgumentParser, section: str, example: str, config_default=None) -> None:
     """The options every Ray command shares: where Ray is, the config file, dotted overrides."""
     p.add_argument("--address", help="Ray cluster to join; default: $RAY_ADDRESS, else an embedded local Ray")
@@ -211,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablate", help="the CL3DOR ablation: density, negatives, odds-ratio weight, over seeds")
+    p.add_argument("--config", default="configs/ablation.yaml")
+    p.add_argument("--out", required=True, help="folder for results.csv, ablation.md, plots and every run")
+    p.add_argument("--quick", action="store_true", help="the small version: one seed, few steps, fewer rooms")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")
     p.add_argument("--config", default="configs/tiny.yaml")

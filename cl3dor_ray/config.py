@@ -284,6 +284,11 @@ def _coerce(value, annotation, key: str):
                 except ConfigError:
                     pass
         raise ConfigError(f"{key}: {value!r} is not a {annotation}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(annotation) or (typing.Any, typing.Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -31,10 +31,12 @@ def _local_env() -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = False):
+def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
+                log_to_driver: bool = True):
     """Join `address` (or $RAY_ADDRESS, as inside `ray job submit`), else start a local Ray.
 
-    A Ray that this process already initialised is reused and left running.
+    A Ray that this process already initialised is reused and left running. `log_to_driver=False`
+    keeps the workers' output in Ray's session logs instead of this console.
     """
     import ray  # here, not at the top: prefer_loopback() must run before Ray is imported
     if ray.is_initialized():
@@ -43,7 +45,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     address = address or os.environ.get("RAY_ADDRESS")
     log_level = logging.ERROR if quiet else logging.WARNING
     if address:
-        ray.init(address=address, logging_level=log_level)
+        ray.init(address=address, logging_level=log_level, log_to_driver=log_to_driver)
     else:
         _local_env()
         Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
@@ -53,6 +55,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
             include_dashboard=False,
             _temp_dir=os.environ["RAY_TMPDIR"],
             logging_level=log_level,
+            log_to_driver=log_to_driver,
         )
     try:
         yield

@@ -23,6 +23,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -114,7 +115,9 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     t0 = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out_dir)
     table = pq.read_table(data_dir / "samples")
-    samples = table.filter(pc.equal(table["split"], "val")).sort_by("sample_id").to_pylist()[:limit]
+    samples = table.filter(pc.equal(table["split"], "val")).sort_by("sample_id").to_pylist()
+    if limit is not None and limit < len(samples):  # spread over the sorted ids, so every task is represented
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
     if not samples:
         raise ValueError(f"{data_dir / 'samples'} has no val samples to evaluate")
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -60,7 +60,7 @@ def _validation_error(e: ValidationError) -> RequestError:
     return RequestError(422, {"error": "invalid request", "fields": fields})
 
 
-@serve.deployment(max_ongoing_requests=128)
+@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1})  # routing and validation only
 @serve.ingress(api)
 class Cl3dorIngress:
     def __init__(self, model: DeploymentHandle, limits: dict, api_token: str | None = None):

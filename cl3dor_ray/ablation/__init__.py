@@ -1,0 +1,1 @@
+"""`cl3dor ablate`: does each part of CL3DOR help? (plan -> runner -> report)"""

@@ -1,0 +1,246 @@
+"""ABL/results.csv (one row per variant and seed) and ABL/ablation.md (means, differences, plots, costs).
+
+"Within seed noise" is a stated rule, not a test: a difference to the reference is within noise
+when it is no larger than sqrt(sd_ref^2 + sd_variant^2), the spread one would expect between two
+runs of the same variant. With one seed there is no noise estimate and the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HEADLINE = [("scanqa.em", "ScanQA EM"), ("scanqa.cider", "ScanQA CIDEr"), ("scan2cap.cider", "Scan2Cap CIDEr"),
+            ("existence.adversarial.f1", "Existence F1 (adversarial)")]
+SPLITS = [("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_objects", "QA EM large obj."),
+          ("scan2cap.cider.small_objects", "Cap CIDEr small obj."), ("scan2cap.cider.large_objects",
+                                                                     "Cap CIDEr large obj."),
+          ("scanqa.em.color", "EM color"), ("scanqa.em.category", "EM category"), ("scanqa.em.existence", "EM existence"),
+          ("scanqa.em.counting", "EM counting"), ("scanqa.em.relation", "EM relation"),
+          ("scanqa.em.location", "EM location"), ("existence.random.f1", "POPE random F1"),
+          ("existence.popular.f1", "POPE popular F1")]
+CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan vertices)"),
+          ("no_negatives", "hard negatives help (full vs no negatives, i.e. supervised fine-tuning)"),
+          ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
+          ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)")]
+FIXED = ["variant", "seed", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch", "error"]
+
+
+def _row(job) -> dict:
+    cfg = job.variant.cfg
+    return {"variant": job.variant.name, "seed": job.seed, "points_per_object": cfg.prepare.points_per_object,
+            "sparse": cfg.prepare.sparse, "negatives": cfg.prepare.negatives if cfg.train.instruction_tuning.negatives
+            else 0, "negative_generator": cfg.prepare.negative_generator, "lam": cfg.train.instruction_tuning.lam,
+            "branch": job.variant.branch, "error": job.result.get("error", ""),
+            **{k: v for k, v in job.result.items() if k != "error"}}
+
+
+def write_results_csv(rows: list[dict], path: Path) -> None:
+    keys = FIXED + sorted({k for r in rows for k in r} - set(FIXED))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_results_csv(path: Path) -> list[dict]:
+    """results.csv back as dicts, numbers as floats (what the report's tables are computed from)."""
+    def value(v: str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    with open(path, newline="") as fh:
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def summarise(rows: list[dict], metric: str) -> dict[str, tuple[float, float, int]]:
+    """variant -> (mean, sample std (nan with one seed), seeds) over the rows that have the metric."""
+    out = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        vals = [r[metric] for r in rows if r["variant"] == variant and isinstance(r.get(metric), float)
+                and not math.isnan(r[metric])]
+        if vals:
+            sd = statistics.stdev(vals) if len(vals) > 1 else math.nan
+            out[variant] = (statistics.fmean(vals), sd, len(vals))
+    return out
+
+
+def fmt(mean: float, sd: float) -> str:
+    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _delta(ref, var) -> tuple[float, str]:
+    d = ref[0] - var[0]
+    noise = math.hypot(ref[1], var[1])
+    if math.isnan(noise):
+        return d, "1 seed: no noise estimate"
+    return d, "within noise" if abs(d) <= noise else ("full better" if d > 0 else "full worse")
+
+
+def _table(rows, metrics, variants, describe) -> list[str]:
+    stats = {m: summarise(rows, m) for m, _ in metrics}
+    lines = ["| variant | what changes | " + " | ".join(label for _, label in metrics) + " |",
+             "|---|---|" + "---:|" * len(metrics)]
+    for v in variants:
+        cells = [fmt(*stats[m][v][:2]) if v in stats[m] else "–" for m, _ in metrics]
+        lines.append(f"| {v} | {describe.get(v, '')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
+    stats = {m: summarise(rows, m) for m, _ in HEADLINE}
+    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * 4]
+    for v in variants:
+        if v == reference:
+            continue
+        cells = []
+        for m, _ in HEADLINE:
+            if v in stats[m] and reference in stats[m]:
+                d, note = _delta(stats[m][reference], stats[m][v])
+                cells.append(f"{d:+.3f} ({note})")
+            else:
+                cells.append("–")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    verdicts = []
+    for v, claim in CLAIMS:
+        if v not in variants:
+            continue
+        notes = {label: _delta(stats[m][reference], stats[m][v]) for m, label in HEADLINE
+                 if v in stats[m] and reference in stats[m]}
+        better = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full better"]
+        worse = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full worse"]
+        if any(n.startswith("1 seed") for _, n in notes.values()):
+            verdict = "not tested (one seed: no noise estimate)"
+        elif better and not worse:
+            verdict = "SUPPORTED on " + ", ".join(better)
+        elif worse and not better:
+            verdict = "CONTRADICTED: the full method is worse on " + ", ".join(worse)
+        elif better and worse:
+            verdict = f"MIXED: better on {', '.join(better)}; worse on {', '.join(worse)}"
+        else:
+            verdict = "NOT SHOWN: every difference is within seed noise"
+        verdicts.append(f"- {claim}: **{verdict}**")
+    return lines, verdicts
+
+
+def _bar_chart(rows, variants, reference, path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4.2 * len(HEADLINE), 3.8))
+    for ax, (m, label) in zip(axes, HEADLINE):
+        stats = summarise(rows, m)
+        names = [v for v in variants if v in stats]
+        means = [stats[v][0] for v in names]
+        errs = [0 if math.isnan(stats[v][1]) else stats[v][1] for v in names]
+        colors = ["tab:orange" if v == reference else "tab:blue" for v in names]
+        ax.bar(range(len(names)), means, yerr=errs, color=colors, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("mean ± std over seeds per variant (orange: the full method)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _sweep_plot(rows, xs: dict[str, float], path: Path, xlabel: str, extra: dict[str, str] | None = None,
+                log: bool = False) -> Path:
+    """Headline metrics against a swept value (x per variant); `extra` variants are drawn as dashed lines."""
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4.2 * len(HEADLINE), 3.4))
+    for ax, (m, label) in zip(axes, HEADLINE):
+        stats = summarise(rows, m)
+        pts = sorted((xs[v], *stats[v][:2]) for v in xs if v in stats)
+        if pts:
+            x, y, sd = zip(*pts)
+            ax.errorbar(x, y, yerr=[0 if math.isnan(s) else s for s in sd], marker="o", capsize=3, label="full method")
+        if m == "scanqa.em":
+            small = summarise(rows, "scanqa.em.small_objects")
+            pts = sorted((xs[v], small[v][0]) for v in xs if v in small)
+            if pts:
+                ax.plot(*zip(*pts), marker="s", linestyle=":", label="small objects only")
+        for v, text in (extra or {}).items():
+            if v in stats:
+                ax.axhline(stats[v][0], linestyle="--", color="gray")
+                ax.annotate(text, (0.02, stats[v][0]), xycoords=("axes fraction", "data"), fontsize=8, color="gray")
+        if log:
+            ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel(xlabel)
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _costs(rows, variants) -> list[str]:
+    prep = {}
+    for r in rows:
+        key = ("sparse" if r["sparse"] in (True, "True") else "dense") + f", P = {int(r['points_per_object'])}, " + (
+            f"K = {int(r['negatives'])} {r['negative_generator']}" if r["negatives"] else "K = 0")
+        if isinstance(r.get("prep_seconds"), float):
+            prep[key] = (r["prep_seconds"], r.get("prep_seconds.objects", math.nan),
+                         r.get("prep_seconds.samples", math.nan))
+    lines = ["| prepared data | total s | objects stage s | samples stage s |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {t:.1f} | {o:.1f} | {s:.1f} |" for k, (t, o, s) in prep.items()]
+    step_keys = sorted({k for r in rows for k in r if k.startswith("step_ms.")})
+    lines += ["", "| variant | " + " | ".join(f"ms/step {k[8:]}" for k in step_keys) + " | train s | eval s |",
+              "|---|" + "---:|" * (len(step_keys) + 2)]
+    for v in variants:
+        cells = []
+        for k in step_keys + ["train_seconds", "eval_seconds"]:
+            s = summarise(rows, k).get(v)
+            cells.append(f"{s[0]:.0f}" if s else "–")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
+    rows = [_row(j) for j in jobs]
+    write_results_csv(rows, out / "results.csv")
+    rows = read_results_csv(out / "results.csv")  # the report is computed from the file, as a reader would
+    variants = list(dict.fromkeys(j.variant.name for j in jobs))
+    reference = acfg.reference
+    describe = {j.variant.name: (", ".join(j.variant.overrides) or "CL3DOR: dense objects, hard negatives, "
+                                 f"λ = {j.variant.cfg.train.instruction_tuning.lam:g}") for j in jobs}
+    failed = [f"- {r['variant']} seed {int(r['seed'])}: {r['error']}" for r in rows if r["error"]]
+    ref_cfg = jobs[0].variant.cfg
+    steps = {n: s.steps for n, s in ref_cfg.train.stages if s.enabled}
+    density = {j.variant.name: j.variant.cfg.prepare.points_per_object for j in jobs
+               if j.variant.name == reference or j.variant.name.startswith("points_")}
+    lambdas = {j.variant.name: j.variant.cfg.train.instruction_tuning.lam for j in jobs
+               if j.variant.name == reference or j.variant.name.startswith("lambda_")}
+    bar = _bar_chart(rows, variants, reference, out / "ablation_bars.png")
+    dens = _sweep_plot(rows, density, out / "ablation_density.png", "points per object (P)",
+                       extra={"sparse": "sparse (scan vertices)"}, log=False)
+    lam = _sweep_plot(rows, lambdas, out / "ablation_lambda.png", "λ (odds-ratio weight)",
+                      extra={"no_negatives": "no negatives"}, log=True)
+    diffs, verdicts = _differences(rows, reference, variants)
+    val = rows[0]
+    md = [
+        "# CL3DOR ablation" + (" (quick)" if quick else ""), "",
+        f"{len(variants)} variants × {len(acfg.seeds)} seed(s) {acfg.seeds}, {acfg.scenes} synthetic rooms "
+        f"(validation: {int(val.get('scanqa.n', 0))} ScanQA, {int(val.get('scan2cap.n', 0))} Scan2Cap, "
+        f"{int(val.get('existence.all.n', 0))} existence questions), steps per stage {steps}, "
+        f"{acfg.parallel} variants side by side; wall time {seconds / 60:.1f} min.", "",
+        "## Mean ± std over seeds", "", *_table(rows, HEADLINE, variants, describe), "",
+        "## Differences to the full method (full − variant)", "",
+        "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²).", "", *diffs, "",
+        "## The claims", "", *verdicts, "",
+        "## By question type and object size (small: longest box side < 0.5 m)", "",
+        *_table(rows, SPLITS, variants, {}), "",
+        "## Plots", "", f"![per variant]({bar.name})", "", f"![density sweep]({dens.name})", "",
+        f"![lambda sweep]({lam.name})", "",
+        "## Cost", "", *_costs(rows, variants), "",
+    ]
+    if failed:
+        md += ["## Failed runs", "", *failed, ""]
+    path = out / "ablation.md"
+    path.write_text("\n".join(md))
+    return path

@@ -1,0 +1,179 @@
+"""`cl3dor ablate`: the CL3DOR claims, tested on one set of synthetic rooms.
+
+    ABL/raw/                        the synthetic scans and annotations (one set for every variant)
+    ABL/data/<data key>/            one `cl3dor prepare` output per distinct prepare: section
+    ABL/runs/<variant>/seed<s>/     `cl3dor train` run folder, and eval/ (`cl3dor evaluate` output)
+    ABL/results.csv, ABL/ablation.md, ABL/*.png       (report.py)
+
+Preparations run one after another, each with all of prepare.workers. Then every (variant, seed)
+is one Ray task that trains with Ray Train + DeepSpeed and evaluates through a Ray Serve
+deployment of its own; `parallel` of them run side by side. A branch variant (plan.py) waits
+for the reference of its seed and trains its contrastive stage from the reference's aligned model.
+A failed job is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cl3dor_ray.ablation.plan import AblationConfig, Variant, expand_variants
+from cl3dor_ray.runtime import prefer_loopback
+
+
+@dataclass
+class Job:
+    variant: Variant
+    seed: int
+    run_dir: Path
+    data_dir: Path
+    after: "Job | None" = None  # the reference job whose aligned model a branch starts from
+    result: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant.name}/seed{self.seed}"
+
+
+def aligned_model(run_dir: Path, cfg) -> Path:
+    """The export of the last enabled stage before the contrastive one."""
+    done = [n for n, s in cfg.train.stages if s.enabled and n != "instruction_tuning"]
+    return run_dir / "stages" / done[-1] / "model" if done else run_dir / "init_model"
+
+
+def _step_ms(run_dir: Path, cfg) -> dict[str, float]:
+    """Milliseconds per optimizer step of each stage: the stage's last logged throughput."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    last: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "samples_per_s" in row:
+            last[row["stage"]] = row
+    t = cfg.train
+    per_step = t.batch_size * t.grad_accum * t.workers
+    return {f"step_ms.{stage}": 1000 * per_step / row["samples_per_s"] for stage, row in last.items()}
+
+
+def train_and_evaluate(job: dict) -> dict:
+    """One (variant, seed): the product's train() and evaluate(), on the Ray this task runs in."""
+    from ray import serve
+
+    from cl3dor_ray.config import Config, from_dict
+    from cl3dor_ray.eval.evaluate import evaluate
+    from cl3dor_ray.serve.app import build_app
+    from cl3dor_ray.serve.client import Cl3dorClient
+    from cl3dor_ray.train.trainer import train
+
+    cfg = from_dict(Config, job["config"])
+    run_dir, data_dir = Path(job["run_dir"]), Path(job["data_dir"])
+    t0 = time.perf_counter()
+    trained = train(cfg, data_dir, run_dir, only_stage="instruction_tuning" if job["init_model"] else None,
+                    init_model=job["init_model"])
+    t_train = time.perf_counter() - t0
+    app = f"ablation-{job['name']}-{job['seed']}"
+    handle = serve.run(build_app(str(trained.model_dir), str(data_dir), cfg.serve), name=app, route_prefix=None)
+    try:
+        metrics = evaluate(Cl3dorClient.over_handle(handle=handle), data_dir, run_dir / "eval", limit=job["eval_limit"])
+    finally:
+        serve.delete(app)
+    return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **_step_ms(run_dir, cfg),
+            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+
+
+def plan_jobs(acfg: AblationConfig, out: Path) -> list[Job]:
+    variants = expand_variants(acfg)
+    jobs, reference = [], {}
+    for seed in acfg.seeds:  # the references first: every branch of a seed waits for its reference
+        ref = variants[0]
+        cfg = dataclasses.replace(ref.cfg, train=dataclasses.replace(ref.cfg.train, seed=seed))
+        reference[seed] = Job(dataclasses.replace(ref, cfg=cfg), seed, out / "runs" / ref.name / f"seed{seed}",
+                              out / "data" / ref.data_key)
+        jobs.append(reference[seed])
+    for v in variants[1:]:
+        for seed in acfg.seeds:
+            cfg = dataclasses.replace(v.cfg, train=dataclasses.replace(v.cfg.train, seed=seed))
+            jobs.append(Job(dataclasses.replace(v, cfg=cfg), seed, out / "runs" / v.name / f"seed{seed}",
+                            out / "data" / v.data_key, after=reference[seed] if v.branch else None))
+    return jobs
+
+
+def _prepare_all(raw: Path, jobs: list[Job]) -> dict[str, dict]:
+    """One `cl3dor prepare` per distinct prepare: section; its time is the preparation cost."""
+    from cl3dor_ray.data.prepare import prepare
+
+    costs = {}
+    for job in jobs:
+        key = job.variant.data_key
+        if key in costs:
+            continue
+        summary = prepare(raw, job.data_dir, job.variant.cfg.prepare)
+        costs[key] = {"prep_seconds": summary.seconds, **{f"prep_seconds.{k}": v for k, v in
+                                                          summary.stage_seconds.items()}}
+        print(f"[prepare] {key}: {summary.line(job.data_dir)}", flush=True)
+    return costs
+
+
+def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
+    """Run every job, `parallel` at a time, each branch after its reference."""
+    import ray
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(train_and_evaluate)
+    pending, running = list(jobs), {}
+    while pending or running:
+        for job in [j for j in pending if j.after is None or j.after.result][: parallel - len(running)]:
+            pending.remove(job)
+            if job.after is not None and "error" in job.after.result:
+                job.result = {"error": f"its reference {job.after.key} failed"}
+                continue
+            spec = {"name": job.variant.name, "seed": job.seed, "eval_limit": eval_limit,
+                    "config": dataclasses.asdict(job.variant.cfg), "run_dir": str(job.run_dir), "data_dir": str(job.data_dir),
+                    "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None}
+            running[remote.remote(spec)] = (job, time.perf_counter())
+            print(f"[ablate] start  {job.key}{' (from the reference aligned model)' if job.after else ''}", flush=True)
+        if not running:
+            continue
+        [done], _ = ray.wait(list(running), num_returns=1)
+        job, started = running.pop(done)
+        try:
+            job.result = ray.get(done)
+            line = (f"EM {job.result.get('scanqa.em', float('nan')):.3f}, "
+                    f"train {job.result['train_seconds']:.0f} s")
+        except Exception as e:  # a failed variant is reported, the others go on
+            job.result = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
+            (job.run_dir / "error.txt").parent.mkdir(parents=True, exist_ok=True)
+            (job.run_dir / "error.txt").write_text("".join(traceback.format_exception(e)))
+            line = f"FAILED: {job.result['error']}"
+        print(f"[ablate] done   {job.key} in {time.perf_counter() - started:.0f} s: {line}", flush=True)
+
+
+def run_ablation(acfg: AblationConfig, out: str | Path, quick: bool = False) -> Path:
+    """Everything the ablation does; returns the path of ablation.md."""
+    prefer_loopback(None)
+    from ray import serve
+
+    from cl3dor_ray.ablation.report import write_report
+    from cl3dor_ray.runtime import ray_session
+    from cl3dor_ray.scenes.synth_dataset import synthesize
+
+    t0 = time.perf_counter()
+    acfg = acfg.quick_version() if quick else acfg
+    out = Path(out).resolve()
+    jobs = plan_jobs(acfg, out)
+    synthesize(out / "raw", acfg.scenes, acfg.synth_seed)
+    workers = jobs[0].variant.cfg.train.workers
+    # +1: each evaluation's ingress takes a tenth of a CPU next to a slot's 1-CPU replica
+    with ray_session(None, num_cpus=acfg.parallel * workers + 1, log_to_driver=False):
+        prep = _prepare_all(out / "raw", jobs)
+        serve.start(proxy_location="Disabled")  # evaluation goes through deployment handles, not HTTP
+        _schedule(jobs, acfg.parallel, acfg.eval_limit)
+        serve.shutdown()
+    for job in jobs:
+        job.result = {**prep[job.variant.data_key], **job.result}
+    return write_report(acfg, jobs, out, time.perf_counter() - t0, quick)
+
