@@ -151,12 +151,15 @@ def cmd_demo(args) -> int:
 
 def cmd_ablate(args) -> int:
     from cl3dor_ray.ablation.plan import expand_variants, load_ablation_config
-    from cl3dor_ray.ablation.runner import run_ablation
+    from cl3dor_ray.ablation.runner import rebuild_report, run_ablation
 
     acfg = load_ablation_config(args.config)
     expand_variants(acfg.quick_version() if args.quick else acfg)  # every variant's config checked before Ray starts
     t0 = time.perf_counter()
-    report = run_ablation(acfg, args.out, quick=args.quick)
+    if args.report_only:
+        report = rebuild_report(acfg, args.out, quick=args.quick)
+    else:
+        report = run_ablation(acfg, args.out, quick=args.quick)
     text = report.read_text()
     print(text.split("## By question type")[0].rstrip())
     print(f"\nreport: {report}  results: {report.parent / 'results.csv'}  ({(time.perf_counter() - t0) / 60:.1f} min)")
@@ -230,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/ablation.yaml")
     p.add_argument("--out", required=True, help="folder for results.csv, ablation.md, plots and every run")
     p.add_argument("--quick", action="store_true", help="the small version: one seed, few steps, fewer rooms")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-write ablation.md and results.csv from an earlier run's files; trains nothing")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")

@@ -26,6 +26,8 @@ SPLITS = [("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_obj
           ("scanqa.em.counting", "EM counting"), ("scanqa.em.relation", "EM relation"),
           ("scanqa.em.location", "EM location"), ("existence.random.f1", "POPE random F1"),
           ("existence.popular.f1", "POPE popular F1")]
+TRAINING = [("train.nll", "final NLL"), ("train.or_loss", "final odds-ratio term"),
+            ("train.pref_accuracy", "final preference accuracy (share of (gold, negative) pairs ranked right)")]
 CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan vertices)"),
           ("no_negatives", "hard negatives help (full vs no negatives, i.e. supervised fine-tuning)"),
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
@@ -39,7 +41,7 @@ def _row(job) -> dict:
             "sparse": cfg.prepare.sparse, "negatives": cfg.prepare.negatives if cfg.train.instruction_tuning.negatives
             else 0, "negative_generator": cfg.prepare.negative_generator, "lam": cfg.train.instruction_tuning.lam,
             "branch": job.variant.branch, "error": job.result.get("error", ""),
-            **{k: v for k, v in job.result.items() if k != "error"}}
+            **{k: v for k, v in job.result.items() if k not in FIXED}}
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -228,13 +230,18 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         f"{len(variants)} variants × {len(acfg.seeds)} seed(s) {acfg.seeds}, {acfg.scenes} synthetic rooms "
         f"(validation: {int(val.get('scanqa.n', 0))} ScanQA, {int(val.get('scan2cap.n', 0))} Scan2Cap, "
         f"{int(val.get('existence.all.n', 0))} existence questions), steps per stage {steps}, "
-        f"{acfg.parallel} variants side by side; wall time {seconds / 60:.1f} min.", "",
+        f"{acfg.parallel} variants side by side; wall time "
+        f"{'not recorded' if math.isnan(seconds) else f'{seconds / 60:.1f} min'}.", "",
         "## Mean ± std over seeds", "", *_table(rows, HEADLINE, variants, describe), "",
         "## Differences to the full method (full − variant)", "",
         "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²).", "", *diffs, "",
         "## The claims", "", *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
         *_table(rows, SPLITS, variants, {}), "",
+        "## The contrastive stage while training (mean of its last three logs)", "",
+        "How hard the negatives are: a preference accuracy near 1 means the model already ranks the gold "
+        "answer above all of them, so the odds-ratio term has little left to teach.", "",
+        *_table(rows, TRAINING, variants, {}), "",
         "## Plots", "", f"![per variant]({bar.name})", "", f"![density sweep]({dens.name})", "",
         f"![lambda sweep]({lam.name})", "",
         "## Cost", "", *_costs(rows, variants), "",

@@ -45,19 +45,27 @@ def aligned_model(run_dir: Path, cfg) -> Path:
     return run_dir / "stages" / done[-1] / "model" if done else run_dir / "init_model"
 
 
-def _step_ms(run_dir: Path, cfg) -> dict[str, float]:
-    """Milliseconds per optimizer step of each stage: the stage's last logged throughput."""
+def train_stats(run_dir: Path, cfg) -> dict[str, float]:
+    """From RUN/metrics.jsonl: ms per optimizer step of each stage (its last logged throughput), and the
+    contrastive stage's final training figures (mean of its last 3 logs): how well the model tells the
+    gold answer from its negatives while training (`train.pref_accuracy`), and the odds-ratio term."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return {}
-    last: dict[str, dict] = {}
+    logs: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if "samples_per_s" in row:
-            last[row["stage"]] = row
+            logs.setdefault(row["stage"], []).append(row)
     t = cfg.train
     per_step = t.batch_size * t.grad_accum * t.workers
-    return {f"step_ms.{stage}": 1000 * per_step / row["samples_per_s"] for stage, row in last.items()}
+    out = {f"step_ms.{stage}": 1000 * per_step / rows[-1]["samples_per_s"] for stage, rows in logs.items()}
+    last = logs.get("instruction_tuning", [])[-3:]
+    for key in ("nll", "or_loss", "pref_accuracy"):
+        values = [r[key] for r in last if key in r]
+        if values:
+            out[f"train.{key}"] = sum(values) / len(values)
+    return out
 
 
 def train_and_evaluate(job: dict) -> dict:
@@ -82,7 +90,7 @@ def train_and_evaluate(job: dict) -> dict:
         metrics = evaluate(Cl3dorClient.over_handle(handle=handle), data_dir, run_dir / "eval", limit=job["eval_limit"])
     finally:
         serve.delete(app)
-    return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **_step_ms(run_dir, cfg),
+    return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **train_stats(run_dir, cfg),
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
@@ -175,5 +183,26 @@ def run_ablation(acfg: AblationConfig, out: str | Path, quick: bool = False) -> 
         serve.shutdown()
     for job in jobs:
         job.result = {**prep[job.variant.data_key], **job.result}
-    return write_report(acfg, jobs, out, time.perf_counter() - t0, quick)
+    seconds = time.perf_counter() - t0
+    (out / "run.json").write_text(json.dumps({"seconds": seconds, "quick": quick}))
+    return write_report(acfg, jobs, out, seconds, quick)
+
+
+def rebuild_report(acfg: AblationConfig, out: str | Path, quick: bool = False) -> Path:
+    """`cl3dor ablate --report-only`: ablation.md and results.csv again from ABL/results.csv and the run
+    folders (e.g. after a change to the report), without training anything."""
+    from cl3dor_ray.ablation.report import read_results_csv, write_report
+
+    acfg = acfg.quick_version() if quick else acfg
+    out = Path(out).resolve()
+    if not (out / "results.csv").is_file():
+        raise FileNotFoundError(f"{out / 'results.csv'} does not exist; run `cl3dor ablate` first")
+    rows = {(r["variant"], int(r["seed"])): r for r in read_results_csv(out / "results.csv")}
+    jobs = plan_jobs(acfg, out)
+    for job in jobs:
+        row = rows.get((job.variant.name, job.seed), {"error": "not in results.csv"})
+        job.result = {k: v for k, v in row.items() if isinstance(v, float) or (k == "error" and v)}
+        job.result.update(train_stats(job.run_dir, job.variant.cfg))
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {"seconds": float("nan")}
+    return write_report(acfg, jobs, out, run["seconds"], quick)
 

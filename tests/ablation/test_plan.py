@@ -1,0 +1,59 @@
+"""The ablation's plan and report logic, without Ray."""
+
+import math
+
+import pytest
+
+from cl3dor_ray.ablation.plan import AblationConfig, expand_variants, load_ablation_config
+from cl3dor_ray.ablation.report import _delta, read_results_csv, summarise, write_results_csv
+from cl3dor_ray.config import ConfigError
+
+
+def test_shipped_config_expands_to_every_variant_the_issue_asks_for():
+    variants = {v.name: v for v in expand_variants(load_ablation_config("configs/ablation.yaml"))}
+    assert {"full", "sparse", "no_negatives", "random_negatives", "lambda_0"} <= set(variants)
+    points = sorted(v.cfg.prepare.points_per_object for n, v in variants.items() if n == "full" or n.startswith("points_"))
+    assert len(points) >= 3 and all(v.cfg.model.num_points == v.cfg.prepare.points_per_object for v in variants.values())
+    lams = sorted({v.cfg.train.instruction_tuning.lam for v in variants.values()})
+    assert lams[0] == 0 and len(lams) >= 3
+    full = variants["full"].cfg
+    assert (full.prepare.sparse, full.prepare.negative_generator, full.train.instruction_tuning.negatives) == \
+        (False, "rule", True) and full.prepare.negatives > 0 and full.train.instruction_tuning.lam > 0
+    assert variants["sparse"].cfg.prepare.sparse and variants["random_negatives"].cfg.prepare.negative_generator == "random"
+    # every variant has the same step budget
+    assert len({tuple(s.steps for _, s in v.cfg.train.stages) for v in variants.values()}) == 1
+
+
+def test_only_contrastive_stage_variants_share_the_reference_alignment():
+    variants = {v.name: v for v in expand_variants(load_ablation_config("configs/ablation.yaml"))}
+    branches = {n for n, v in variants.items() if v.branch}
+    assert branches == {n for n in variants if n in ("no_negatives", "random_negatives") or n.startswith("lambda_")}
+    keys = {v.data_key for v in variants.values()}
+    assert variants["full"].data_key == variants["lambda_0"].data_key == "dense-p256-k4-rule"
+    assert {"sparse-p256-k4-rule", "dense-p256-k0", "dense-p256-k4-random"} <= keys
+
+
+def test_bad_variant_config_is_named(tmp_path):
+    bad = tmp_path / "a.yaml"
+    bad.write_text("variants: {full: [], oops: [train.instruction_tuning.lamda=1]}\n")
+    with pytest.raises(ConfigError, match="lamda"):
+        expand_variants(load_ablation_config(bad))
+    with pytest.raises(ConfigError, match="reference 'full' is not one of the variants"):
+        AblationConfig(variants={"x": []})
+    bad.write_text("seeds: 3\n")
+    with pytest.raises(ConfigError, match="seeds: expected a list"):
+        load_ablation_config(bad)
+
+
+def test_summary_and_noise_rule(tmp_path):
+    rows = [{"variant": "full", "seed": s, "scanqa.em": v} for s, v in enumerate([0.50, 0.52, 0.54])] + \
+           [{"variant": "sft", "seed": s, "scanqa.em": v} for s, v in enumerate([0.40, 0.42, 0.44])] + \
+           [{"variant": "near", "seed": s, "scanqa.em": v} for s, v in enumerate([0.49, 0.53, 0.55])]
+    write_results_csv(rows, tmp_path / "r.csv")
+    back = read_results_csv(tmp_path / "r.csv")
+    stats = summarise(back, "scanqa.em")
+    assert stats["full"][0] == pytest.approx(0.52) and stats["full"][1] == pytest.approx(0.02) and stats["full"][2] == 3
+    d, note = _delta(stats["full"], stats["sft"])
+    assert d == pytest.approx(0.10) and note == "full better"
+    assert _delta(stats["full"], stats["near"])[1] == "within noise"
+    assert _delta((0.5, math.nan, 1), (0.4, math.nan, 1))[1].startswith("1 seed")
