@@ -153,7 +153,7 @@ def cmd_ablate(args) -> int:
     from cl3dor_ray.ablation.plan import expand_variants, load_ablation_config
     from cl3dor_ray.ablation.runner import rebuild_report, run_ablation
 
-    acfg = load_ablation_config(args.config)
+    acfg = load_ablation_config(args.config, args.overrides)
     expand_variants(acfg.quick_version() if args.quick else acfg)  # every variant's config checked before Ray starts
     t0 = time.perf_counter()
     if args.report_only:
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the small version: one seed, few steps, fewer rooms")
     p.add_argument("--report-only", action="store_true",
                    help="re-write ablation.md and results.csv from an earlier run's files; trains nothing")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the ablation config, e.g. seeds=[0] "
+                   "'more_overrides=[train.instruction_tuning.steps=600]'")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")

@@ -349,8 +349,8 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file, then `key.sub=value` overrides (values parsed as YAML)."""
+def load_tree(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> dict:
+    """The YAML file as a dict, then `key.sub=value` overrides (values parsed as YAML)."""
     tree: dict = {}
     if path is not None:
         path = Path(path)
@@ -364,6 +364,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             raise ConfigError(f"override {item!r}: expected key.sub=value")
         key, raw = item.split("=", 1)
         _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file, then `key.sub=value` overrides (values parsed as YAML)."""
+    tree = load_tree(path, overrides)
     try:
         return _build(Config, tree)
     except ConfigError as e:

@@ -15,9 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from cl3dor_ray.config import Config, ConfigError, from_dict, load_config
+from cl3dor_ray.config import Config, ConfigError, from_dict, load_config, load_tree
 
 
 @dataclass
@@ -40,6 +38,8 @@ class AblationConfig:
     """The product config every variant starts from (relative to the current folder)."""
     overrides: list[str] = field(default_factory=list)
     """Dotted overrides applied to every variant (steps, workers, ...)."""
+    more_overrides: list[str] = field(default_factory=list)
+    """Appended to `overrides`: for the command line, e.g. more_overrides=[train.instruction_tuning.steps=600]."""
     scenes: int = 30
     """Synthetic rooms (the last fifth are validation), shared by every variant and seed."""
     synth_seed: int = 0
@@ -90,11 +90,9 @@ class Variant:
         return f"{kind}-p{p.points_per_object}-{negatives}"
 
 
-def load_ablation_config(path: str | Path) -> AblationConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"ablation config {path} does not exist")
-    tree = yaml.safe_load(path.read_text()) or {}
+def load_ablation_config(path: str | Path, overrides: list[str] = ()) -> AblationConfig:
+    """configs/ablation.yaml, then dotted overrides (`seeds=[0,1]`, `more_overrides=[...]`)."""
+    tree = load_tree(path, overrides)
     try:
         return from_dict(AblationConfig, tree)
     except ConfigError as e:
@@ -117,7 +115,8 @@ def expand_variants(acfg: AblationConfig) -> list[Variant]:
     for lam in acfg.lambda_sweep:
         named.setdefault(f"lambda_{lam:g}", [f"train.instruction_tuning.lam={lam}"])
     order = [acfg.reference] + [n for n in named if n != acfg.reference]
-    variants = [Variant(n, named[n], load_config(acfg.base, acfg.overrides + named[n])) for n in order]
+    shared = acfg.overrides + acfg.more_overrides
+    variants = [Variant(n, named[n], load_config(acfg.base, shared + named[n])) for n in order]
     reference = _contrastive_only(variants[0].cfg)
     for v in variants[1:]:
         v.branch = _contrastive_only(v.cfg) == reference
