@@ -14,6 +14,8 @@ from pathlib import Path
 
 import matplotlib
 
+from cl3dor_ray.eval.prior import language_prior
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -32,6 +34,7 @@ CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan v
           ("no_negatives", "hard negatives help (full vs no negatives, i.e. supervised fine-tuning)"),
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
           ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)")]
+PRIOR = "text-only prior"
 FIXED = ["variant", "seed", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch", "error"]
 
 
@@ -218,6 +221,8 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
                if j.variant.name == reference or j.variant.name.startswith("points_")}
     lambdas = {j.variant.name: j.variant.cfg.train.instruction_tuning.lam for j in jobs
                if j.variant.name == reference or j.variant.name.startswith("lambda_")}
+    prior = {"variant": PRIOR, **{k.removeprefix("prior."): v for k, v in language_prior(jobs[0].data_dir).items()}}
+    describe[PRIOR] = "no scene: the majority training answer of the question's template (eval/prior.py)"
     bar = _bar_chart(rows, variants, reference, out / "ablation_bars.png")
     dens = _sweep_plot(rows, density, out / "ablation_density.png", "points per object (P)",
                        extra={"sparse": "sparse (scan vertices)"}, log=False)
@@ -232,12 +237,12 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         f"{int(val.get('existence.all.n', 0))} existence questions), steps per stage {steps}, "
         f"{acfg.parallel} variants side by side; wall time "
         f"{'not recorded' if math.isnan(seconds) else f'{seconds / 60:.1f} min'}.", "",
-        "## Mean ± std over seeds", "", *_table(rows, HEADLINE, variants, describe), "",
+        "## Mean ± std over seeds", "", *_table(rows + [prior], HEADLINE, variants + [PRIOR], describe), "",
         "## Differences to the full method (full − variant)", "",
         "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²).", "", *diffs, "",
         "## The claims", "", *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
-        *_table(rows, SPLITS, variants, {}), "",
+        *_table(rows + [prior], SPLITS, variants + [PRIOR], {}), "",
         "## The contrastive stage while training (mean of its last three logs)", "",
         "How hard the negatives are: a preference accuracy near 1 means the model already ranks the gold "
         "answer above all of them, so the odds-ratio term has little left to teach.", "",

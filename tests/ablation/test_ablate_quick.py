@@ -54,6 +54,7 @@ def test_table_and_differences_are_computed_from_results_csv(quick):
             if variant != "full":
                 assert diffs[variant][i].startswith(f"{stats['full'][0] - mean:+.3f} ("), (variant, metric)
     assert "## Mean ± std over seeds" in stdout  # the command prints the table too
+    assert table["text-only prior"][1] != "–"  # the no-scene baseline sits under the variants
 
 
 def test_plots_are_written_and_linked(quick):

@@ -65,3 +65,29 @@ def test_metrics_split_by_object_size():
     assert m["scan2cap.n.small_objects"] == m["scan2cap.n.large_objects"] == 1
     assert "scan2cap.cider.small_objects" in m
     assert "scanqa.em.small_objects" not in compute_metrics(rows)  # no sizes known: no split
+
+
+def test_language_prior_answers_from_the_question_template(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cl3dor_ray.eval.prior import language_prior
+
+    def qa(split, question, answer, qtype):
+        return {"split": split, "task": "qa", "question": question, "answers": [answer], "question_type": qtype}
+
+    samples = [qa("train", "What color is the cup?", "red", "color"), qa("train", "What color is the book?", "red",
+                                                                         "color"),
+               qa("train", "What color is the chair?", "blue", "color"),
+               qa("train", "How many cups are on the table?", "2", "counting"),
+               qa("val", "What color is the lamp?", "red", "color"),      # template seen: majority "red" -> hit
+               qa("val", "What color is the bed?", "white", "color"),     # same template -> "red" -> miss
+               qa("val", "How many chairs are in the room?", "2", "counting")]  # unseen template -> type -> "2"
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "objects").mkdir()
+    pq.write_table(pa.Table.from_pylist(samples), tmp_path / "samples" / "part.parquet")
+    pq.write_table(pa.table({"label": ["cup", "book", "chair", "lamp", "bed", "table"]}),
+                   tmp_path / "objects" / "part.parquet")
+    prior = language_prior(tmp_path)
+    assert prior["prior.scanqa.em"] == pytest.approx(2 / 3)
+    assert prior["prior.scanqa.em.color"] == 0.5 and prior["prior.scanqa.em.counting"] == 1.0
