@@ -92,11 +92,12 @@ def _delta(ref, var) -> tuple[float, str]:
 
 def _table(rows, metrics, variants, describe) -> list[str]:
     stats = {m: summarise(rows, m) for m, _ in metrics}
-    lines = ["| variant | what changes | " + " | ".join(label for _, label in metrics) + " |",
-             "|---|---|" + "---:|" * len(metrics)]
+    head = "| variant | what changes | " if describe else "| variant | "
+    lines = [head + " | ".join(label for _, label in metrics) + " |",
+             ("|---|---|" if describe else "|---|") + "---:|" * len(metrics)]
     for v in variants:
         cells = [fmt(*stats[m][v][:2]) if v in stats[m] else "–" for m, _ in metrics]
-        lines.append(f"| {v} | {describe.get(v, '')} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v} | " + (f"{describe.get(v, '')} | " if describe else "") + " | ".join(cells) + " |")
     return lines
 
 
@@ -136,7 +137,7 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
     return lines, verdicts
 
 
-def _bar_chart(rows, variants, reference, path: Path) -> Path:
+def _bar_chart(rows, variants, reference, prior: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4.2 * len(HEADLINE), 3.8))
     for ax, (m, label) in zip(axes, HEADLINE):
         stats = summarise(rows, m)
@@ -145,6 +146,9 @@ def _bar_chart(rows, variants, reference, path: Path) -> Path:
         errs = [0 if math.isnan(stats[v][1]) else stats[v][1] for v in names]
         colors = ["tab:orange" if v == reference else "tab:blue" for v in names]
         ax.bar(range(len(names)), means, yerr=errs, color=colors, capsize=3)
+        if m in prior:
+            ax.axhline(prior[m], color="black", linestyle="--", linewidth=1, label=PRIOR)
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
         ax.set_title(label, fontsize=10)
     fig.suptitle("mean ± std over seeds per variant (orange: the full method)", fontsize=10)
@@ -223,7 +227,7 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
                if j.variant.name == reference or j.variant.name.startswith("lambda_")}
     prior = {"variant": PRIOR, **{k.removeprefix("prior."): v for k, v in language_prior(jobs[0].data_dir).items()}}
     describe[PRIOR] = "no scene: the majority training answer of the question's template (eval/prior.py)"
-    bar = _bar_chart(rows, variants, reference, out / "ablation_bars.png")
+    bar = _bar_chart(rows, variants, reference, prior, out / "ablation_bars.png")
     dens = _sweep_plot(rows, density, out / "ablation_density.png", "points per object (P)",
                        extra={"sparse": "sparse (scan vertices)"}, log=False)
     lam = _sweep_plot(rows, lambdas, out / "ablation_lambda.png", "λ (odds-ratio weight)",
