@@ -1,8 +1,10 @@
 """ABL/results.csv (one row per variant and seed) and ABL/ablation.md (means, differences, plots, costs).
 
-"Within seed noise" is a stated rule, not a test: a difference to the reference is within noise
-when it is no larger than sqrt(sd_ref^2 + sd_variant^2), the spread one would expect between two
-runs of the same variant. With one seed there is no noise estimate and the report says so.
+"Within noise" is a stated rule, not a test: a difference to the reference is within noise when it
+is no larger than sqrt(sd_ref^2 + sd_variant^2), the spread one would expect between two runs of the
+same variant; for proportions (EM, F1) at least sqrt(2 p (1 - p) / n) as well, the sampling error of
+n validation questions, because a small model can give the same answers for every seed (sd = 0)
+without its score being exact. With one seed there is no noise estimate and the report says so.
 """
 
 from __future__ import annotations
@@ -82,11 +84,17 @@ def fmt(mean: float, sd: float) -> str:
     return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
 
 
-def _delta(ref, var) -> tuple[float, str]:
+SAMPLE_SIZE = {"scanqa.em": "scanqa.n", "existence.adversarial.f1": "existence.adversarial.n"}
+
+
+def _delta(ref, var, n: float | None = None) -> tuple[float, str]:
+    """ref, var: (mean, sd, seeds); n: validation questions behind a proportion metric."""
     d = ref[0] - var[0]
     noise = math.hypot(ref[1], var[1])
     if math.isnan(noise):
         return d, "1 seed: no noise estimate"
+    if n:
+        noise = max(noise, math.sqrt(2 * ref[0] * (1 - ref[0]) / n))
     return d, "within noise" if abs(d) <= noise else ("full better" if d > 0 else "full worse")
 
 
@@ -103,6 +111,7 @@ def _table(rows, metrics, variants, describe) -> list[str]:
 
 def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
     stats = {m: summarise(rows, m) for m, _ in HEADLINE}
+    sizes = {m: summarise(rows, n).get(reference, (None,))[0] for m, n in SAMPLE_SIZE.items()}
     lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * 4]
     for v in variants:
         if v == reference:
@@ -110,7 +119,7 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
         cells = []
         for m, _ in HEADLINE:
             if v in stats[m] and reference in stats[m]:
-                d, note = _delta(stats[m][reference], stats[m][v])
+                d, note = _delta(stats[m][reference], stats[m][v], sizes.get(m))
                 cells.append(f"{d:+.3f} ({note})")
             else:
                 cells.append("–")
@@ -119,7 +128,7 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
     for v, claim in CLAIMS:
         if v not in variants:
             continue
-        notes = {label: _delta(stats[m][reference], stats[m][v]) for m, label in HEADLINE
+        notes = {label: _delta(stats[m][reference], stats[m][v], sizes.get(m)) for m, label in HEADLINE
                  if v in stats[m] and reference in stats[m]}
         better = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full better"]
         worse = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full worse"]
@@ -132,7 +141,7 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
         elif better and worse:
             verdict = f"MIXED: better on {', '.join(better)}; worse on {', '.join(worse)}"
         else:
-            verdict = "NOT SHOWN: every difference is within seed noise"
+            verdict = "NOT SHOWN: every difference is within noise"
         verdicts.append(f"- {claim}: **{verdict}**")
     return lines, verdicts
 
@@ -243,7 +252,8 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         f"{'not recorded' if math.isnan(seconds) else f'{seconds / 60:.1f} min'}.", "",
         "## Mean ± std over seeds", "", *_table(rows + [prior], HEADLINE, variants + [PRIOR], describe), "",
         "## Differences to the full method (full − variant)", "",
-        "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²).", "", *diffs, "",
+        "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²); for EM and F1 also at least sqrt(2p(1−p)/n), "
+        "the sampling error of the n validation questions.", "", *diffs, "",
         "## The claims", "", *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
         *_table(rows + [prior], SPLITS, variants + [PRIOR], {}), "",

@@ -57,3 +57,7 @@ def test_summary_and_noise_rule(tmp_path):
     assert d == pytest.approx(0.10) and note == "full better"
     assert _delta(stats["full"], stats["near"])[1] == "within noise"
     assert _delta((0.5, math.nan, 1), (0.4, math.nan, 1))[1].startswith("1 seed")
+    # identical answers for every seed (sd 0) still leave the sampling error of n questions
+    assert _delta((0.594, 0.0, 2), (0.598, 0.0, 2))[1] == "full worse"
+    assert _delta((0.594, 0.0, 2), (0.598, 0.0, 2), n=379)[1] == "within noise"
+    assert _delta((0.594, 0.0, 2), (0.498, 0.0, 2), n=379)[1] == "full better"
