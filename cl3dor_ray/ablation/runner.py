@@ -178,12 +178,14 @@ def run_ablation(acfg: AblationConfig, out: str | Path, quick: bool = False) -> 
     jobs = plan_jobs(acfg, out)
     synthesize(out / "raw", acfg.scenes, acfg.synth_seed)
     workers = jobs[0].variant.cfg.train.workers
-    # +1: each evaluation's ingress takes a tenth of a CPU next to a slot's 1-CPU replica
+    # Embedded Ray: +1 CPU because each evaluation's ingress takes a tenth of a CPU next to a slot's
+    # 1-CPU replica. Inside `ray job submit` ($RAY_ADDRESS) this joins the cluster instead.
     with ray_session(None, num_cpus=acfg.parallel * workers + 1, log_to_driver=False):
         prep = _prepare_all(out / "raw", jobs)
         serve.start(proxy_location="Disabled")  # evaluation goes through deployment handles, not HTTP
         _schedule(jobs, acfg.parallel, acfg.eval_limit)
-        serve.shutdown()
+        if not serve.status().applications:  # on a cluster, leave its other Serve apps running
+            serve.shutdown()
     for job in jobs:
         job.result = {**prep[job.variant.data_key], **job.result}
     seconds = time.perf_counter() - t0
