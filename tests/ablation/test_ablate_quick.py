@@ -55,6 +55,12 @@ def test_table_and_differences_are_computed_from_results_csv(quick):
                 assert diffs[variant][i].startswith(f"{stats['full'][0] - mean:+.3f} ("), (variant, metric)
     assert "## Mean ± std over seeds" in stdout  # the command prints the table too
     assert table["text-only prior"][1] != "–"  # the no-scene baseline sits under the variants
+    # the figures that differ between variants even after a few steps: training signal and cost
+    signal = _table(md, "## The contrastive stage while training")
+    costs = _table(md, "## Cost")
+    for r in rows:
+        assert signal[r["variant"]][0] == f"{r['train.nll']:.3f}", r["variant"]
+        assert costs[r["variant"]][0] == f"{r['step_ms.instruction_tuning']:.0f}", r["variant"]
 
 
 def test_plots_are_written_and_linked(quick):
