@@ -157,7 +157,11 @@ def cmd_ablate(args) -> int:
     expand_variants(acfg.quick_version() if args.quick else acfg)  # every variant's config checked before Ray starts
     t0 = time.perf_counter()
     if args.report_only:
-        report = rebuild_report(acfg, args.out, quick=args.quick)
+        try:
+            report = rebuild_report(acfg, args.out, quick=args.quick)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     else:
         report = run_ablation(acfg, args.out, quick=args.quick)
     text = report.read_text()

@@ -95,20 +95,17 @@ def train_and_evaluate(job: dict) -> dict:
 
 
 def plan_jobs(acfg: AblationConfig, out: Path) -> list[Job]:
+    """Every (variant, seed), the references first: each branch waits for its seed's reference."""
     variants = expand_variants(acfg)
-    jobs, reference = [], {}
-    for seed in acfg.seeds:  # the references first: every branch of a seed waits for its reference
-        ref = variants[0]
-        cfg = dataclasses.replace(ref.cfg, train=dataclasses.replace(ref.cfg.train, seed=seed))
-        reference[seed] = Job(dataclasses.replace(ref, cfg=cfg), seed, out / "runs" / ref.name / f"seed{seed}",
-                              out / "data" / ref.data_key)
-        jobs.append(reference[seed])
-    for v in variants[1:]:
-        for seed in acfg.seeds:
-            cfg = dataclasses.replace(v.cfg, train=dataclasses.replace(v.cfg.train, seed=seed))
-            jobs.append(Job(dataclasses.replace(v, cfg=cfg), seed, out / "runs" / v.name / f"seed{seed}",
-                            out / "data" / v.data_key, after=reference[seed] if v.branch else None))
-    return jobs
+
+    def job(v: Variant, seed: int, after: Job | None = None) -> Job:
+        cfg = dataclasses.replace(v.cfg, train=dataclasses.replace(v.cfg.train, seed=seed))
+        return Job(dataclasses.replace(v, cfg=cfg), seed, out / "runs" / v.name / f"seed{seed}",
+                   out / "data" / v.data_key, after)
+
+    reference = {seed: job(variants[0], seed) for seed in acfg.seeds}
+    return list(reference.values()) + [job(v, seed, reference[seed] if v.branch else None)
+                                       for v in variants[1:] for seed in acfg.seeds]
 
 
 def _prepare_all(raw: Path, jobs: list[Job]) -> dict[str, dict]:
@@ -143,7 +140,8 @@ def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
                 job.result = {"error": f"its reference {job.after.key} failed"}
                 continue
             spec = {"name": job.variant.name, "seed": job.seed, "eval_limit": eval_limit,
-                    "config": dataclasses.asdict(job.variant.cfg), "run_dir": str(job.run_dir), "data_dir": str(job.data_dir),
+                    "config": dataclasses.asdict(job.variant.cfg), "run_dir": str(job.run_dir),
+                    "data_dir": str(job.data_dir),
                     "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None}
             running[remote.remote(spec)] = (job, time.perf_counter())
             print(f"[ablate] start  {job.key}{' (from the reference aligned model)' if job.after else ''}", flush=True)
