@@ -37,12 +37,14 @@ CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan v
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
           ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)")]
 PRIOR = "text-only prior"
-FIXED = ["variant", "seed", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch", "error"]
+FIXED = ["variant", "seed", "data", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch",
+         "error"]
 
 
 def _row(job) -> dict:
     cfg = job.variant.cfg
-    return {"variant": job.variant.name, "seed": job.seed, "points_per_object": cfg.prepare.points_per_object,
+    return {"variant": job.variant.name, "seed": job.seed, "data": job.variant.data_key,
+            "points_per_object": cfg.prepare.points_per_object,
             "sparse": cfg.prepare.sparse, "negatives": cfg.prepare.negatives if cfg.train.instruction_tuning.negatives
             else 0, "negative_generator": cfg.prepare.negative_generator, "lam": cfg.train.instruction_tuning.lam,
             "branch": job.variant.branch, "error": job.result.get("error", ""),
@@ -198,14 +200,9 @@ def _sweep_plot(rows, xs: dict[str, float], path: Path, xlabel: str, extra: dict
 
 
 def _costs(rows, variants) -> list[str]:
-    prep = {}
-    for r in rows:
-        key = ("sparse" if r["sparse"] in (True, "True") else "dense") + f", P = {int(r['points_per_object'])}, " + (
-            f"K = {int(r['negatives'])} {r['negative_generator']}" if r["negatives"] else "K = 0")
-        if isinstance(r.get("prep_seconds"), float):
-            prep[key] = (r["prep_seconds"], r.get("prep_seconds.objects", math.nan),
-                         r.get("prep_seconds.samples", math.nan))
-    lines = ["| prepared data | total s | objects stage s | samples stage s |", "|---|---:|---:|---:|"]
+    prep = {r["data"]: (r["prep_seconds"], r.get("prep_seconds.objects", math.nan),
+                        r.get("prep_seconds.samples", math.nan)) for r in rows if isinstance(r.get("prep_seconds"), float)}
+    lines = ["| prepared data (ABL/data/...) | total s | objects stage s | samples stage s |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {t:.1f} | {o:.1f} | {s:.1f} |" for k, (t, o, s) in prep.items()]
     step_keys = sorted({k for r in rows for k in r if k.startswith("step_ms.")})
     lines += ["", "| variant | " + " | ".join(f"ms/step {k[8:]}" for k in step_keys) + " | train s | eval s |",
