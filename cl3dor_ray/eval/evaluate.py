@@ -2,8 +2,10 @@
 
     EVAL/predictions.jsonl  one line per sample: id, task, question, prediction, answers
     EVAL/metrics.json       flat keys: scanqa.em, scanqa.em_refined, scanqa.cider, ..., scan2cap.cider,
-                            existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>
-    EVAL/report.md          the same as tables
+                            existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>,
+                            prior.scanqa.em.<type> (the text-only prior, eval/prior.py),
+                            grounding.scene_swap.{em,drop,...} (the scene-swap probe, eval/probe.py)
+    EVAL/report.md          the same as tables; EM per question type beside the prior and the swapped-room EM
 
 QA is answered by generation, captions by generation for the object, existence by scoring "yes"
 against "no" (the higher mean log-probability wins). Requests go out concurrently so the
@@ -27,12 +29,14 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
+from cl3dor_ray.eval.prior import language_prior
+from cl3dor_ray.eval.probe import swap_metrics, swap_partners
 from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
 QA_TOKENS, CAPTION_TOKENS = 16, 48
-SMALL_OBJECT_M = 0.5
 SIZE_CLASSES = ("small_objects", "large_objects")
 
 
@@ -75,6 +79,7 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
         for r in qa:
             by_type[r["question_type"] or "unknown"].append(exact_match(r["prediction"], r["answers"]))
         metrics.update({f"scanqa.em.{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+        metrics.update({f"scanqa.n.{t}": len(v) for t, v in sorted(by_type.items())})
         for cls in SIZE_CLASSES:
             mine = [exact_match(r["prediction"], r["answers"]) for r in qa if size_class(r, sizes) == cls]
             if mine:
@@ -102,16 +107,48 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
     return metrics
 
 
+def grounded_table(metrics: dict) -> list[str]:
+    """ScanQA EM per question type beside the text-only prior and the EM about a swapped room, then
+    existence per POPE split: the figures that say whether the model reads the room."""
+    types = sorted(k.removeprefix("scanqa.em.") for k in metrics if k.startswith("scanqa.em.")
+                   and k.count(".") == 2 and not k.endswith("_objects"))
+    lines = ["| question type | n | EM | text-only prior | EM, room swapped |", "|---|---:|---:|---:|---:|"]
+    for t in types + ["all"]:
+        key = "scanqa.em" if t == "all" else f"scanqa.em.{t}"
+        prior = metrics.get("prior.scanqa.em" if t == "all" else f"prior.scanqa.em.{t}")
+        swap = metrics.get("grounding.scene_swap.em" if t == "all" else f"grounding.scene_swap.em.{t}")
+        n = metrics.get("scanqa.n" if t == "all" else f"scanqa.n.{t}", "")
+        fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {t} | {n} | {fmt(metrics.get(key))} | {fmt(prior)} | {fmt(swap)} |")
+    if "grounding.scene_swap.drop" in metrics:
+        lines += ["", f"Scene-swap drop (EM in the true room minus EM in the swapped room): "
+                      f"**{metrics['grounding.scene_swap.drop']:.3f}**; answers that changed with the room: "
+                      f"{metrics['grounding.scene_swap.changed']:.3f}."]
+    splits = sorted({k.split(".")[1] for k in metrics if k.startswith("existence.")})
+    if splits:
+        lines += ["", "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for sp in splits:
+            m = {k: metrics.get(f"existence.{sp}.{k}", 0) for k in ("n", "accuracy", "precision", "recall", "f1",
+                                                                     "yes_ratio")}
+            lines.append(f"| {sp} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                         f"{m['f1']:.3f} | {m['yes_ratio']:.3f} |")
+    return lines
+
+
 def _report(metrics: dict, out: Path, seconds: float, n: int, failed: int) -> None:
     lines = ["# cl3dor evaluation", "", f"{n} validation samples in {seconds:.1f} s ({failed} failed); "
-             f"answer normaliser `{NORMALIZER_VERSION}`.", "", "| metric | value |", "|---|---:|"]
+             f"answer normaliser `{NORMALIZER_VERSION}`.", "", "## Does it read the room?", "",
+             *grounded_table(metrics), "", "## All metrics", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
               if not isinstance(v, str)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
 def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, concurrency: int = 16,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, probe: bool = True) -> dict:
+    """Every validation sample (or `limit` of them) through the client; with `probe`, every QA question
+    again about a swapped room (eval/probe.py)."""
     t0 = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out_dir)
     table = pq.read_table(data_dir / "samples")
@@ -120,13 +157,25 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
     if not samples:
         raise ValueError(f"{data_dir / 'samples'} has no val samples to evaluate")
+    qa = [s for s in samples if s["task"] == "qa"]
+    partner = swap_partners([s["scene_id"] for s in samples]) if probe and qa else {}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         rows = list(pool.map(lambda s: _predict(client, s), samples))
+        swapped = list(pool.map(lambda s: _predict(client, {**s, "scene_id": partner[s["scene_id"]]}), qa)
+                       if partner else [])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
     metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(data_dir))
+    true_qa = [r for r in rows if r["task"] == "qa" and "error" not in r]
+    metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
+    if qa:
+        metrics.update(language_prior(data_dir))
+    if swapped:
+        with open(out / "predictions_scene_swap.jsonl", "w", encoding="utf-8") as fh:
+            for r, s in zip(swapped, qa):
+                fh.write(json.dumps({**r, "asked_about": partner[s["scene_id"]]}, ensure_ascii=False) + "\n")
     failed = sum("error" in r for r in rows)
     seconds = time.perf_counter() - t0
     metrics = {"normalizer_version": NORMALIZER_VERSION, "samples": len(rows), "failed": failed,

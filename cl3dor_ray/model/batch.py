@@ -1,8 +1,9 @@
 """`SceneBatch`: what the model eats, and `SceneCollator`, which builds it from prepared rows.
 
-A batch holds, per sample, its scene's object clouds (relevant objects first, at most
-`max_objects`), the instruction tokens, and C candidate answers (the gold answer first, then the
-hard negatives) as right-padded token ids. Every tensor is checked on construction, so a bad
+A batch holds, per sample, its scene's object clouds (at most `max_objects`: the objects the
+sample is about first, as LEO keeps them within its budget, then the rest nearest the room's centre
+first), which of them the sample is about, the instruction tokens, and C candidate answers (the
+gold answer first, then the hard negatives) as right-padded token ids. Every tensor is checked on construction, so a bad
 batch fails with the field, the expected shape and dtype, and what it got.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cl3dor_ray.model.prompt import after_objects, answer_text
+from cl3dor_ray.model.prompt import prompt_for
 
 
 class BatchError(ValueError):
@@ -41,6 +42,11 @@ class SceneBatch:
     cand_mask: torch.Tensor  # (B, C, Lc) long
     # (B, N, D) precomputed point-encoder features (a serving cache); when given, points may be (B, N, 1, 6) zeros
     features: torch.Tensor | None = None
+    # (B, N) 1.0 for the objects the sample is about (the annotation's object_ids, a caption's target)
+    relevant: torch.Tensor | None = None
+    # (B,) True where `relevant` is known and used as is (a caption's target; every sample under teacher
+    # forcing); elsewhere the model's grounding head decides
+    given: torch.Tensor | None = None
 
     def __post_init__(self):
         _expect("points", self.points, torch.float32, ("B", "N", "P", 6))
@@ -56,6 +62,12 @@ class SceneBatch:
             raise BatchError("SceneBatch.object_mask: every sample needs at least one object")
         if self.features is not None:
             _expect("features", self.features, torch.float32, (b, n, "D"))
+        if self.relevant is None:
+            self.relevant = torch.zeros((b, n), dtype=torch.float32, device=self.points.device)
+        if self.given is None:
+            self.given = torch.zeros(b, dtype=torch.bool, device=self.points.device)
+        _expect("relevant", self.relevant, torch.float32, (b, n))
+        _expect("given", self.given, torch.bool, (b,))
         if self.cand_ids.shape[1] and not (self.cand_mask[..., 0] == 1).all():
             raise BatchError("SceneBatch.cand_mask: every candidate needs at least one token")
 
@@ -69,10 +81,14 @@ class SceneBatch:
 
 
 def select_objects(objects: list[dict], relevant: list[int], budget: int) -> list[dict]:
-    """Relevant objects first, then the rest by distance to them (or to the room's centre)."""
+    """Relevant objects first (so they fit the budget), then the rest nearest the room's centre first.
+
+    The rest are not ordered by distance to the relevant objects: at inference nobody knows them, and
+    an order that depends on them would tell the model where they are.
+    """
     first = [o for oid in relevant for o in objects if o["object_id"] == oid]
     rest = [o for o in objects if o["object_id"] not in set(relevant)]
-    anchor = np.mean([o["center"] for o in (first or objects)], axis=0)
+    anchor = np.mean([o["center"] for o in objects], axis=0)
     rest.sort(key=lambda o: (float(np.linalg.norm(np.asarray(o["center"]) - anchor)), o["object_id"]))
     return (first + rest)[:budget]
 
@@ -97,21 +113,27 @@ def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 class SceneCollator:
-    """Prepared rows -> SceneBatch. `objects_by_scene` maps scene_id to its object rows."""
+    """Prepared rows -> SceneBatch. `objects_by_scene` maps scene_id to its object rows.
+
+    A caption's target is always given (the request names it). With `teacher_forcing`, every sample's
+    annotated objects are given too, as LEO trains; at inference the grounding head finds them.
+    """
 
     def __init__(self, tokenizer, objects_by_scene: dict[str, list[dict]], num_points: int, max_objects: int,
-                 max_answer_tokens: int = 96):
+                 max_answer_tokens: int = 96, teacher_forcing: bool = False):
         self.tok = tokenizer
         self.objects = objects_by_scene
         self.num_points = num_points
         self.max_objects = max_objects
         self.max_answer_tokens = max_answer_tokens
+        self.teacher_forcing = teacher_forcing
+        self.prompt = prompt_for(tokenizer)
 
     def _cloud(self, obj: dict) -> np.ndarray:
         return cloud_array(obj, self.num_points)
 
     def encode_answer(self, text: str) -> list[int]:
-        ids = self.tok(answer_text(text), add_special_tokens=False).input_ids[: self.max_answer_tokens - 1]
+        ids = self.tok(self.prompt.answer(text), add_special_tokens=False).input_ids[: self.max_answer_tokens - 1]
         return ids + [self.tok.eos_token_id]
 
     def __call__(self, samples: list[dict], candidates: list[list[str]] | None = None) -> SceneBatch:
@@ -130,14 +152,18 @@ class SceneCollator:
         features = np.zeros((b, n, len(chosen[0][0]["feature"])), np.float32) if cached else None
         centers, sizes = np.zeros((b, n, 3), np.float32), np.zeros((b, n, 3), np.float32)
         mask = np.zeros((b, n), bool)
-        for i, objs in enumerate(chosen):
+        relevant = np.zeros((b, n), np.float32)
+        for i, (s, objs) in enumerate(zip(samples, chosen)):
+            wanted = set(s["object_ids"])
             for j, o in enumerate(objs):
                 if cached:
                     features[i, j] = o["feature"]
                 else:
                     points[i, j] = self._cloud(o)
                 centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
-        instr = [self.tok(after_objects(s["question"]), add_special_tokens=False).input_ids for s in samples]
+                relevant[i, j] = o["object_id"] in wanted
+        given = torch.tensor([s.get("task") == "caption" or self.teacher_forcing for s in samples])
+        instr = [self.tok(self.prompt.instruction(s["question"]), add_special_tokens=False).input_ids for s in samples]
         instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
         n_cand = len(candidates[0]) if candidates else 0
         if any(len(c) != n_cand for c in candidates):
@@ -150,4 +176,4 @@ class SceneCollator:
             cand_ids = cand_mask = torch.zeros((b, 0, 1), dtype=torch.long)
         return SceneBatch(torch.from_numpy(points), torch.from_numpy(mask), torch.from_numpy(centers),
                           torch.from_numpy(sizes), instr_ids, instr_mask, cand_ids, cand_mask,
-                          None if features is None else torch.from_numpy(features))
+                          None if features is None else torch.from_numpy(features), torch.from_numpy(relevant), given)

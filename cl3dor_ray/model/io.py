@@ -1,10 +1,14 @@
 """Build, save and load a Scene3DLM as one Hugging Face-style folder. Loading never unpickles.
 
-    MODEL/cl3dor_model.json          format, prompt version, the ModelConfig, where the LM is
-    MODEL/scene_encoder.safetensors  point encoder, location encoder, spatial transformer, projector
-    MODEL/lm/                        the LM (save_pretrained, safetensors), LoRA merged in
-      or MODEL/lm_adapter/           only the PEFT adapter, when the base LM is a local folder left frozen
+    MODEL/cl3dor_model.json          format, prompt version, the ModelConfig, where the LM's parts are
+    MODEL/scene_encoder.safetensors  point encoder, grounding head, spatial transformer, projector, ...
+    MODEL/lm/                        the base LM (save_pretrained, safetensors); absent when the base is
+                                     the local folder model.lm.path and no stage trained it
+    MODEL/lm_adapter/                the LoRA adapter (PEFT), when a stage attached one
     MODEL/tokenizer/                 the tokenizer
+
+LoRA is never merged into the saved base: merging rounds, and a reloaded model must give the
+trained model's outputs exactly.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
@@ -23,7 +28,7 @@ from cl3dor_ray.config import ModelConfig, from_dict
 from cl3dor_ray.model.prompt import PROMPT_VERSION, has_tokenizer, load_tokenizer, train_tokenizer
 from cl3dor_ray.model.scene3dlm import Scene3DLM, build_lm
 
-FORMAT = "cl3dor-scene3dlm"
+FORMAT = "cl3dor-scene3dlm-v2"
 MODEL_FILE = "cl3dor_model.json"
 
 
@@ -39,7 +44,35 @@ def build_model(cfg: ModelConfig, corpus: Iterable[str] | None = None) -> Scene3
         tokenizer = train_tokenizer(corpus, cfg.lm.vocab_size)
     else:
         raise ValueError("model.lm.path has no tokenizer and no corpus was given to train one from")
-    return Scene3DLM(cfg, build_lm(cfg, len(tokenizer)), tokenizer)
+    model = Scene3DLM(cfg, build_lm(cfg, len(tokenizer)), tokenizer)
+    if cfg.point_encoder_weights:
+        load_point_encoder(model, cfg.point_encoder_weights)
+    return model
+
+
+def load_point_encoder(model: Scene3DLM, path: str | Path) -> None:
+    """Given point-encoder weights: safetensors, or a torch state dict read with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFolderError(f"model.point_encoder_weights: {path} does not exist")
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ModelFolderError(f"model.point_encoder_weights: {path} holds no state dict")
+    state = {k.removeprefix("point_encoder."): v for k, v in state.items()}
+    try:
+        model.point_encoder.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelFolderError(f"model.point_encoder_weights: {path} does not fit model.sa1/sa2/point_widths: "
+                               f"{str(e).splitlines()[0]}") from None
+
+
+def base_lm_saved(model: Scene3DLM) -> bool:
+    """Whether the folder must carry the base LM's weights: it was built from config, or trained."""
+    return not model.cfg.lm.path or getattr(model, "lm_base_trained", False)
 
 
 def save_model(model: Scene3DLM, folder: str | Path) -> Path:
@@ -48,14 +81,14 @@ def save_model(model: Scene3DLM, folder: str | Path) -> Path:
     encoder = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("lm.")}
     save_file(encoder, folder / "scene_encoder.safetensors")
     model.tokenizer.save_pretrained(folder / "tokenizer")
-    adapter_only = isinstance(model.lm, PeftModel) and model.cfg.lm.path and not getattr(model, "lm_base_trained", False)
-    if adapter_only:
+    adapter = isinstance(model.lm, PeftModel)
+    if adapter:
         model.lm.save_pretrained(folder / "lm_adapter")
-    else:
-        lm = copy.deepcopy(model.lm).merge_and_unload() if isinstance(model.lm, PeftModel) else model.lm
-        lm.save_pretrained(folder / "lm", safe_serialization=True)
+    if base_lm_saved(model):
+        base = copy.deepcopy(model.lm).unload() if adapter else model.lm  # the base weights, LoRA layers removed
+        base.save_pretrained(folder / "lm", safe_serialization=True)
     meta = {"format": FORMAT, "prompt_version": PROMPT_VERSION, "model": dataclasses.asdict(model.cfg),
-            "lm": "lm_adapter" if adapter_only else "lm"}
+            "lm_base": "lm" if base_lm_saved(model) else "model.lm.path", "lm_adapter": adapter}
     (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 
@@ -72,12 +105,12 @@ def load_model(folder: str | Path) -> Scene3DLM:
         raise ModelFolderError(f"{meta_path}: prompt {meta.get('prompt_version')!r}; this code uses {PROMPT_VERSION!r}")
     cfg = from_dict(ModelConfig, meta["model"], "model")
     tokenizer = load_tokenizer(folder / "tokenizer")
-    if meta["lm"] == "lm":
-        lm = AutoModelForCausalLM.from_pretrained(folder / "lm", local_files_only=True, use_safetensors=True)
-    else:
-        base = AutoModelForCausalLM.from_pretrained(cfg.lm.path, local_files_only=True, use_safetensors=True)
-        lm = PeftModel.from_pretrained(base, folder / "lm_adapter")
+    base_dir = folder / "lm" if meta["lm_base"] == "lm" else cfg.lm.path
+    lm = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, use_safetensors=True)
+    if meta["lm_adapter"]:
+        lm = PeftModel.from_pretrained(lm, folder / "lm_adapter")
     model = Scene3DLM(cfg, lm, tokenizer)
+    model.lm_base_trained = meta["lm_base"] == "lm" and bool(cfg.lm.path)
     missing, unexpected = model.load_state_dict(load_file(folder / "scene_encoder.safetensors"), strict=False)
     missing = [k for k in missing if not k.startswith("lm.")]
     if missing or unexpected:

@@ -100,7 +100,7 @@ class Scene3DLMDeployment:
         if target is None:
             sample = {"scene_id": scene_id, "object_ids": [], "question": req["question"]}
         else:
-            sample = {"scene_id": scene_id, "object_ids": [target["object_id"]],
+            sample = {"scene_id": scene_id, "object_ids": [target["object_id"]], "task": "caption",
                       "question": caption_instruction(target["center"])}
         return sample, {scene_id: self.objects[scene_id]}
 

@@ -5,10 +5,24 @@ They cover the synthetic rooms and the common words of ScanQA / ScanRefer answer
 
 from __future__ import annotations
 
+import re
+
 COLOR_WORDS = (
     "red", "green", "blue", "yellow", "white", "black", "brown", "gray", "grey", "orange", "purple", "pink",
     "beige", "tan", "silver", "gold", "wooden",
 )
+
+
+
+def caption_color(descriptions: list[str]) -> str | None:
+    """The colour word the descriptions of one object use most (ties: alphabetical), if any."""
+    counts: dict[str, int] = {}
+    for text in descriptions:
+        for word in re.findall(r"[a-z]+", text.lower()):
+            if word in COLOR_WORDS:
+                counts[word] = counts.get(word, 0) + 1
+    return min(counts, key=lambda w: (-counts[w], w)) if counts else None
+
 
 # Each pair flips both ways.
 SIZE_OPPOSITES = (("small", "big"), ("large", "small"), ("tall", "short"), ("long", "short"), ("wide", "narrow"))

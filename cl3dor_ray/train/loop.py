@@ -87,7 +87,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     # ---- setup
     model = load_model(config["init_model"]).train()
-    model.set_trainable(**dataclasses.asdict(stage.trainable))
+    # the pretrained encoder's classifier and the grounding head trained in their own stages (pretrain.py)
+    model.set_trainable(object_classifier="freeze", grounding="freeze", **dataclasses.asdict(stage.trainable))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
@@ -106,8 +107,10 @@ def train_loop_per_worker(config: dict) -> None:
               f"{world} workers, ZeRO-{cfg.zero_stage}, {sum(p.numel() for p in params):,} trainable parameters",
               flush=True)
 
-    collate = SceneCollator(model.tokenizer, load_objects(config["data_dir"], model.cfg.num_points),
-                            model.cfg.num_points, model.cfg.max_objects)
+    objects = load_objects(config["data_dir"], model.cfg.num_points)
+    # training reads the annotated objects as given (as LEO trains); validation lets the grounding head find them
+    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
+    val_collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
     val_rows = config["val_samples"][rank::world]
     shard = ray.train.get_dataset_shard("train")
 
@@ -143,7 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
                           f"{rate:.1f} samples/s ETA {eta:.0f} s", flush=True)
             report = {"step": step, "loss": values["loss"]}
             if step % cfg.eval_every == 0 or step == stage.steps:
-                report.update(_evaluate(engine, collate, val_rows, dist))
+                report.update(_evaluate(engine, val_collate, val_rows, dist))
                 metrics.write(step, {k: v for k, v in report.items() if k.startswith("val_")})
             if step % cfg.checkpoint_every == 0 or step == stage.steps:
                 _checkpoint(engine, report, ray.train)

@@ -1,7 +1,9 @@
 """`cl3dor train` / jobs/train.py: the three CL3DOR stages with Ray Train's TorchTrainer and DeepSpeed.
 
     setup   check the config and the data folder (before any worker starts), build the initial model
-    train   object_alignment -> scene_alignment -> instruction_tuning (odds-ratio over hard negatives),
+    train   encoder_pretraining -> grounding (train/pretrain.py: the point encoder classifies objects,
+            the grounding head learns which objects a question is about), then
+            object_alignment -> scene_alignment -> instruction_tuning (odds-ratio over hard negatives),
             one TorchTrainer run each, each starting from the previous stage's exported model
     save    RUN/model (the last stage's model folder), RUN/metrics.jsonl, RUN/curves.png
 
@@ -28,12 +30,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from cl3dor_ray.config import Config, ConfigError
+from cl3dor_ray.config import PRETRAIN_STAGES, Config, ConfigError
 from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
+from cl3dor_ray.train.pretrain import GROUNDING_TASKS, object_rows, object_vocabulary, pretrain_loop_per_worker
 
-SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives"]
+SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives",
+                  "question_type"]
 
 
 @dataclass
@@ -65,9 +69,24 @@ def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
     corpus = train["question"] + [a for group in train["answers"] + train["negatives"] for a in group]
     import torch
 
+    labels, colors = object_vocabulary(data_dir)
+    model_cfg = dataclasses.replace(cfg.model, object_labels=labels, object_colors=colors)
     torch.manual_seed(cfg.train.seed)
-    save_model(build_model(cfg.model, corpus), folder)
+    save_model(build_model(model_cfg, corpus), folder)
     return folder
+
+
+def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path):
+    """The stage's training rows (a pyarrow Table) and its validation rows."""
+    if name == "encoder_pretraining":
+        meta = json.loads((init_model / MODEL_FILE).read_text())["model"]
+        rows = object_rows(data_dir, "train", meta["object_labels"], meta["object_colors"])
+        columns = ["scene_id", "object_id", "label", "points", "colors", "label_id", "color_id"]
+        return pa.Table.from_pylist([{k: r[k] for k in columns} for r in rows]), []
+    tasks = list(GROUNDING_TASKS) if name == "grounding" else stage.tasks
+    train_rows = stage_samples(data_dir, "train", tasks)
+    val = stage_samples(data_dir, "val", tasks)
+    return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: str | None = None,
@@ -95,13 +114,13 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
             print(f"[{name}] already done: {export}")
             previous = export
             continue
-        train_rows = stage_samples(data_dir, "train", stage.tasks)
-        if train_rows.num_rows < cfg.train.batch_size * cfg.train.workers:
-            raise ConfigError(f"[{name}] {train_rows.num_rows} train samples for tasks {stage.tasks}; need at least "
-                              f"train.batch_size x train.workers = {cfg.train.batch_size * cfg.train.workers}")
-        val = stage_samples(data_dir, "val", stage.tasks).slice(0, cfg.train.eval_samples).to_pylist()
+        train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
+        batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
+        if train_rows.num_rows < batch * cfg.train.workers:
+            raise ConfigError(f"[{name}] {train_rows.num_rows} training rows; need at least "
+                              f"{batch} (batch size) x {cfg.train.workers} (train.workers)")
         trainer = TorchTrainer(
-            train_loop_per_worker,
+            pretrain_loop_per_worker if name in PRETRAIN_STAGES else train_loop_per_worker,
             train_loop_config={"train": dataclasses.asdict(cfg.train), "stage": name, "run_dir": str(run_dir),
                                "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),

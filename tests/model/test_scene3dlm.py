@@ -64,7 +64,7 @@ def test_save_load_round_trip_gives_identical_outputs(setup, tmp_path):
     assert dataclasses.asdict(loaded.cfg) == dataclasses.asdict(model.cfg)
 
 
-def test_lora_model_saves_merged_and_reloads_close(setup, tmp_path):
+def test_lora_model_saves_base_and_adapter_unmerged_and_reloads_identical(setup, tmp_path):
     model, collate, samples = setup
     model.set_trainable(lm="lora")
     for n, p in model.lm.named_parameters():
@@ -73,8 +73,9 @@ def test_lora_model_saves_merged_and_reloads_close(setup, tmp_path):
     batch = collate(samples)
     model.eval()
     before = model.candidate_logps(batch)[0]
-    loaded = load_model(save_model(model, tmp_path / "m"))
-    torch.testing.assert_close(loaded.candidate_logps(batch)[0], before, rtol=0, atol=1e-5)
+    folder = save_model(model, tmp_path / "m")
+    assert (folder / "lm" / "model.safetensors").is_file() and (folder / "lm_adapter").is_dir()
+    assert torch.equal(load_model(folder).candidate_logps(batch)[0], before)
 
 
 def test_not_a_model_folder(tmp_path):
@@ -94,18 +95,24 @@ def test_generation_greedy_and_beam_respect_max_new_tokens(setup):
 
 def test_set_trainable_per_part(setup):
     model, _, _ = setup
-    model.set_trainable(point_encoder="freeze", spatial="train", projector="train", lm="lora")
+    model.set_trainable(point_encoder="freeze", spatial="train", projector="train", lm="lora", grounding="freeze",
+                        object_classifier="freeze")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector")) for n in trainable)
-    assert not any(n.startswith("point_encoder") for n in trainable)
+    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector", "mark", "slots"))
+                             for n in trainable)
+    assert not any(n.startswith(("point_encoder", "grounding")) for n in trainable)
+    model.set_trainable(grounding="train")
+    assert any(p.requires_grad for p in model.grounding.parameters())
     with pytest.raises(ValueError, match="'lora' only for lm"):
         model.set_trainable(projector="lora")
 
 
-def test_object_budget_puts_relevant_objects_first():
+def test_object_budget_keeps_relevant_objects_then_the_nearest_to_the_room_centre():
     objs = [{"object_id": i, "center": [float(i), 0, 0]} for i in range(10)]
     picked = select_objects(objs, relevant=[7, 3], budget=4)
-    assert [o["object_id"] for o in picked] == [7, 3, 5, 4]  # then the nearest to their centroid (5, 0, 0)
+    # then the nearest to the centre of all objects (4.5, 0, 0), not to the relevant ones: at inference
+    # nobody knows them, so an order built around them would give them away
+    assert [o["object_id"] for o in picked] == [7, 3, 4, 5]
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -162,6 +169,38 @@ def test_lm_from_a_local_folder_saves_only_its_lora_adapter(setup, tmp_path):
     folder = save_model(from_folder, tmp_path / "adapted")
     assert (folder / "lm_adapter" / "adapter_model.safetensors").is_file() and not (folder / "lm").exists()
     torch.testing.assert_close(load_model(folder).candidate_logps(batch)[0], before, rtol=0, atol=1e-6)
+
+
+def test_full_training_of_a_local_base_then_lora_saves_both_and_reloads_identical(setup, tmp_path):
+    """The alignment stages train the base LM, the contrastive stage adds LoRA: the folder must carry the
+    trained base (not just an adapter against the untouched one) and reload to the same outputs."""
+    model, collate, samples = setup
+    base = tmp_path / "base_lm"
+    model.lm.save_pretrained(base)
+    model.tokenizer.save_pretrained(base)
+    cfg = dataclasses.replace(model.cfg, lm=dataclasses.replace(model.cfg.lm, path=str(base)))
+    stage1 = build_model(cfg)
+    stage1.set_trainable(lm="train")
+    opt = torch.optim.SGD([p for p in stage1.lm.parameters() if p.requires_grad], lr=0.5)
+    loss, _ = orpo_loss(stage1.candidate_logps(collate(samples))[0], lam=0)
+    loss.backward()
+    opt.step()
+    stage2 = load_model(save_model(stage1, tmp_path / "stage1"))  # the next stage starts from the export
+    stage2.set_trainable(lm="lora")
+    for n, p in stage2.lm.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.05)
+    stage2.eval()
+    batch = collate(samples)
+    before = stage2.candidate_logps(batch)[0]
+    folder = save_model(stage2, tmp_path / "stage2")
+    assert (folder / "lm" / "model.safetensors").is_file() and (folder / "lm_adapter").is_dir()
+    assert torch.equal(load_model(folder).candidate_logps(batch)[0], before)
+    from safetensors.torch import load_file
+
+    trained, original = load_file(folder / "lm" / "model.safetensors"), load_file(base / "model.safetensors")
+    assert trained.keys() == original.keys()  # clean base weights: no LoRA keys mixed in
+    assert any(not torch.equal(trained[k], original[k]) for k in trained)  # the base's training is in the folder
 
 
 def test_cached_point_features_give_the_same_scores(setup):

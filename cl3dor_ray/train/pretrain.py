@@ -1,0 +1,278 @@
+"""The two stages before the LM stages, each one Ray Train run with DeepSpeed, like them.
+
+    encoder_pretraining  the point encoder learns to classify the prepared objects: category, and
+                         colour where the object's captions name one. LEO freezes a PointNet++
+                         pretrained on ScanNet object classification; no package ships such weights,
+                         so the run makes its own. Trained end to end through the LM instead, the
+                         encoder collapsed (features of a nightstand, a bottle and a book at cosine
+                         0.996); trained here it separates them (issue 12).
+    grounding            the grounding head learns which objects a question is about, from the
+                         annotations' object_ids; the point encoder is frozen and each worker
+                         computes every object's feature once.
+
+Both export the whole model folder, like every stage, and write their validation figures to
+RUN/stages/<stage>/metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from cl3dor_ray.config import TrainConfig, from_dict
+from cl3dor_ray.data.objects import SMALL_OBJECT_M
+from cl3dor_ray.model.batch import SceneCollator, cloud_array
+from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
+from cl3dor_ray.model.io import load_model, save_model
+from cl3dor_ray.model.scene3dlm import PARTS
+from cl3dor_ray.text.vocab import caption_color
+from cl3dor_ray.train.deepspeed_config import deepspeed_config
+from cl3dor_ray.train.loop import _checkpoint, _Metrics, load_objects, lr_lambda
+
+GROUNDING_TASKS = ("qa", "existence")
+
+
+# ---------------------------------------------------------------------- data
+def scene_splits(data_dir: str | Path) -> dict[str, str]:
+    """scene_id -> "train" / "val", from the samples (splits are by scene)."""
+    t = pq.read_table(Path(data_dir) / "samples", columns=["scene_id", "split"]).to_pydict()
+    return dict(zip(t["scene_id"], t["split"]))
+
+
+def object_colors(data_dir: str | Path) -> dict[tuple[str, int], str]:
+    """(scene_id, object_id) -> the colour its captions name, for objects whose captions name one."""
+    t = pq.read_table(Path(data_dir) / "samples", columns=["task", "scene_id", "object_ids", "answers"])
+    t = t.filter(pc.equal(t["task"], "caption")).to_pydict()
+    out = {}
+    for scene, ids, answers in zip(t["scene_id"], t["object_ids"], t["answers"]):
+        if (color := caption_color(answers)) is not None:
+            out[(scene, ids[0])] = color
+    return out
+
+
+def object_vocabulary(data_dir: str | Path) -> tuple[list[str], list[str]]:
+    """The categories of the training rooms' objects and the colours their captions name, sorted."""
+    splits = scene_splits(data_dir)
+    t = pq.read_table(Path(data_dir) / "objects", columns=["scene_id", "label"]).to_pydict()
+    labels = sorted({lab for s, lab in zip(t["scene_id"], t["label"]) if splits.get(s) == "train"})
+    colors = sorted({c for (s, _), c in object_colors(data_dir).items() if splits.get(s) == "train"})
+    return labels, colors
+
+
+def object_rows(data_dir: str | Path, split: str, labels: list[str], colors: list[str]) -> list[dict]:
+    """Object rows of one split with their targets: label_id, color_id (IGNORE where unknown), small."""
+    splits, named = scene_splits(data_dir), object_colors(data_dir)
+    rows = []
+    for r in pq.read_table(Path(data_dir) / "objects").to_pylist():
+        if splits.get(r["scene_id"]) != split:
+            continue
+        color = named.get((r["scene_id"], r["object_id"]))
+        r["label_id"] = labels.index(r["label"]) if r["label"] in labels else IGNORE
+        r["color_id"] = colors.index(color) if color in colors else IGNORE
+        r["small"] = max(r["size"]) < SMALL_OBJECT_M
+        rows.append(r)
+    return rows
+
+
+def _arrow_clouds(table: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(points, colours) numpy arrays of each row, without a Python object per point."""
+    def split(column):
+        arr = column.combine_chunks()
+        flat = arr.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 3)
+        offsets = arr.offsets.to_numpy()
+        return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return list(zip(split(table["points"]), split(table["colors"])))
+
+
+def _clouds(rows: list[dict], num_points: int, rng: np.random.Generator | None = None,
+            arrays: list[tuple[np.ndarray, np.ndarray]] | None = None) -> torch.Tensor:
+    """(B, num_points, 6); with `rng`, a random subset of each cloud turned about the vertical axis
+    (training augmentation: the same object seen another way round)."""
+    out = []
+    for i, r in enumerate(rows):
+        if rng is None:
+            out.append(cloud_array(r, num_points))
+            continue
+        pts, rgb = arrays[i] if arrays is not None else (r["points"], r["colors"])
+        pts, rgb = np.asarray(pts, np.float32).reshape(-1, 3), np.asarray(rgb, np.float32).reshape(-1, 3)
+        idx = rng.choice(len(pts), num_points, replace=len(pts) < num_points)
+        a = rng.uniform(0, 2 * math.pi)
+        rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]], np.float32)
+        out.append(np.concatenate([pts[idx] @ rot.T, rgb[idx]], axis=1))
+    return torch.from_numpy(np.stack(out))
+
+
+# ---------------------------------------------------------------------- metrics
+@torch.no_grad()
+def classification_metrics(model, rows: list[dict], chunk: int = 64) -> dict[str, float]:
+    """Accuracy of the object classifier on rows from `object_rows`: overall, per category, small vs
+    large, and colour where the captions name one."""
+    model.eval()
+    labels = model.cfg.object_labels
+    hits, color_hits = [], []
+    for i in range(0, len(rows), chunk):
+        part = rows[i: i + chunk]
+        feats = model.point_encoder(_clouds(part, model.cfg.num_points).to(model.projector[0].weight.dtype))
+        label_logits, color_logits = model.object_classifier(feats)
+        for r, lab, col in zip(part, label_logits.argmax(-1).tolist(), color_logits.argmax(-1).tolist()):
+            hits.append((r["label"], r["small"], lab == r["label_id"]))
+            if r["color_id"] != IGNORE:
+                color_hits.append(col == r["color_id"])
+    out = {"accuracy": float(np.mean([h for *_, h in hits])) if hits else 0.0, "n": len(hits)}
+    for name, small in (("small_objects", True), ("large_objects", False)):
+        mine = [h for _, s, h in hits if s == small]
+        if mine:
+            out[f"accuracy.{name}"], out[f"n.{name}"] = float(np.mean(mine)), len(mine)
+    by_label = defaultdict(list)
+    for label, _, h in hits:
+        by_label[label].append(h)
+    out.update({f"accuracy.category.{k}": float(np.mean(v)) for k, v in sorted(by_label.items())})
+    if color_hits:
+        out["color_accuracy"], out["color_n"] = float(np.mean(color_hits)), len(color_hits)
+    majority = max((sum(r["label"] == lab for r in rows) for lab in labels), default=0)
+    out["majority_baseline"] = majority / max(len(rows), 1)
+    return out
+
+
+@torch.no_grad()
+def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: int = 32) -> dict[str, float]:
+    """Per question type (QA type, or pope.<split>): precision and recall of the predicted objects,
+    the share of questions whose predicted set is exactly the annotated one, and top-1 hits."""
+    model.eval()
+    stats = defaultdict(lambda: np.zeros(5))  # tp, fp, fn, exact, n
+    for i in range(0, len(rows), chunk):
+        part = rows[i: i + chunk]
+        batch = collate(part, [[] for _ in part])
+        logits = model.relevance_logits(batch)
+        pred, gold, mask = logits > 0, batch.relevant.bool(), batch.object_mask
+        for j, r in enumerate(part):
+            kind = r["question_type"] or "unknown"
+            key = f"pope.{kind}" if r["task"] == "existence" else kind
+            p, g = pred[j] & mask[j], gold[j] & mask[j]
+            row = np.array([(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1], float)
+            stats[key] += row
+            stats["all"] += row
+    out = {}
+    for key, (tp, fp, fn, exact, n) in sorted(stats.items()):
+        out[f"{key}.precision"] = tp / max(tp + fp, 1)
+        out[f"{key}.recall"] = tp / max(tp + fn, 1)
+        out[f"{key}.exact"] = exact / n
+        out[f"{key}.n"] = int(n)
+    return out
+
+
+# ---------------------------------------------------------------------- the two loops
+class _Objective(nn.Module):
+    """What DeepSpeed drives: the model and the loss of one pretraining stage."""
+
+    def __init__(self, model, stage: str):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, *inputs):
+        if self.stage == "encoder_pretraining":
+            clouds, labels, colors = inputs
+            feats = self.model.point_encoder(clouds.to(self.model.projector[0].weight.dtype))
+            return classification_loss(self.model.object_classifier, feats, labels, colors)
+        (batch,) = inputs
+        return grounding_loss(self.model.relevance_logits(batch), batch.relevant, batch.object_mask)
+
+
+def pretrain_loop_per_worker(config: dict) -> None:
+    import deepspeed
+    import ray.train
+
+    cfg: TrainConfig = from_dict(TrainConfig, config["train"], "train")
+    name = config["stage"]
+    stage = getattr(cfg, name)
+    run_dir, data_dir = Path(config["run_dir"]), config["data_dir"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    rng = np.random.default_rng(cfg.seed + rank)
+
+    model = load_model(config["init_model"]).train()
+    trains = ("point_encoder", "object_classifier") if name == "encoder_pretraining" else ("grounding",)
+    model.set_trainable(**{p: "train" if p in trains else "freeze" for p in PARTS})
+    params = [p for p in model.parameters() if p.requires_grad]
+    ds_cfg = dataclasses.replace(cfg, batch_size=stage.batch_size, grad_accum=1)
+    optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr)
+    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
+        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, 0.1))
+    engine, _, _, _ = deepspeed.initialize(model=_Objective(model, name), model_parameters=params, optimizer=optimizer,
+                                           lr_scheduler=schedule, config=deepspeed_config(ds_cfg, stage.lr),
+                                           dist_init_required=False)
+    metrics = _Metrics(run_dir / "metrics.jsonl", name, 0, rank)
+    if rank == 0:
+        print(f"[{name}] starting: {stage.steps} steps, {world} workers, "
+              f"{sum(p.numel() for p in params):,} trainable parameters", flush=True)
+
+    if name == "grounding":
+        objects = load_objects(data_dir, model.cfg.num_points)
+        for scene, rows in objects.items():  # the frozen encoder's features, once
+            for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
+                row["feature"] = feat.numpy()
+        collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    shard = ray.train.get_dataset_shard("train")
+    device = engine.device
+
+    step, t0, seen, epoch = 0, time.perf_counter(), 0, 0
+    while step < stage.steps:
+        for table in shard.iter_batches(batch_size=stage.batch_size, batch_format="pyarrow", drop_last=True,
+                                        local_shuffle_buffer_size=4 * stage.batch_size,
+                                        local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
+            if name == "encoder_pretraining":
+                rows = table.select(["label_id", "color_id"]).to_pylist()
+                inputs = (_clouds(rows, model.cfg.num_points, rng, _arrow_clouds(table)).to(device),
+                          torch.tensor([r["label_id"] for r in rows], device=device),
+                          torch.tensor([r["color_id"] for r in rows], device=device))
+            else:
+                rows = table.to_pylist()
+                inputs = (collate(rows, [[] for _ in rows]).to(device),)
+            loss = engine(*inputs)
+            engine.backward(loss)
+            engine.step()
+            step, seen = step + 1, seen + len(rows)
+            if step % cfg.log_every == 0 or step == stage.steps:
+                rate = seen * world / (time.perf_counter() - t0)
+                metrics.write(step, {"loss": loss.item(), "samples_per_s": rate})
+                if rank == 0:
+                    eta = (stage.steps - step) * stage.batch_size * world / max(rate, 1e-9)
+                    print(f"[{name}] step {step}/{stage.steps} loss {loss.item():.4f} {rate:.1f} samples/s "
+                          f"ETA {eta:.0f} s", flush=True)
+            if step >= stage.steps:
+                break
+        epoch += 1
+    _checkpoint(engine, {"step": step, "loss": loss.item()}, ray.train)
+
+    if rank == 0:
+        model.eval()
+        if name == "encoder_pretraining":
+            labels, colors = model.cfg.object_labels, model.cfg.object_colors
+            figures = classification_metrics(model, object_rows(data_dir, "val", labels, colors))
+            summary = f"val accuracy {figures['accuracy']:.3f} (majority class {figures['majority_baseline']:.3f})"
+        else:
+            val = [r for r in config["val_samples"] if r["task"] in GROUNDING_TASKS]
+            figures = grounding_metrics(model, collate, val)
+            summary = f"val exact-set {figures.get('all.exact', 0):.3f}, recall {figures.get('all.recall', 0):.3f}"
+        export = run_dir / "stages" / name / "model"
+        tmp = export.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(model, tmp)
+        (export.parent / "metrics.json").write_text(json.dumps(figures, indent=2))
+        shutil.rmtree(export, ignore_errors=True)
+        os.replace(tmp, export)
+        print(f"[{name}] done at step {step}: {summary}; model -> {export}", flush=True)
