@@ -136,7 +136,9 @@ class ModelConfig:
     point_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     """Feature widths of the two set abstractions and the global feature."""
     spatial_layers: int = 2
-    """Layers of the spatial transformer that relates the objects of a scene."""
+    """Layers of the spatial transformer that relates the objects of a scene (LEO: 3); 0 = none. On the
+    laptop recipes it made the object tokens harder to read: colour EM 0.18 with it, 0.83 without,
+    after 300 steps (issue 12); the grounding head relates objects on its own."""
     spatial_heads: int = 4
     """Heads of the spatial transformer."""
     object_token_rms: float | None = None
@@ -155,8 +157,9 @@ class ModelConfig:
     def __post_init__(self):
         if len(self.sa1) != 2 or len(self.sa2) != 2 or len(self.point_widths) != 3:
             raise ConfigError("model.sa1 and model.sa2 take [centres, neighbours]; model.point_widths takes 3 widths")
-        if self.point_widths[2] % self.spatial_heads:
-            raise ConfigError("model.point_widths[2] must divide by model.spatial_heads")
+        if self.spatial_layers < 0 or (self.spatial_layers and self.point_widths[2] % self.spatial_heads):
+            raise ConfigError("model.spatial_layers must be >= 0, and model.point_widths[2] divide by "
+                              "model.spatial_heads")
 
 
 TASKS = ("qa", "caption", "existence")

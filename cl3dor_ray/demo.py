@@ -1,14 +1,17 @@
 """`cl3dor demo` / `make demo`: every stage, in order, on synthetic rooms and an embedded Ray.
 
-    runs/demo/raw/        synthetic scans + annotations   (cl3dor synth)
-    runs/demo/prepared/   Parquet objects and samples     (cl3dor prepare)
-    runs/demo/run/        three training stages           (cl3dor train)
-    runs/demo/eval/       metrics through Ray Serve       (cl3dor evaluate)
-    runs/demo/report.md   what each stage produced, with pictures
+    runs/demo/raw/              synthetic scans + annotations   (cl3dor synth)
+    runs/demo/prepared/         Parquet objects and samples     (cl3dor prepare)
+    runs/demo/prepared_sparse/  the same objects as LEO's scan vertices, to test the encoder on
+    runs/demo/run/              the training stages             (cl3dor train)
+    runs/demo/eval/             metrics through Ray Serve       (cl3dor evaluate)
+    runs/demo/report.md         what each stage produced, with pictures
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -65,6 +68,41 @@ def _examples_table(examples: list[dict], answers: list[str]) -> list[str]:
     return rows
 
 
+def _encoder_table(model_dir: Path, prepared: Path, sparse: Path) -> list[str]:
+    """The pretrained point encoder's validation accuracy on dense and on sparse clouds of the same objects."""
+    from cl3dor_ray.model.io import load_model
+    from cl3dor_ray.train.pretrain import classification_metrics, object_rows
+
+    model = load_model(model_dir)
+    labels, colors = model.cfg.object_labels, model.cfg.object_colors
+    figures = {name: classification_metrics(model, object_rows(folder, "val", labels, colors))
+               for name, folder in (("dense", prepared), ("sparse", sparse))}
+    keys = ["accuracy", "accuracy.small_objects", "accuracy.large_objects", "color_accuracy"]
+    keys += sorted(k for k in figures["dense"] if k.startswith("accuracy.category."))
+    rows = ["| validation objects | dense (trained on) | sparse (LEO's scan vertices) |", "|---|---:|---:|"]
+    for k in keys:
+        rows.append(f"| {k.removeprefix('accuracy.').replace('category.', '')} | "
+                    f"{figures['dense'].get(k, float('nan')):.3f} | {figures['sparse'].get(k, float('nan')):.3f} |")
+    rows.append(f"| majority class | {figures['dense']['majority_baseline']:.3f} | "
+                f"{figures['sparse']['majority_baseline']:.3f} |")
+    return rows
+
+
+def _grounding_table(run: Path) -> list[str]:
+    path = run / "stages" / "grounding" / "metrics.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    kinds = sorted({k.rsplit(".", 2)[0] if k.count(".") > 2 else k.split(".")[0] for k in m}
+                   - {"all"}) + ["all"]
+    rows = ["| question type | n | precision | recall | exact set |", "|---|---:|---:|---:|---:|"]
+    for kind in kinds:
+        if f"{kind}.n" in m:
+            rows.append(f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
+                        f"{m[f'{kind}.exact']:.3f} |")
+    return rows
+
+
 def _ask(client, s: dict) -> str:
     if s["task"] == "caption":
         return client.caption(s["scene_id"], s["object_ids"][0])["caption"]
@@ -78,7 +116,7 @@ def run_demo(cfg: Config, out: Path) -> int:
     from ray import serve
 
     from cl3dor_ray.data.prepare import prepare
-    from cl3dor_ray.eval.evaluate import evaluate
+    from cl3dor_ray.eval.evaluate import evaluate, grounded_table
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.scenes.synth_dataset import synthesize
     from cl3dor_ray.serve.app import build_app
@@ -91,9 +129,12 @@ def run_demo(cfg: Config, out: Path) -> int:
     t_synth = time.perf_counter() - t0
     print(f"[1/4] synth: {cfg.synth.scenes} rooms in {t_synth:.1f} s -> {raw}")
 
+    sparse = out / "prepared_sparse"
     with ray_session(None, num_cpus=max(cfg.prepare.workers, cfg.train.workers)):
         summary = prepare(raw, prepared, cfg.prepare)
         print(f"[2/4] {summary.line(prepared)}")
+        # the same objects as scan vertices (LEO), only to test the pretrained encoder on both
+        prepare(raw, sparse, dataclasses.replace(cfg.prepare, sparse=not cfg.prepare.sparse, negatives=0))
         trained = train(cfg, prepared, out / "run")
         print(f"[3/4] trained {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
               f"{trained.model_dir}")
@@ -105,6 +146,9 @@ def run_demo(cfg: Config, out: Path) -> int:
         examples_table = _examples_table(examples, [_ask(client, s) for s in examples])
         serve.shutdown()
     print(f"[4/4] evaluated {metrics['samples']} validation samples through Ray Serve in {metrics['seconds']:.0f} s")
+    grounded = grounded_table(metrics)
+    dense_dir, sparse_dir = (sparse, prepared) if cfg.prepare.sparse else (prepared, sparse)
+    encoder = _encoder_table(trained.model_dir, dense_dir, sparse_dir)
     table = ["| metric | value |", "|---|---:|"] + [
         f"| {k} | {metrics[k]:.3f} |" for k in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4",
                                                 "scanqa.meteor", "scanqa.rouge_l", "scan2cap.cider", "scan2cap.bleu4",
@@ -123,9 +167,16 @@ def run_demo(cfg: Config, out: Path) -> int:
         "## Training samples, the model's answers, and the hard negatives", "", *examples_table, "",
         "## Training", "", f"Three stages on {cfg.train.workers} Ray Train workers with DeepSpeed "
         f"ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
+        "## Does it read the room? (validation rooms, through Ray Serve)", "",
+        "Exact match per question type beside the text-only prior (the most frequent training answer of "
+        "the question's template) and beside the EM when the same question is asked about another room:",
+        "", *grounded, "",
+        "## The pretrained point encoder (validation objects)", "", *encoder, "",
+        "## The grounding head (which objects each validation question is about)", "",
+        *_grounding_table(out / "run"), "",
         "## Evaluation (validation split, through Ray Serve)", "", *table, "",
     ]
     (out / "report.md").write_text("\n".join(report))
-    print("\n".join(table))
+    print("\n".join(grounded))
     print(f"\nreport: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
     return 0

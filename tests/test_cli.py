@@ -6,6 +6,8 @@ import pytest
 
 import matplotlib.image as mpimg
 
+from cl3dor_ray.config import STAGES
+
 
 def cl3dor(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", *args], capture_output=True, text=True, cwd=cwd)
@@ -44,18 +46,21 @@ def test_broken_scan_is_a_clear_error_not_a_traceback(synth_dir, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     """The whole pipeline (synth, prepare, 3 training stages, Serve, evaluation), with few steps."""
-    steps = [f"train.{s}.steps=2" for s in ("object_alignment", "scene_alignment", "instruction_tuning")]
+    steps = [f"train.{s}.steps=2" for s in STAGES] + [f"train.{s}.batch_size=8" for s in STAGES[:2]]
     run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=3", "prepare.points_per_object=128",
                  "train.eval_every=2", "train.checkpoint_every=2", *steps)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| scanqa.em |" in run.stdout and "[4/4] evaluated" in run.stdout
+    assert "| question type | n | EM | text-only prior | EM, room swapped |" in run.stdout
+    assert "[4/4] evaluated" in run.stdout
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| cup |" in report or "| book |" in report or "| bottle |" in report
     for png in ("scene_sparse_vs_dense.png", "object_sparse_vs_dense.png", "run/curves.png"):
         assert f"]({png})" in report and (tmp_path / "demo" / png).is_file()
     assert "| existence.random.f1 |" in report and "hard negatives it trained against (kind)" in report
+    assert "Scene-swap drop" in report and "| majority class |" in report and "sparse (LEO's scan vertices)" in report
     metrics = json.loads((tmp_path / "demo" / "eval" / "metrics.json").read_text())
     assert metrics["failed"] == 0 and metrics["samples"] > 0
+    assert "grounding.scene_swap.drop" in metrics and "prior.scanqa.em" in metrics
 
 
 def test_bad_override_exits_2_with_message(tmp_path):

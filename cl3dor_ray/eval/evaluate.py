@@ -158,7 +158,8 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     if not samples:
         raise ValueError(f"{data_dir / 'samples'} has no val samples to evaluate")
     qa = [s for s in samples if s["task"] == "qa"]
-    partner = swap_partners([s["scene_id"] for s in samples]) if probe and qa else {}
+    scenes = {s["scene_id"] for s in samples}
+    partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         rows = list(pool.map(lambda s: _predict(client, s), samples))
         swapped = list(pool.map(lambda s: _predict(client, {**s, "scene_id": partner[s["scene_id"]]}), qa)

@@ -108,6 +108,12 @@ def train_loop_per_worker(config: dict) -> None:
               flush=True)
 
     objects = load_objects(config["data_dir"], model.cfg.num_points)
+    if stage.trainable.point_encoder == "freeze":
+        # a frozen encoder gives every object the same feature at every step: compute it once (the
+        # batches then carry features, as in serving); it was most of a tiny-LM step
+        for rows in objects.values():
+            for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
+                row["feature"] = feat.numpy()
     # training reads the annotated objects as given (as LEO trains); validation lets the grounding head find them
     collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
     val_collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)

@@ -226,26 +226,33 @@ def pretrain_loop_per_worker(config: dict) -> None:
             for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
                 row["feature"] = feat.numpy()
         collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    # The shard is small (objects, or short questions): read it once and shuffle it here each epoch.
+    # Restarting Ray Data's streaming split every epoch (a few dozen steps) cost more than the steps.
     shard = ray.train.get_dataset_shard("train")
+    local = pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
+    if name == "encoder_pretraining":
+        clouds = _arrow_clouds(local)
+        targets = local.select(["label_id", "color_id"]).to_pylist()
+    else:
+        questions = local.to_pylist()
     device = engine.device
 
-    step, t0, seen, epoch = 0, time.perf_counter(), 0, 0
+    step, t0, seen = 0, time.perf_counter(), 0
     while step < stage.steps:
-        for table in shard.iter_batches(batch_size=stage.batch_size, batch_format="pyarrow", drop_last=True,
-                                        local_shuffle_buffer_size=4 * stage.batch_size,
-                                        local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
+        order = rng.permutation(local.num_rows)
+        for start in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
+            idx = order[start: start + stage.batch_size]
             if name == "encoder_pretraining":
-                rows = table.select(["label_id", "color_id"]).to_pylist()
-                inputs = (_clouds(rows, model.cfg.num_points, rng, _arrow_clouds(table)).to(device),
-                          torch.tensor([r["label_id"] for r in rows], device=device),
-                          torch.tensor([r["color_id"] for r in rows], device=device))
+                inputs = (_clouds([{}] * len(idx), model.cfg.num_points, rng, [clouds[i] for i in idx]).to(device),
+                          torch.tensor([targets[i]["label_id"] for i in idx], device=device),
+                          torch.tensor([targets[i]["color_id"] for i in idx], device=device))
             else:
-                rows = table.to_pylist()
+                rows = [questions[i] for i in idx]
                 inputs = (collate(rows, [[] for _ in rows]).to(device),)
             loss = engine(*inputs)
             engine.backward(loss)
             engine.step()
-            step, seen = step + 1, seen + len(rows)
+            step, seen = step + 1, seen + len(idx)
             if step % cfg.log_every == 0 or step == stage.steps:
                 rate = seen * world / (time.perf_counter() - t0)
                 metrics.write(step, {"loss": loss.item(), "samples_per_s": rate})
@@ -255,7 +262,6 @@ def pretrain_loop_per_worker(config: dict) -> None:
                           f"ETA {eta:.0f} s", flush=True)
             if step >= stage.steps:
                 break
-        epoch += 1
     _checkpoint(engine, {"step": step, "loss": loss.item()}, ray.train)
 
     if rank == 0:

@@ -18,8 +18,10 @@ from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 SHORT = ["train.batch_size=2", "train.eval_samples=4", "train.log_every=1", "train.eval_every=2",
-         "train.checkpoint_every=2", "train.num_to_keep=2", "train.object_alignment.steps=4",
-         "train.scene_alignment.steps=4", "train.instruction_tuning.steps=4"]
+         "train.checkpoint_every=2", "train.num_to_keep=2", "train.encoder_pretraining.steps=60",
+         "train.encoder_pretraining.batch_size=16", "train.grounding.steps=4", "train.grounding.batch_size=8",
+         "train.object_alignment.steps=4", "train.scene_alignment.steps=4", "train.instruction_tuning.steps=4"]
+STAGES = ["encoder_pretraining", "grounding", "object_alignment", "scene_alignment", "instruction_tuning"]
 
 
 def config(*overrides):
@@ -40,15 +42,16 @@ def three_stage_run(prepared_dir, local_ray, tmp_path_factory):
 
 def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, prepared_dir):
     run, result = three_stage_run
-    assert result.stages_run == ["object_alignment", "scene_alignment", "instruction_tuning"]
+    assert result.stages_run == STAGES
     model = load_model(run / "model")
     rows = stage_samples(prepared_dir, "val", ["qa"]).slice(0, 3).to_pylist()
     collate = SceneCollator(model.tokenizer, load_objects(prepared_dir, model.cfg.num_points),
                             model.cfg.num_points, model.cfg.max_objects)
     answers = model.generate(collate(rows, [[] for _ in rows]), max_new_tokens=6)
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
-    for stage in result.stages_run:
+    for stage in STAGES[1:]:
         assert stage_steps(run, stage) == [1, 2, 3, 4]
+    assert stage_steps(run, "encoder_pretraining")[-1] == 60
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     contrastive = [r for r in rows if r["stage"] == "instruction_tuning" and "or_loss" in r]
     assert contrastive and all(0 <= r["pref_accuracy"] <= 1 for r in contrastive)
@@ -61,6 +64,19 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     # the stages really changed the weights, each from the previous one's
     init, final = load_model(run / "init_model"), load_model(run / "model")
     assert not torch.equal(init.projector[0].weight, final.projector[0].weight)
+
+
+def test_encoder_pretraining_beats_the_majority_class_and_grounding_reports_its_figures(three_stage_run):
+    run, _ = three_stage_run
+    encoder = json.loads((run / "stages" / "encoder_pretraining" / "metrics.json").read_text())
+    assert encoder["n"] > 0 and encoder["accuracy"] > encoder["majority_baseline"], encoder
+    assert any(k.startswith("accuracy.category.") for k in encoder) and "accuracy.small_objects" in encoder
+    grounding = json.loads((run / "stages" / "grounding" / "metrics.json").read_text())
+    assert grounding["all.n"] > 0 and 0 <= grounding["all.recall"] <= 1
+    # the later stages froze what the pretraining stages trained
+    first, final = load_model(run / "stages" / "grounding" / "model"), load_model(run / "model")
+    assert torch.equal(first.point_encoder.sa1.mlp[0].weight, final.point_encoder.sa1.mlp[0].weight)
+    assert torch.equal(first.grounding.score[1].weight, final.grounding.score[1].weight)
 
 
 def test_rerun_skips_finished_stages(three_stage_run, prepared_dir):

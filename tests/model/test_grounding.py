@@ -1,0 +1,129 @@
+"""Does the model read the room? The checks that would have caught the collapse of issue 12.
+
+Before the fix, the point encoder gave a nightstand, a bottle and a book features at cosine 0.996,
+and repainting the object a colour question asked about moved the answer's log-probability by less
+than 5e-4. Here the tiny recipe is trained in-process on the session's synthetic rooms (the
+pretraining objectives of train/pretrain.py, then colour questions) and both are measured.
+"""
+
+import dataclasses
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from cl3dor_ray.config import load_config
+from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.grounding import classification_loss, grounding_loss
+from cl3dor_ray.model.io import build_model
+from cl3dor_ray.train.loop import load_objects
+from cl3dor_ray.train.orpo import orpo_loss
+from cl3dor_ray.train.pretrain import _clouds, classification_metrics, object_rows, object_vocabulary
+
+pytestmark = pytest.mark.slow
+
+
+def _steps(params, n, loss_fn, lr):
+    opt = torch.optim.AdamW(params, lr=lr)
+    for i in range(n):
+        opt.zero_grad()
+        loss = loss_fn(i)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+@pytest.fixture(scope="module")
+def grounded(prepared_dir):
+    torch.manual_seed(0)
+    rng, pick = np.random.default_rng(0), random.Random(0)
+    samples = pq.read_table(prepared_dir / "samples").to_pylist()
+    labels, colors = object_vocabulary(prepared_dir)
+    cfg = load_config("configs/tiny.yaml").model
+    cfg = dataclasses.replace(cfg, num_points=64, object_labels=labels, object_colors=colors)
+    model = build_model(cfg, [s["question"] for s in samples] + [a for s in samples for a in s["answers"]])
+    objects = load_objects(str(prepared_dir), cfg.num_points)
+    untrained = _features(model, objects)
+
+    train_objects = object_rows(prepared_dir, "train", labels, colors)
+
+    def encoder_loss(i):
+        rows = pick.sample(train_objects, 32)
+        feats = model.point_encoder(_clouds(rows, cfg.num_points, rng))
+        return classification_loss(model.object_classifier, feats, torch.tensor([r["label_id"] for r in rows]),
+                                   torch.tensor([r["color_id"] for r in rows]))
+    _steps([*model.point_encoder.parameters(), *model.object_classifier.parameters()], 150, encoder_loss, 2e-3)
+
+    questions = [s for s in samples if s["split"] == "train" and s["task"] in ("qa", "existence")]
+    collate = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects)
+
+    def ground_loss(i):
+        batch = collate(pick.sample(questions, 16), [[] for _ in range(16)])
+        return grounding_loss(model.relevance_logits(batch), batch.relevant, batch.object_mask)
+    _steps(list(model.grounding.parameters()), 150, ground_loss, 1e-3)
+
+    model.set_trainable(point_encoder="freeze", grounding="freeze", object_classifier="freeze", spatial="train",
+                        projector="train", lm="train")
+    # the LEO-style alignment: the LM learns to read the objects it is pointed at (teacher forcing)
+    color_qs = [s for s in questions if s["question_type"] == "color"]
+    teach = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=True)
+
+    def lm_loss(i):
+        rows = pick.sample(color_qs, 8)
+        return orpo_loss(model(teach(rows, [[r["answers"][0]] for r in rows])), lam=0)[0]
+    _steps([p for p in model.parameters() if p.requires_grad], 200, lm_loss, 2e-3)
+    return model.eval(), objects, color_qs, untrained, train_objects
+
+
+def _features(model, objects):
+    rows = [o for objs in objects.values() for o in objs]
+    return rows, torch.stack(model.point_features(rows, model.cfg.num_points))
+
+
+def _mean_cosine_across_categories(rows, feats):
+    f = torch.nn.functional.normalize(feats, dim=-1)
+    cos = f @ f.T
+    labels = [r["label"] for r in rows]
+    other = torch.tensor([[a != b for b in labels] for a in labels])
+    return float(cos[other].mean())
+
+
+def test_pretrained_encoder_tells_categories_apart(grounded):
+    model, objects, _, (rows, untrained), train_objects = grounded
+    before = _mean_cosine_across_categories(rows, untrained)
+    after = _mean_cosine_across_categories(*_features(model, objects))
+    assert after < 0.8 and after < before - 0.1, (before, after)  # collapsed: 0.996
+    figures = classification_metrics(model, train_objects)
+    assert figures["accuracy"] > figures["majority_baseline"] + 0.3, figures
+
+
+def test_object_tokens_differ_between_objects(grounded):
+    model, objects, color_qs, _, _ = grounded
+    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    with torch.no_grad():
+        objs = model.object_tokens(collate(color_qs[:1], [[]]))
+    t = torch.nn.functional.normalize(objs["tokens"][0][objs["mask"][0]], dim=-1)
+    off_diagonal = (t @ t.T)[~torch.eye(len(t), dtype=torch.bool)]
+    assert float(off_diagonal.mean()) < 0.9, off_diagonal.mean()  # collapsed: 0.9997
+
+
+def test_answer_moves_when_the_object_is_repainted_or_the_room_emptied(grounded):
+    model, objects, color_qs, _, _ = grounded
+    q = color_qs[0]
+    answers = [q["answers"][0], *sorted({"red", "blue", "green", "yellow", "white", "black"} - {q["answers"][0]})]
+
+    def scores(objs):
+        c = SceneCollator(model.tokenizer, {q["scene_id"]: objs}, model.cfg.num_points, model.cfg.max_objects)
+        with torch.no_grad():
+            return model.candidate_logps(c([q], [answers]))[0][0]
+
+    true = scores(objects[q["scene_id"]])
+    target = q["object_ids"][0]
+    repainted = [{**o, "colors": np.full_like(np.asarray(o["colors"]), 255 - np.asarray(o["colors"]))}
+                 if o["object_id"] == target else o for o in objects[q["scene_id"]]]
+    emptied = [{**o, "points": np.zeros_like(np.asarray(o["points"])), "colors": np.zeros_like(np.asarray(o["colors"])),
+                "center": [0.0, 0.0, 0.0], "size": [0.0, 0.0, 0.0]} for o in objects[q["scene_id"]]]
+    for changed in (scores(repainted), scores(emptied)):
+        assert float((changed - true).abs().max()) > 0.05  # before the fix: < 5e-4
