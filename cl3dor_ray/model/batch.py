@@ -36,7 +36,7 @@ class SceneBatch:
     object_mask: torch.Tensor  # (B, N) bool, False where a scene has fewer than N objects
     centers: torch.Tensor  # (B, N, 3) float32
     sizes: torch.Tensor  # (B, N, 3) float32
-    instruction_ids: torch.Tensor  # (B, La) long, right-padded " USER: ... ASSISTANT:"
+    instruction_ids: torch.Tensor  # (B, La) long, right-padded " USER: {instruction}" (the model adds " ASSISTANT:")
     instruction_mask: torch.Tensor  # (B, La) long
     cand_ids: torch.Tensor  # (B, C, Lc) long, right-padded " answer</s>"; C = 0 when only generating
     cand_mask: torch.Tensor  # (B, C, Lc) long

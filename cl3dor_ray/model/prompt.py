@@ -45,7 +45,8 @@ class Prompt:
     bos: bool  # start with the tokenizer's BOS token
 
     def instruction(self, text: str) -> str:
-        return f"{self.between}{text}{self.after}"
+        """The instruction as the model reads it; the focus tokens and then `after` follow it."""
+        return f"{self.between}{text}"
 
     def answer(self, text: str) -> str:
         return f"{self.answer_prefix}{text}"
@@ -69,7 +70,7 @@ def prompt_for(tokenizer) -> Prompt:
 
 def template_texts() -> list[str]:
     """Template words, so a corpus-trained tokenizer encodes them compactly."""
-    return [PLAIN.before, PLAIN.instruction("")]
+    return [PLAIN.before, PLAIN.instruction(""), PLAIN.after]
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

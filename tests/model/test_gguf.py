@@ -51,7 +51,8 @@ def test_prompt_uses_the_chat_template_and_ends_answers_with_im_end(smollm2_dir)
     tok = load_tokenizer(smollm2_dir)
     prompt = prompt_for(tok)
     assert prompt.before.startswith("<|im_start|>system\n") and prompt.before.endswith("<|im_start|>user\nSCENE:")
-    assert prompt.instruction("What color is the cup?") == "\nWhat color is the cup?<|im_end|>\n<|im_start|>assistant\n"
+    assert prompt.instruction("What color is the cup?") == "\nWhat color is the cup?"
+    assert prompt.after == "<|im_end|>\n<|im_start|>assistant\n"
     assert not prompt.bos
 
 
