@@ -141,6 +141,9 @@ class ModelConfig:
     after 300 steps (issue 12); the grounding head relates objects on its own."""
     spatial_heads: int = 4
     """Heads of the spatial transformer."""
+    object_words: bool = True
+    """Add to each object token the object classifier's predicted category and colour, as the LM's own
+    word embeddings (a from-scratch LM learned to read colours from them reliably; without, only in some runs)."""
     object_token_rms: float | None = None
     """RMS of each object token fed to the LM; None = the RMS of the LM's word embeddings."""
     point_encoder_weights: str | None = None

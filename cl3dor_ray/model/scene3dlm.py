@@ -53,11 +53,28 @@ def build_lm(cfg: ModelConfig, vocab_size: int) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config)
 
 
+def _word_table(tokenizer, prompt, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, T) token ids of each word as an answer would spell it, right-padded, and their mask."""
+    rows = [tokenizer(prompt.answer(w), add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+            for w in words]
+    ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    mask = torch.zeros(ids.shape)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    return ids, mask
+
+
+def _rms(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """x rescaled so that each vector's RMS is `target`."""
+    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * target.to(x.dtype)
+
+
 class Scene3DLM(nn.Module):
     def __init__(self, cfg: ModelConfig, lm: PreTrainedModel, tokenizer):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
+        prompt = prompt_for(tokenizer)
         self.point_encoder = PointNetPP(tuple(cfg.sa1), tuple(cfg.sa2), tuple(cfg.point_widths))
         d = self.point_encoder.out_dim
         hidden = lm.get_input_embeddings().embedding_dim
@@ -75,10 +92,17 @@ class Scene3DLM(nn.Module):
         if cfg.grounding.enabled:
             self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
+        self.word_heads = []  # (classifier output, its words' token ids, mask)
+        if cfg.object_words and cfg.object_labels:
+            for head, words in (("label", cfg.object_labels), ("color", cfg.object_colors)):
+                if words:
+                    ids, mask = _word_table(tokenizer, prompt, words)
+                    self.register_buffer(f"_{head}_word_ids", ids, persistent=False)
+                    self.register_buffer(f"_{head}_word_mask", mask, persistent=False)
+                    self.word_heads.append(head)
         # persistent: the embeddings of an LM trained from scratch move, the scale the tokens were trained at must not
         rms = cfg.object_token_rms or float(lm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
         self.register_buffer("token_rms", torch.tensor(rms))
-        prompt = prompt_for(tokenizer)
         self.register_buffer("_before_ids", torch.tensor(
             [tokenizer.bos_token_id] * prompt.bos + tokenizer(prompt.before, add_special_tokens=False).input_ids),
             persistent=False)
@@ -120,15 +144,27 @@ class Scene3DLM(nn.Module):
         x = feats + self.location(torch.cat([batch.centers, batch.sizes], dim=-1).to(feats.dtype))
         if self.spatial is not None:
             x = self.spatial(x, src_key_padding_mask=~batch.object_mask)
-        tokens = self.projector(x)
-        tokens = tokens * torch.rsqrt(tokens.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(tokens.dtype)
-        tokens = tokens * self.token_rms.to(tokens.dtype)
+        tokens = _rms(self.projector(x), self.token_rms)
+        if self.word_heads:
+            tokens = tokens + self.object_words(feats).to(tokens.dtype)
         out = {"tokens": tokens, "mask": batch.object_mask, "focus_count": torch.zeros_like(batch.given, dtype=torch.long)}
         if self.grounding is not None:
             order, out["focus_count"] = self.focus_order(batch, feats)
             focus = torch.gather(tokens, 1, order.unsqueeze(-1).expand_as(tokens))
             out["focus"] = focus + (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
         return out
+
+    def object_words(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, N, H) the classifier's category and colour beliefs as the LM's word embeddings, at token RMS."""
+        embed = self.lm.get_input_embeddings()
+        with torch.no_grad():  # the classifier trained with the encoder; here it only reads
+            logits = dict(zip(("label", "color"), self.object_classifier(feats)))
+        words = 0
+        for head in self.word_heads:
+            ids, mask = getattr(self, f"_{head}_word_ids"), getattr(self, f"_{head}_word_mask")
+            table = (embed(ids) * mask.unsqueeze(-1).to(embed.weight.dtype)).sum(1) / mask.sum(1, keepdim=True)
+            words = words + logits[head].float().softmax(-1).to(table.dtype) @ table
+        return _rms(words, self.token_rms)
 
     def embed_prefix(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prefix embeddings (B, L, H) and attention mask (B, L); `objects` from object_tokens."""
