@@ -57,7 +57,7 @@ browser-deps:
 	fi
 
 test: $(STAMP) $(SMOLLM2)/config.json browser-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: $(STAMP) $(SMOLLM2)/config.json
 	$(PY) -m pytest -q -m 'not slow'

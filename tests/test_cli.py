@@ -45,9 +45,10 @@ def test_broken_scan_is_a_clear_error_not_a_traceback(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
-    """The whole pipeline (synth, prepare, 3 training stages, Serve, evaluation), with few steps."""
+    """The whole pipeline (synth, prepare, 5 training stages, Serve, evaluation), with few steps; 8 rooms
+    give 2 validation rooms, which the scene-swap probe needs."""
     steps = [f"train.{s}.steps=2" for s in STAGES] + [f"train.{s}.batch_size=8" for s in STAGES[:2]]
-    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=3", "prepare.points_per_object=128",
+    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=8", "prepare.points_per_object=128",
                  "train.eval_every=2", "train.checkpoint_every=2", *steps)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| question type | n | EM | text-only prior | EM, room swapped |" in run.stdout

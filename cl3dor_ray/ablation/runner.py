@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cl3dor_ray.ablation.plan import AblationConfig, Variant, expand_variants
+from cl3dor_ray.config import PRETRAIN_STAGES
 from cl3dor_ray.runtime import prefer_loopback
 
 
@@ -58,8 +59,10 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
         if "samples_per_s" in row:
             logs.setdefault(row["stage"], []).append(row)
     t = cfg.train
-    per_step = t.batch_size * t.grad_accum * t.workers
-    out = {f"step_ms.{stage}": 1000 * per_step / rows[-1]["samples_per_s"] for stage, rows in logs.items()}
+    # the pretraining stages have their own batch size and no accumulation
+    per_step = {name: (getattr(t, name).batch_size if name in PRETRAIN_STAGES else t.batch_size * t.grad_accum)
+                * t.workers for name in logs}
+    out = {f"step_ms.{stage}": 1000 * per_step[stage] / rows[-1]["samples_per_s"] for stage, rows in logs.items()}
     last = logs.get("instruction_tuning", [])[-3:]
     for key in ("nll", "or_loss", "pref_accuracy"):
         values = [r[key] for r in last if key in r]

@@ -40,7 +40,8 @@ def test_page_asks_a_question_and_shows_the_answer(app, browser):
     token.send_keys(TOKEN)
     browser.execute_script("document.getElementById('token').onchange()")
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#scene option")) > 0)
-    wait.until(lambda b: b.find_element(By.ID, "render").get_attribute("src").startswith("blob:"))
+    # the image arrives after the scene list: until then the <img> has no src at all
+    wait.until(lambda b: (b.find_element(By.ID, "render").get_attribute("src") or "").startswith("blob:"))
     assert browser.execute_script("return document.getElementById('render').naturalWidth") > 100 or \
         wait.until(lambda b: b.execute_script("return document.getElementById('render').naturalWidth") > 100)
     question = browser.find_element(By.ID, "question")
