@@ -165,8 +165,8 @@ def run_demo(cfg: Config, out: Path) -> int:
         "## Objects", "", *objects, "",
         f"![scene, sparse beside dense]({scene_png.name})", "", f"![smallest object]({object_png.name})", "",
         "## Training samples, the model's answers, and the hard negatives", "", *examples_table, "",
-        "## Training", "", f"Three stages on {cfg.train.workers} Ray Train workers with DeepSpeed "
-        f"ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
+        "## Training", "", f"{', '.join(trained.stages_run) or 'No stages (all finished before)'} on "
+        f"{cfg.train.workers} Ray Train workers with DeepSpeed ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
         "## Does it read the room? (validation rooms, through Ray Serve)", "",
         "Exact match per question type beside the text-only prior (the most frequent training answer of "
         "the question's template) and beside the EM when the same question is asked about another room:",
