@@ -163,8 +163,9 @@ def existence_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dic
     candidates = {
         "random": list(rng.permutation(absent)),
         "popular": [c for c in _popular_order() if c in absent],
+        # most co-occurring first; ties by name, never by set order (which follows PYTHONHASHSEED)
         "adversarial": sorted({c for p in present for c in CO_OCCURRENCE.get(p, ()) if c in absent},
-                              key=lambda c: -sum(c in CO_OCCURRENCE.get(p, ()) for p in present)),
+                              key=lambda c: (-sum(c in CO_OCCURRENCE.get(p, ()) for p in present), c)),
     }
     out = []
     for pope_type, negatives in candidates.items():

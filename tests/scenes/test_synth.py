@@ -148,3 +148,22 @@ def test_pope_negatives_follow_their_sampling_rule(synth_dir, scans):
             present = {o.label for o in scans[r["scene_id"]].objects}
             assert any(r["object_name"] in CO_OCCURRENCE.get(p, ()) for p in present)
         assert r["object_name"] in CATEGORIES
+
+
+def test_same_seed_gives_the_same_bytes_in_any_process(tmp_path):
+    """Set iteration order follows PYTHONHASHSEED; no output may depend on it (the POPE candidates did)."""
+    import os
+    import subprocess
+    import sys
+
+    digests = {}
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", "synth", "--out", str(out), "--scenes", "12",
+                              "--seed", "7"], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        digests[hash_seed] = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                              for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(digests["1"]) > 12 * 3
+    assert digests["1"] == digests["2"], [k for k in digests["1"] if digests["1"][k] != digests["2"].get(k)]
