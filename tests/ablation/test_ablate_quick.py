@@ -60,7 +60,7 @@ def test_table_and_differences_are_computed_from_results_csv(quick):
     costs = _table(md, "## Cost")
     for r in rows:
         assert signal[r["variant"]][0] == f"{r['train.nll']:.3f}", r["variant"]
-        step_keys = sorted(k for k in r if k.startswith("step_ms.") and isinstance(r[k], float))
+        step_keys = sorted(k for k in r if k.startswith("step_ms."))  # one column per stage any variant ran
         assert costs[r["variant"]][step_keys.index("step_ms.instruction_tuning")] == \
             f"{r['step_ms.instruction_tuning']:.0f}", r["variant"]
 
