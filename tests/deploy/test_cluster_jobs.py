@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cl3dor_ray.config import STAGES
+from cl3dor_ray.config import LM_STAGES, PRETRAIN_STAGES
 
 from tests.helpers import TINY_MODEL, free_port
 
@@ -82,7 +82,8 @@ def jobs(cluster, synth_dir):
     data, run, evaluation = tmp / "prepared", tmp / "run", tmp / "eval"
     submit(address, env, "jobs/prepare_data.py", "--raw", str(synth_dir), "--out", str(data),
            "--points-per-object", "128", "--negatives", "2", "--workers", "2")
-    steps = [f"train.{s}.steps=3" for s in STAGES] + [f"train.{s}.batch_size=8" for s in STAGES[:2]]
+    # the LM stages only: this tests the jobs on a cluster; tests/train covers the pretraining stages
+    steps = [f"train.{s}.steps=3" for s in LM_STAGES] + [f"train.{s}.enabled=false" for s in PRETRAIN_STAGES]
     submit(address, env, "jobs/train.py", "--data", str(data), "--out", str(run), *TINY_MODEL, *steps,
            "train.batch_size=2", "train.eval_every=3", "train.checkpoint_every=3", "train.eval_samples=4")
     submit(address, env, "jobs/evaluate.py", "--model", str(run / "model"), "--data", str(data),
@@ -96,7 +97,7 @@ def test_the_three_jobs_succeed_with_the_right_outputs(jobs, synth_dir):
     assert manifest["summary"]["scenes"] == len(list((synth_dir / "scans").iterdir()))
     assert pq.read_table(data / "objects").num_rows == manifest["summary"]["objects"] > 0
     assert (run / "model" / "cl3dor_model.json").is_file()
-    assert json.loads((run / "train_summary.json").read_text())["stages_run"] == list(STAGES)
+    assert json.loads((run / "train_summary.json").read_text())["stages_run"] == list(LM_STAGES)
     metrics = json.loads((evaluation / "metrics.json").read_text())
     val = pq.read_table(data / "samples", columns=["split"]).column("split").to_pylist().count("val")
     assert metrics["samples"] == val and metrics["failed"] == 0 and "scanqa.em" in metrics
