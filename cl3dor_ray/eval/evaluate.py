@@ -124,6 +124,8 @@ def grounded_table(metrics: dict) -> list[str]:
         lines += ["", f"Scene-swap drop (EM in the true room minus EM in the swapped room): "
                       f"**{metrics['grounding.scene_swap.drop']:.3f}**; answers that changed with the room: "
                       f"{metrics['grounding.scene_swap.changed']:.3f}."]
+    elif "scanqa.em" in metrics:  # say why the column is empty rather than leave it blank
+        lines += ["", "Scene-swap probe not run: it needs at least 2 validation rooms (or it was turned off)."]
     splits = sorted({k.split(".")[1] for k in metrics if k.startswith("existence.")})
     if splits:
         lines += ["", "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",

@@ -91,3 +91,17 @@ def test_language_prior_answers_from_the_question_template(tmp_path):
     prior = language_prior(tmp_path)
     assert prior["prior.scanqa.em"] == pytest.approx(2 / 3)
     assert prior["prior.scanqa.em.color"] == 0.5 and prior["prior.scanqa.em.counting"] == 1.0
+
+
+def test_grounded_table_puts_em_beside_prior_and_swap_and_says_when_the_probe_did_not_run():
+    from cl3dor_ray.eval.evaluate import grounded_table
+
+    metrics = {"scanqa.em": 0.6, "scanqa.n": 10, "scanqa.em.color": 0.8, "scanqa.n.color": 5,
+               "prior.scanqa.em": 0.3, "prior.scanqa.em.color": 0.2}
+    lines = grounded_table(metrics)
+    assert "| color | 5 | 0.800 | 0.200 |  |" in lines and "| all | 10 | 0.600 | 0.300 |  |" in lines
+    assert any("Scene-swap probe not run" in line for line in lines)
+    swapped = grounded_table({**metrics, "grounding.scene_swap.em": 0.25, "grounding.scene_swap.em.color": 0.1,
+                              "grounding.scene_swap.drop": 0.35, "grounding.scene_swap.changed": 0.5})
+    assert "| color | 5 | 0.800 | 0.200 | 0.100 |" in swapped
+    assert any("**0.350**" in line for line in swapped) and not any("not run" in line for line in swapped)
