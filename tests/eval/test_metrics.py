@@ -105,3 +105,30 @@ def test_grounded_table_puts_em_beside_prior_and_swap_and_says_when_the_probe_di
                               "grounding.scene_swap.drop": 0.35, "grounding.scene_swap.changed": 0.5})
     assert "| color | 5 | 0.800 | 0.200 | 0.100 |" in swapped
     assert any("**0.350**" in line for line in swapped) and not any("not run" in line for line in swapped)
+
+
+def test_scene_swap_probe_on_a_hand_built_case():
+    from cl3dor_ray.eval.probe import swap_metrics, swap_partners
+
+    assert swap_partners(["scene0002_00", "scene0000_00", "scene0001_00", "scene0000_00"]) == {
+        "scene0000_00": "scene0001_00", "scene0001_00": "scene0002_00", "scene0002_00": "scene0000_00"}
+    with pytest.raises(ValueError, match="at least 2 validation scenes"):
+        swap_partners(["scene0000_00"])
+
+    def row(i, qtype, pred, gold):
+        return {"sample_id": f"s{i}", "question_type": qtype, "answers": [gold], "prediction": pred}
+
+    # true room: 3 of 4 right; swapped room: colour answers change (one of them becomes wrong), counting stays
+    true = [row(0, "color", "red", "red"), row(1, "color", "blue", "blue"), row(2, "counting", "2", "2"),
+            row(3, "counting", "1", "3")]
+    swapped = [row(0, "color", "green", "red"), row(1, "color", "Blue.", "blue"), row(2, "counting", "2", "2"),
+               row(3, "counting", "1", "3"), row(9, "color", "red", "red")]  # s9 has no true-room answer
+    m = swap_metrics(true, swapped)
+    assert m["grounding.scene_swap.n"] == 4
+    assert m["grounding.scene_swap.em"] == pytest.approx(2 / 4)
+    assert m["grounding.scene_swap.drop"] == pytest.approx(3 / 4 - 2 / 4)
+    assert m["grounding.scene_swap.changed"] == pytest.approx(1 / 4)  # "Blue." normalises to "blue"
+    assert m["grounding.scene_swap.em.color"] == pytest.approx(1 / 2)
+    assert m["grounding.scene_swap.em.color.drop"] == pytest.approx(1 / 2)
+    assert m["grounding.scene_swap.em.counting.drop"] == 0
+    assert swap_metrics(true, []) == {}
