@@ -93,13 +93,11 @@ def _grounding_table(run: Path) -> list[str]:
     if not path.is_file():
         return []
     m = json.loads(path.read_text())
-    kinds = sorted({k.rsplit(".", 2)[0] if k.count(".") > 2 else k.split(".")[0] for k in m}
-                   - {"all"}) + ["all"]
+    kinds = sorted(k.removesuffix(".n") for k in m if k.endswith(".n") and k != "all.n") + ["all"]
     rows = ["| question type | n | precision | recall | exact set |", "|---|---:|---:|---:|---:|"]
     for kind in kinds:
-        if f"{kind}.n" in m:
-            rows.append(f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
-                        f"{m[f'{kind}.exact']:.3f} |")
+        rows.append(f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
+                    f"{m[f'{kind}.exact']:.3f} |")
     return rows
 
 
