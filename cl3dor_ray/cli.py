@@ -20,7 +20,7 @@ def cmd_synth(args) -> int:
     from cl3dor_ray.scenes.synth_dataset import synthesize
 
     t0 = time.perf_counter()
-    summary = synthesize(args.out, args.scenes, args.seed)
+    summary = synthesize(args.out, args.scenes, args.seed, args.val_scenes)
     elapsed = time.perf_counter() - t0
     print(f"wrote {sum(summary.scenes.values())} scans ({summary.scenes['train']} train, {summary.scenes['val']} val), "
           f"{summary.objects} objects, {summary.vertices:,} vertices to {args.out} in {elapsed:.1f} s")
@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (gets scans/ and annotations/)")
     p.add_argument("--scenes", type=int, default=12, help="number of rooms")
     p.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same bytes")
+    p.add_argument("--val-scenes", type=int, default=None, help="validation rooms (default: a fifth)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("render", help="PNG of one scene (or object), sparse beside densified")

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
-from cl3dor_ray.eval.prior import language_prior
+from cl3dor_ray.eval.prior import box_size_prior, language_prior
 from cl3dor_ray.eval.probe import swap_metrics, swap_partners
 from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
@@ -175,6 +175,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
     if qa:
         metrics.update(language_prior(data_dir))
+    metrics.update(box_size_prior(data_dir))
     if swapped:
         with open(out / "predictions_scene_swap.jsonl", "w", encoding="utf-8") as fh:
             for r, s in zip(swapped, qa):

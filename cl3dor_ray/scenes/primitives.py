@@ -107,6 +107,19 @@ def ellipsoid(center, radii, density: float, rng: np.random.Generator) -> Part:
     return verts, np.concatenate(faces)
 
 
+def strip(polyline, width, rng: np.random.Generator) -> Part:
+    """A ribbon along a polyline, `width` (a vector) across: a mug's handle or a row of keys in a scan,
+    where a thin part is a handful of vertices, not a closed tube."""
+    line = np.asarray(polyline, dtype=np.float64)
+    line = line + rng.normal(0, 0.001, line.shape)  # scan noise; keeps the strip from being perfectly planar
+    half = np.asarray(width, dtype=np.float64) / 2
+    verts = np.concatenate([line - half, line + half])  # vertex i and i + k face each other
+    k = len(line)
+    i = np.arange(k - 1)
+    faces = np.concatenate([np.stack([i, i + 1, k + i + 1], -1), np.stack([i, k + i + 1, k + i], -1)])
+    return verts, faces
+
+
 def merge(parts: list[Part]) -> Part:
     """Concatenate parts into one vertex/face list, offsetting face indices."""
     verts, faces, offset = [], [], 0

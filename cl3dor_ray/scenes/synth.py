@@ -55,10 +55,20 @@ def _pick(rng: np.random.Generator, categories: list[Category]) -> Category:
     return categories[rng.choice(len(categories), p=weights / weights.sum())]
 
 
+_ROUND = ("glass", "can", "bottle", "cylinder", "plant", "lamp")
+
+
 def _sample_dims(rng, cat: Category) -> tuple[np.ndarray, str]:
-    s = rng.uniform()
+    """A box within the category's range. Small objects draw each side on its own (round ones one
+    diameter), so their sizes fill the overlapping ranges instead of lying on one line per category."""
+    s = rng.uniform(size=3)
+    if not cat.small and cat.label not in ("trash can", "plant"):
+        s[:] = s[0]  # large furniture scales as a whole, as before
+    if cat.shape in _ROUND:
+        s[1] = s[0]
     dims = np.array(cat.size_min) + s * (np.array(cat.size_max) - np.array(cat.size_min))
-    return dims, "small" if s < 1 / 3 else "big" if s > 2 / 3 else "medium"
+    t = s.mean()
+    return dims, "small" if t < 1 / 3 else "big" if t > 2 / 3 else "medium"
 
 
 def _overlaps(lo, hi, boxes, gap) -> bool:
@@ -148,6 +158,8 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
             continue
         support = supports[rng.integers(len(supports))]
         dims, size = _sample_dims(rng, cat)
+        if rng.uniform() < 0.5:  # turned a quarter: a keyboard or a mug's handle may run along either axis
+            dims = dims[[1, 0, 2]]
         taken = [(o.center[:2] - o.dims[:2] / 2, o.center[:2] + o.dims[:2] / 2) for o in objects
                  if o.support == support.object_id]
         xy = _place_on_support(rng, dims, support, taken)
@@ -169,6 +181,16 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
 # ----------------------------------------------------------------------------------------- meshes
 
 def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
+    parts = _upright_parts(obj, rng)
+    if CATEGORIES[obj.label].small:  # small things stand at any angle, within a quarter turn's third
+        yaw = rng.uniform(-0.5, 0.5)
+        rot = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+        parts = [((v - obj.center) @ rot.T + obj.center, f) for v, f in parts]
+    return parts
+
+
+def _upright_parts(obj: SynthObject, rng) -> list[prim.Part]:
+    """The object's mesh parts, axis-aligned in its box."""
     c, (dx, dy, dz), d = obj.center, obj.dims, OBJECT_DENSITY * rng.uniform(0.6, 1.4)
     base = c - np.array([0, 0, dz / 2])
     shape = CATEGORIES[obj.label].shape
@@ -206,15 +228,8 @@ def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
     if shape == "cylinder":
         r = min(dx, dy) / 2
         return [prim.frustum(base, r * 0.9, r, dz, d, rng)]
-    if shape == "bottle":
-        r = min(dx, dy) / 2
-        return [prim.frustum(base, r, r, 0.7 * dz, d, rng, top_cap=False),
-                prim.frustum(base + [0, 0, 0.7 * dz], r, r * 0.35, 0.3 * dz, d, rng)]
-    if shape == "lamp":
-        r = min(dx, dy) / 2
-        return [prim.frustum(base, 0.5 * r, 0.5 * r, 0.03, d, rng),
-                prim.frustum(base + [0, 0, 0.03], 0.08 * r, 0.08 * r, 0.57 * dz, d, rng, top_cap=False),
-                prim.frustum(base + [0, 0, 0.6 * dz], r, 0.6 * r, 0.4 * dz, d, rng, top_cap=False, bottom_cap=True)]
+    if shape in _SMALL_SHAPES:
+        return _SMALL_SHAPES[shape](base, obj.dims, d, rng)
     if shape == "plant":
         r = min(dx, dy) / 2
         return [prim.frustum(base, 0.5 * r, 0.6 * r, 0.35 * dz, d, rng),
@@ -230,10 +245,100 @@ def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
     return [prim.box(c, (dx, dy, dz), d, rng)]
 
 
-def _shade(rgb, n: int, rng) -> np.ndarray:
-    """Per-vertex colour with the speckle of a fused RGB-D reconstruction."""
-    tone = np.asarray(rgb, dtype=np.float64) * rng.uniform(0.85, 1.0)
-    return np.clip(tone + rng.normal(0, 8, (n, 3)), 0, 255).astype(np.uint8)
+# ------------------------------------------------------------------ small objects: shape, not size
+
+def _mug(base, dims, d, rng) -> list[prim.Part]:
+    """An open cylinder with a handle sticking out along the footprint's long axis."""
+    axis = 0 if dims[0] >= dims[1] else 1
+    long, dz = dims[axis], dims[2]
+    handle = float(np.clip(0.25 * long, 0.018, 0.03))
+    r = min(long - handle, dims[1 - axis]) / 2
+    side = rng.choice([-1.0, 1.0])
+    out = np.zeros(3)
+    out[axis] = side
+    body = base - out * handle / 2  # body plus handle span the footprint
+    width = np.zeros(3)
+    width[1 - axis] = 0.014
+    rim = body + out * r
+    loop = [rim + [0, 0, 0.8 * dz], rim + out * handle + [0, 0, 0.75 * dz], rim + out * handle + [0, 0, 0.3 * dz],
+            rim + [0, 0, 0.25 * dz]]
+    return [prim.frustum(body, 0.92 * r, r, dz, d, rng, top_cap=False, bottom_cap=True), prim.strip(loop, width, rng)]
+
+
+def _glass(base, dims, d, rng) -> list[prim.Part]:
+    r = min(dims[0], dims[1]) / 2
+    return [prim.frustum(base, 0.72 * r, r, dims[2], d, rng, top_cap=False, bottom_cap=True)]  # tapered, open
+
+
+def _can(base, dims, d, rng) -> list[prim.Part]:
+    r, dz = min(dims[0], dims[1]) / 2, dims[2]
+    return [prim.frustum(base, 0.9 * r, r, 0.08 * dz, d, rng, top_cap=False),  # the bottom's bevel
+            prim.frustum(base + [0, 0, 0.08 * dz], r, r, 0.84 * dz, d, rng, top_cap=False),
+            prim.frustum(base + [0, 0, 0.92 * dz], r, 0.85 * r, 0.08 * dz, d, rng)]  # shoulder and lid
+
+
+def _bottle(base, dims, d, rng) -> list[prim.Part]:
+    r, dz = min(dims[0], dims[1]) / 2, dims[2]
+    return [prim.frustum(base, r, r, 0.55 * dz, d, rng, top_cap=False, bottom_cap=True),
+            prim.frustum(base + [0, 0, 0.55 * dz], r, 0.35 * r, 0.15 * dz, d, rng, top_cap=False),
+            prim.frustum(base + [0, 0, 0.70 * dz], 0.35 * r, 0.35 * r, 0.30 * dz, d, rng)]  # the neck
+
+
+def _book(base, dims, d, rng) -> list[prim.Part]:
+    """A page block between two covers that overhang it, and the spine that joins them."""
+    dx, dy, dz = dims
+    spine = rng.choice([-1.0, 1.0]) * dy / 2
+    block = (0.94 * dx, 0.92 * dy, 0.8 * dz)
+    return [prim.box(base + [0, -0.04 * spine, 0.5 * dz], block, d, rng, bottom=False),
+            prim.quad(base + [-dx / 2, -dy / 2, 0.1 * dz], (dx, 0, 0), (0, dy, 0), d, rng),
+            prim.quad(base + [-dx / 2, -dy / 2, dz], (dx, 0, 0), (0, dy, 0), d, rng),
+            prim.quad(base + [-dx / 2, spine, 0.1 * dz], (dx, 0, 0), (0, 0, 0.9 * dz), d, rng)]
+
+
+def _keyboard(base, dims, d, rng) -> list[prim.Part]:
+    """A thin slab with rows of keys raised across its long axis."""
+    axis = 0 if dims[0] >= dims[1] else 1
+    long, short, dz = dims[axis], dims[1 - axis], dims[2]
+    along, across = np.zeros(3), np.zeros(3)
+    along[axis], across[1 - axis] = 1.0, 1.0
+    parts = [prim.box(base + [0, 0, 0.3 * dz], along * long + across * short + [0, 0, 0.6 * dz], d, rng)]
+    rows = 5
+    for k in range(rows):  # each row of keys is a raised strip with a gap to the next
+        at = base + across * short * ((k + 0.5) / rows - 0.5) + [0, 0, dz]
+        ends = [at - along * 0.45 * long, at, at + along * 0.45 * long]
+        parts.append(prim.strip(ends, across * 0.6 * short / rows, rng))
+    return parts
+
+
+def _carton(base, dims, d, rng) -> list[prim.Part]:
+    """A closed carton with its lid flaps standing a little open."""
+    dx, dy, dz = dims
+    flap = 0.25 * min(dx, dy)
+    parts = [prim.box(base + [0, 0, 0.9 * dz / 2], (dx, dy, 0.9 * dz), d, rng)]
+    for sign in (-1.0, 1.0):
+        edge = base + [0, sign * dy / 2, 0.9 * dz]
+        parts.append(prim.quad(edge - [dx / 2, 0, 0], (dx, 0, 0), (0, -sign * flap * 0.3, 0.1 * dz), d, rng))
+    return parts
+
+
+def _lamp(base, dims, d, rng) -> list[prim.Part]:
+    r, dz = min(dims[0], dims[1]) / 2, dims[2]
+    return [prim.frustum(base, 0.5 * r, 0.5 * r, 0.03, d, rng),
+            prim.frustum(base + [0, 0, 0.03], 0.08 * r, 0.08 * r, 0.57 * dz, d, rng, top_cap=False),
+            prim.frustum(base + [0, 0, 0.6 * dz], r, 0.6 * r, 0.4 * dz, d, rng, top_cap=False, bottom_cap=True)]
+
+
+_SMALL_SHAPES = {"mug": _mug, "glass": _glass, "can": _can, "bottle": _bottle, "book": _book,
+                 "keyboard": _keyboard, "carton": _carton, "lamp": _lamp}
+
+
+def _shade(rgb, verts: np.ndarray, rng, lo: float, hi: float) -> np.ndarray:
+    """Per-vertex colour as a fused RGB-D scan records it: one exposure per part, light falling off
+    towards the floor (within the object's own height, lo..hi), and sensor speckle per vertex."""
+    tone = np.asarray(rgb, dtype=np.float64) * rng.uniform(0.78, 1.02)
+    height = np.clip((verts[:, 2:3] - lo) / max(hi - lo, 1e-6), 0, 1)
+    shaded = tone * (0.82 + 0.18 * height) + rng.normal(0, 12, (len(verts), 3))
+    return np.clip(shaded, 0, 255).astype(np.uint8)
 
 
 def _structure_parts(room, rng) -> list[tuple[str, prim.Part]]:
@@ -250,12 +355,12 @@ def build_scene(graph: SceneGraph, rng: np.random.Generator) -> tuple[Scene, np.
     verts, faces, colors, inst, segs = [], [], [], [], []
     offset, next_segment = 0, int(rng.integers(1, 500))
 
-    def add(part: prim.Part, rgb, object_id: int, tile: float | None = None):
+    def add(part: prim.Part, rgb, object_id: int, z_range: tuple[float, float], tile: float | None = None):
         nonlocal offset, next_segment
         v, f = part
         verts.append(v)
         faces.append(f + offset)
-        colors.append(_shade(rgb, len(v), rng))
+        colors.append(_shade(rgb, v, rng, *z_range))
         inst.append(np.full(len(v), object_id, dtype=np.int32))
         if tile is None:  # a part is one segment
             seg = np.full(len(v), next_segment, dtype=np.int64)
@@ -268,15 +373,16 @@ def build_scene(graph: SceneGraph, rng: np.random.Generator) -> tuple[Scene, np.
         offset += len(v)
 
     for obj in graph.objects:
+        z_range = (obj.center[2] - obj.dims[2] / 2, obj.center[2] + obj.dims[2] / 2)
         for part in _object_parts(obj, rng):
-            add(part, COLORS[obj.color], obj.object_id)
+            add(part, COLORS[obj.color], obj.object_id, z_range)
     objects = [SceneObject(o.object_id, o.label) for o in graph.objects]
     floor_rgb = (rng.integers(150, 210),) * 2 + (rng.integers(120, 170),)
     wall_rgb = (rng.integers(200, 240),) * 3
     for label, part in _structure_parts(graph.room, rng):
         object_id = len(objects)
         objects.append(SceneObject(object_id, label))
-        add(part, floor_rgb if label == "floor" else wall_rgb, object_id, tile=1.5)
+        add(part, floor_rgb if label == "floor" else wall_rgb, object_id, (0.0, float(graph.room[2])), tile=1.5)
 
     vertices = np.vstack(verts)
     instance_ids = np.concatenate(inst)

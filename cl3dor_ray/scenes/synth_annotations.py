@@ -12,15 +12,18 @@ Relations use a fixed viewpoint: standing at the front wall (y = -depth/2) facin
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 
 import numpy as np
 
-from cl3dor_ray.scenes.catalog import CATEGORIES, CO_OCCURRENCE, plural
+from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS, CO_OCCURRENCE, plural
 from cl3dor_ray.scenes.synth import SceneGraph, SynthObject
+from cl3dor_ray.text.vocab import masking_pattern, question_template
 
 NEAR, FAR = 1.0, 2.5  # metres between centres for "near" and "far"
 POPE_PER_TYPE = 3
-MAX_PAIR_QUESTIONS = 8  # location questions per scene
+MAX_PAIR_QUESTIONS = 12  # location questions per scene
+MAX_ANSWER_SHARE = 0.2  # after balancing, no answer is more than this share of its template (1/2 for yes/no)
 
 
 def refer(graph: SceneGraph, obj: SynthObject, avoid: tuple[str, ...] = ()) -> str | None:
@@ -176,3 +179,38 @@ def existence_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dic
                         "answer": answer, "object_name": str(label), "pope_type": pope_type,
                         "object_ids": [o.object_id for o in graph.objects if o.label == label]})
     return out
+
+
+def _answer_cap(counts: list[int], share: float) -> int:
+    """The largest per-answer count c with c <= share * sum(min(n, c)): the cap that balances a template."""
+    best = 1
+    for c in range(1, max(counts) + 1):
+        if c <= share * sum(min(n, c) for n in counts):
+            best = c
+    return best
+
+
+def balance_answers(questions: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Drop questions until no answer dominates its template, so the question alone does not answer it.
+
+    A template is the question with category and colour words masked ("what color is the _ on the _?"),
+    the same key the text-only prior (eval/prior.py) answers from. Each answer keeps at most the cap
+    of `_answer_cap`, chosen at random; the kept questions stay in their original order.
+    """
+    pattern = masking_pattern(list(CATEGORIES) + list(COLORS))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, q in enumerate(questions):
+        groups[question_template(q["question"], pattern)].append(i)
+    keep: list[int] = []
+    for template in sorted(groups):  # sorted: never set or hash order
+        members = groups[template]
+        counts = Counter(questions[i]["answers"][0] for i in members)
+        share = max(MAX_ANSWER_SHARE, 1 / len(counts)) if len(counts) > 2 else 0.5
+        cap = _answer_cap(list(counts.values()), share)
+        taken: Counter = Counter()
+        for i in rng.permutation(members).tolist():
+            answer = questions[i]["answers"][0]
+            if taken[answer] < cap:
+                taken[answer] += 1
+                keep.append(i)
+    return [questions[i] for i in sorted(keep)]

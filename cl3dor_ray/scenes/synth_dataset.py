@@ -4,7 +4,9 @@
     DIR/annotations/ScanQA_v1.0_{train,val}.json
     DIR/annotations/ScanRefer_filtered_{train,val}.json
     DIR/annotations/existence_{train,val}.json
-Splits are by scene: the last fifth of the scenes (at least one, when there are two or more) is val.
+Splits are by scene: the last fifth of the scenes (at least one, when there are two or more) is val,
+or the last `val_scenes`.
+ScanQA answers are balanced per question template within each split (synth_annotations.balance_answers).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 from cl3dor_ray.scenes.scannet import write_scan
 from cl3dor_ray.scenes.synth import generate_scene
-from cl3dor_ray.scenes.synth_annotations import existence_questions, scanqa_questions, scanrefer_descriptions
+from cl3dor_ray.scenes.synth_annotations import (balance_answers, existence_questions, scanqa_questions,
+                                                 scanrefer_descriptions)
 
 ANNOTATION_FILES = {
     "scanqa": "ScanQA_v1.0_{split}.json",
@@ -30,8 +33,12 @@ def scene_id(index: int) -> str:
     return f"scene{index:04d}_00"
 
 
-def split_of(index: int, n_scenes: int) -> str:
-    n_val = 0 if n_scenes < 2 else max(1, round(n_scenes / 5))
+def default_val_scenes(n_scenes: int) -> int:
+    return 0 if n_scenes < 2 else max(1, round(n_scenes / 5))
+
+
+def split_of(index: int, n_scenes: int, val_scenes: int | None = None) -> str:
+    n_val = default_val_scenes(n_scenes) if val_scenes is None else val_scenes
     return "val" if index >= n_scenes - n_val else "train"
 
 
@@ -43,16 +50,19 @@ class SynthSummary:
     vertices: int
 
 
-def synthesize(out: str | Path, n_scenes: int, seed: int = 0) -> SynthSummary:
+def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | None = None) -> SynthSummary:
+    """`val_scenes` rooms (default: a fifth) are the validation split; an ablation asks for more, for power."""
     if n_scenes < 1:
         raise ValueError(f"--scenes must be at least 1, got {n_scenes}")
+    if val_scenes is not None and not 0 <= val_scenes < n_scenes:
+        raise ValueError(f"--val-scenes must be in [0, {n_scenes - 1}] for {n_scenes} scenes, got {val_scenes}")
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     records = {(kind, split): [] for kind in ANNOTATION_FILES for split in ("train", "val")}
     scenes = {"train": 0, "val": 0}
     n_objects = n_vertices = 0
     for index in range(n_scenes):
-        split = split_of(index, n_scenes)
+        split = split_of(index, n_scenes, val_scenes)
         graph, scene, segments = generate_scene(scene_id(index), seed, index)
         write_scan(scene, out / "scans", segments=segments)
         rng = np.random.default_rng([seed, index, 1])  # own stream: annotations don't shift the geometry
@@ -66,6 +76,8 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0) -> SynthSummary:
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)
 
+    for s, split in enumerate(("train", "val")):  # per split, so validation answers are balanced too
+        records["scanqa", split] = balance_answers(records["scanqa", split], np.random.default_rng([seed, 2, s]))
     counts = {}
     for (kind, split), items in records.items():
         name = ANNOTATION_FILES[kind].format(split=split)

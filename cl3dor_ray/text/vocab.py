@@ -14,6 +14,17 @@ COLOR_WORDS = (
 
 
 
+def masking_pattern(labels) -> re.Pattern:
+    """Matches category names (and plurals) and colour words, longest first ("trash can" before "can")."""
+    vocab = sorted(set(labels) | set(COLOR_WORDS), key=lambda w: (-len(w), w))
+    return re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in vocab) + r")(e?s)?\b")
+
+
+def question_template(question: str, pattern: re.Pattern) -> str:
+    """The question with its category and colour words masked: "what color is the _ on the _?"."""
+    return pattern.sub("_", question.lower())
+
+
 def caption_color(descriptions: list[str]) -> str | None:
     """The colour word the descriptions of one object use most (ties: alphabetical), if any."""
     counts: dict[str, int] = {}
