@@ -24,6 +24,8 @@ class QuickConfig:
 
     seeds: list[int] = field(default_factory=lambda: [0])
     scenes: int = 10
+    val_scenes: int | None = None
+    """Validation rooms; None = a fifth."""
     overrides: list[str] = field(default_factory=list)
     """Appended to the shared overrides (fewer steps, a smaller validation set)."""
     points_sweep: list[int] = field(default_factory=lambda: [128])
@@ -41,7 +43,10 @@ class AblationConfig:
     more_overrides: list[str] = field(default_factory=list)
     """Appended to `overrides`: for the command line, e.g. more_overrides=[train.instruction_tuning.steps=600]."""
     scenes: int = 30
-    """Synthetic rooms (the last fifth are validation), shared by every variant and seed."""
+    """Synthetic rooms, shared by every variant and seed."""
+    val_scenes: int | None = None
+    """How many of them are validation rooms (the last ones); None = a fifth. More rooms, more questions:
+    the sampling error of ScanQA EM is sqrt(p (1 - p) / n)."""
     synth_seed: int = 0
     """Seed of the synthetic rooms."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -65,10 +70,13 @@ class AblationConfig:
             raise ConfigError(f"reference {self.reference!r} is not one of the variants {sorted(self.variants)}")
         if not self.seeds or self.parallel < 1 or self.scenes < 2:
             raise ConfigError("ablation needs at least one seed, parallel >= 1 and scenes >= 2")
+        if self.val_scenes is not None and not 1 <= self.val_scenes < self.scenes:
+            raise ConfigError(f"val_scenes must be in [1, {self.scenes - 1}] for {self.scenes} scenes, "
+                              f"got {self.val_scenes}")
 
     def quick_version(self) -> "AblationConfig":
         q = self.quick
-        return dataclasses.replace(self, seeds=q.seeds, scenes=q.scenes, overrides=self.overrides + q.overrides,
+        return dataclasses.replace(self, seeds=q.seeds, scenes=q.scenes, val_scenes=q.val_scenes, overrides=self.overrides + q.overrides,
                                    points_sweep=q.points_sweep, lambda_sweep=q.lambda_sweep,
                                    eval_limit=q.eval_limit)
 

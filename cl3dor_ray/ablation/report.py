@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib
 
-from cl3dor_ray.eval.prior import language_prior
+from cl3dor_ray.eval.prior import box_size_prior, language_prior
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,6 +30,13 @@ SPLITS = [("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_obj
           ("scanqa.em.counting", "EM counting"), ("scanqa.em.relation", "EM relation"),
           ("scanqa.em.location", "EM location"), ("existence.random.f1", "POPE random F1"),
           ("existence.popular.f1", "POPE popular F1")]
+GROUNDING = [("grounding.scene_swap.em", "EM, room swapped"), ("grounding.scene_swap.drop", "scene-swap drop"),
+             ("grounding.scene_swap.changed", "answers changed"), ("grounding.scene_swap.drop.color", "drop color"),
+             ("grounding.scene_swap.drop.category", "drop category"), ("grounding.scene_swap.drop.existence",
+                                                                         "drop existence")]
+ENCODER = [("encoder.accuracy", "category acc."), ("encoder.accuracy.small_objects", "small objects"),
+           ("encoder.accuracy.large_objects", "large objects"), ("encoder.majority_baseline", "majority class"),
+           ("grounding_head.all.exact", "grounding head exact set")]
 TRAINING = [("train.nll", "final NLL"), ("train.or_loss", "final odds-ratio term"),
             ("train.pref_accuracy", "final preference accuracy (share of (gold, negative) pairs ranked right)")]
 CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan vertices)"),
@@ -37,6 +44,7 @@ CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan v
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
           ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)")]
 PRIOR = "text-only prior"
+BOX_PRIOR = "box-size prior"
 FIXED = ["variant", "seed", "data", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch",
          "error"]
 
@@ -89,14 +97,21 @@ def fmt(mean: float, sd: float) -> str:
 SAMPLE_SIZE = {"scanqa.em": "scanqa.n", "existence.adversarial.f1": "existence.adversarial.n"}
 
 
+def noise_floor(ref, var, n: float | None = None) -> float:
+    """The difference two runs of one variant would show: seed spread, and for proportions over n
+    questions at least their sampling error. nan with one seed."""
+    noise = math.hypot(ref[1], var[1])
+    if n and not math.isnan(noise):
+        noise = max(noise, math.sqrt(2 * ref[0] * (1 - ref[0]) / n))
+    return noise
+
+
 def _delta(ref, var, n: float | None = None) -> tuple[float, str]:
     """ref, var: (mean, sd, seeds); n: validation questions behind a proportion metric."""
     d = ref[0] - var[0]
-    noise = math.hypot(ref[1], var[1])
+    noise = noise_floor(ref, var, n)
     if math.isnan(noise):
         return d, "1 seed: no noise estimate"
-    if n:
-        noise = max(noise, math.sqrt(2 * ref[0] * (1 - ref[0]) / n))
     return d, "within noise" if abs(d) <= noise else ("full better" if d > 0 else "full worse")
 
 
@@ -122,7 +137,8 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
         for m, _ in HEADLINE:
             if v in stats[m] and reference in stats[m]:
                 d, note = _delta(stats[m][reference], stats[m][v], sizes.get(m))
-                cells.append(f"{d:+.3f} ({note})")
+                noise = noise_floor(stats[m][reference], stats[m][v], sizes.get(m))
+                cells.append(f"{d:+.3f} ({note}" + ("" if math.isnan(noise) else f", floor {noise:.3f}") + ")")
             else:
                 cells.append("–")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
@@ -144,7 +160,10 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
             verdict = f"MIXED: better on {', '.join(better)}; worse on {', '.join(worse)}"
         else:
             verdict = "NOT SHOWN: every difference is within noise"
-        verdicts.append(f"- {claim}: **{verdict}**")
+        em = "scanqa.em"
+        floor = noise_floor(stats[em][reference], stats[em][v], sizes.get(em)) if v in stats[em] else math.nan
+        verdicts.append(f"- {claim}: **{verdict}**" + ("" if math.isnan(floor) else
+                                                        f" (noise floor of ScanQA EM: {floor:.3f})"))
     return lines, verdicts
 
 
@@ -232,6 +251,8 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
     lambdas = {j.variant.name: j.variant.cfg.train.instruction_tuning.lam for j in jobs
                if j.variant.name == reference or j.variant.name.startswith("lambda_")}
     prior = {"variant": PRIOR, **{k.removeprefix("prior."): v for k, v in language_prior(jobs[0].data_dir).items()}}
+    box = box_size_prior(jobs[0].data_dir)
+    box_row = {"variant": BOX_PRIOR, **{k.replace("prior.box.", "encoder."): v for k, v in box.items()}}
     describe[PRIOR] = "no scene: the majority training answer of the question's template (eval/prior.py)"
     bar = _bar_chart(rows, variants, reference, prior, out / "ablation_bars.png")
     dens = _sweep_plot(rows, density, out / "ablation_density.png", "points per object (P)",
@@ -254,6 +275,16 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         "## The claims", "", *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
         *_table(rows + [prior], SPLITS, variants + [PRIOR], {}), "",
+        "## Does it read the room? The scene-swap probe", "",
+        "Every validation question asked again about another validation room: the drop in EM, and the share "
+        "of answers that changed. A model that answers from the question alone drops 0 and changes nothing.",
+        "", *_table(rows, GROUNDING, variants, {}), "",
+        "## The object encoder (validation objects, each run's own clouds)", "",
+        "Category accuracy of the pretrained point encoder on the validation rooms' objects, dense or sparse as "
+        "the variant prepares them (a branch shares its reference's encoder). The box-size prior classifies "
+        "the same objects from their bounding box alone (eval/prior.py): where it is low, shape decides.", "",
+        *_table(rows + [box_row], ENCODER, [v for v in variants if v in summarise(rows, "encoder.accuracy")]
+                + [BOX_PRIOR], {}), "",
         "## The contrastive stage while training (mean of its last three logs)", "",
         "How hard the negatives are: a preference accuracy near 1 means the model already ranks the gold "
         "answer above all of them, so the odds-ratio term has little left to teach.", "",

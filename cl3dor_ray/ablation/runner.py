@@ -68,6 +68,14 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
         values = [r[key] for r in last if key in r]
         if values:
             out[f"train.{key}"] = sum(values) / len(values)
+    # the pretraining stages' validation figures (a branch has none: it starts from its reference's model)
+    for stage, prefix, keys in (("encoder_pretraining", "encoder.", ("accuracy", "accuracy.small_objects",
+                                                                     "accuracy.large_objects", "majority_baseline")),
+                                ("grounding", "grounding_head.", ("all.exact", "all.recall"))):
+        path = run_dir / "stages" / stage / "metrics.json"
+        if path.is_file():
+            figures = json.loads(path.read_text())
+            out.update({prefix + k: figures[k] for k in keys if k in figures})
     return out
 
 
@@ -177,7 +185,7 @@ def run_ablation(acfg: AblationConfig, out: str | Path, quick: bool = False) -> 
     acfg = acfg.quick_version() if quick else acfg
     out = Path(out).resolve()
     jobs = plan_jobs(acfg, out)
-    synthesize(out / "raw", acfg.scenes, acfg.synth_seed)
+    synthesize(out / "raw", acfg.scenes, acfg.synth_seed, acfg.val_scenes)
     workers = jobs[0].variant.cfg.train.workers
     # Embedded Ray: +1 CPU because each evaluation's ingress takes a tenth of a CPU next to a slot's
     # 1-CPU replica. Inside `ray job submit` ($RAY_ADDRESS) this joins the cluster instead.
