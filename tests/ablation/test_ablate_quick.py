@@ -55,6 +55,11 @@ def test_table_and_differences_are_computed_from_results_csv(quick):
                 assert diffs[variant][i].startswith(f"{stats['full'][0] - mean:+.3f} ("), (variant, metric)
     assert "## Mean ± std over seeds" in stdout  # the command prints the table too
     assert table["text-only prior"][1] != "–"  # the no-scene baseline sits under the variants
+    probe = _table(md, "## Does it read the room?")
+    assert probe["full"][1] == f"{summarise(rows, 'grounding.scene_swap.drop')['full'][0]:.3f}"
+    encoder = _table(md, "## The object encoder")
+    assert encoder["full"][1] == f"{summarise(rows, 'encoder.accuracy.small_objects')['full'][0]:.3f}"
+    assert encoder["box-size prior"][1] != "–" and "no_negatives" not in encoder  # a branch has no encoder of its own
     # the figures that differ between variants even after a few steps: training signal and cost
     signal = _table(md, "## The contrastive stage while training")
     costs = _table(md, "## Cost")
@@ -76,7 +81,7 @@ def test_plots_are_written_and_linked(quick):
 def test_branches_train_only_the_contrastive_stage_from_the_reference(quick):
     out, _ = quick
     runs = out / "runs"
-    reference_stages = ["encoder_pretraining", "grounding", "instruction_tuning", "object_alignment"]
+    reference_stages = ["encoder_pretraining", "grounding", "instruction_tuning", "object_alignment", "scene_alignment"]
     assert sorted(p.name for p in (runs / "full" / "seed0" / "stages").iterdir()) == reference_stages
     assert sorted(p.name for p in (runs / "sparse" / "seed0" / "stages").iterdir()) == reference_stages
     for branch in ("no_negatives", "random_negatives", "lambda_0"):
