@@ -162,9 +162,55 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
             verdict = "NOT SHOWN: every difference is within noise"
         em = "scanqa.em"
         floor = noise_floor(stats[em][reference], stats[em][v], sizes.get(em)) if v in stats[em] else math.nan
-        verdicts.append(f"- {claim}: **{verdict}**" + ("" if math.isnan(floor) else
-                                                        f" (noise floor of ScanQA EM: {floor:.3f})"))
+        line = f"- {claim}: **{verdict}**" + ("" if math.isnan(floor) else f" (noise floor of ScanQA EM: {floor:.3f})")
+        paired = paired_delta(rows, reference, v, em, sizes.get(em))
+        if paired is not None:
+            d, _, pfloor, _ = paired
+            pnote = "within noise" if abs(d) <= pfloor else ("full better" if d > 0 else "full worse")
+            line += f"; paired by seed, ScanQA EM {d:+.3f}: {pnote} (floor {pfloor:.3f})"
+        verdicts.append(line)
     return lines, verdicts
+
+
+def paired_delta(rows: list[dict], reference: str, variant: str, metric: str, n: float | None = None):
+    """Full minus variant seed by seed: (mean, sd of the per-seed differences, floor, seeds) or None.
+
+    Variant and reference of one seed share the seed's initialisation and data order (a branch even
+    shares its aligned model), so much of the seed-to-seed spread cancels in their difference. The
+    floor is the larger of that sd and, for a proportion over n questions, sqrt(2p(1-p)/n).
+    """
+    by_seed = {}
+    for r in rows:
+        value = r.get(metric)
+        if r["variant"] in (reference, variant) and isinstance(value, float) and not math.isnan(value):
+            by_seed.setdefault(r["seed"], {})[r["variant"]] = value
+    pairs = [(v[reference], v[variant]) for v in by_seed.values() if len(v) == 2]
+    if len(pairs) < 2:
+        return None
+    diffs = [a - b for a, b in pairs]
+    sd = statistics.stdev(diffs)
+    p = statistics.fmean(a for a, _ in pairs)
+    floor = max(sd, math.sqrt(2 * p * (1 - p) / n)) if n else sd
+    return statistics.fmean(diffs), sd, floor, len(pairs)
+
+
+def _paired(rows, reference, variants) -> list[str]:
+    sizes = {m: summarise(rows, n).get(reference, (None,))[0] for m, n in SAMPLE_SIZE.items()}
+    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * 4]
+    for v in variants:
+        if v == reference:
+            continue
+        cells = []
+        for m, _ in HEADLINE:
+            got = paired_delta(rows, reference, v, m, sizes.get(m))
+            if got is None:
+                cells.append("–")
+                continue
+            d, sd, floor, _ = got
+            note = "within noise" if abs(d) <= floor else ("full better" if d > 0 else "full worse")
+            cells.append(f"{d:+.3f} ({note}, floor {floor:.3f})")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _bar_chart(rows, variants, reference, prior: dict, path: Path) -> Path:
@@ -272,6 +318,10 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         "## Differences to the full method (full − variant)", "",
         "Within noise: |Δ| ≤ sqrt(sd_full² + sd_variant²); for EM and F1 also at least sqrt(2p(1−p)/n), "
         "the sampling error of the n validation questions.", "", *diffs, "",
+        "## The same differences, paired by seed", "",
+        "Each variant minus nothing but its own change: the per-seed difference to the full method of the same "
+        "seed, its mean, and within noise when |Δ| ≤ max(sd of the per-seed differences, sqrt(2p(1−p)/n)).", "",
+        *_paired(rows, reference, variants), "",
         "## The claims", "", *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
         *_table(rows + [prior], SPLITS, variants + [PRIOR], {}), "",

@@ -76,3 +76,16 @@ def test_val_scenes_must_leave_training_rooms():
     with pytest.raises(ConfigError, match="val_scenes must be in"):
         AblationConfig(scenes=10, val_scenes=10)
     assert load_ablation_config("configs/ablation.yaml").val_scenes >= 30  # >= 1,000 validation questions
+
+
+def test_paired_difference_cancels_what_seeds_share():
+    from cl3dor_ray.ablation.report import paired_delta
+
+    # the seeds move both variants together: unpaired, the spread (0.1) hides a steady 0.02
+    rows = [{"variant": v, "seed": float(s), "scanqa.em": base - (0.02 if v == "sft" else 0) + 0.001 * s * (v == "sft")}
+            for s, base in enumerate([0.45, 0.65, 0.69]) for v in ("full", "sft")]
+    d, sd, floor, seeds = paired_delta(rows, "full", "sft", "scanqa.em")
+    assert seeds == 3 and d == pytest.approx(0.019) and sd == pytest.approx(0.001) and floor == sd
+    assert paired_delta(rows, "full", "sft", "scanqa.em", n=1500)[2] == pytest.approx(math.sqrt(2 * 0.5967 * 0.4033 / 1500),
+                                                                                       rel=1e-3)
+    assert paired_delta(rows[:2], "full", "sft", "scanqa.em") is None  # one seed: no spread to measure
