@@ -167,3 +167,12 @@ def test_same_seed_gives_the_same_bytes_in_any_process(tmp_path):
                               for p in sorted(out.rglob("*")) if p.is_file()}
     assert len(digests["1"]) > 12 * 3
     assert digests["1"] == digests["2"], [k for k in digests["1"] if digests["1"][k] != digests["2"].get(k)]
+
+
+def test_val_scenes_sets_the_validation_split(tmp_path):
+    summary = synthesize(tmp_path / "a", 4, seed=1, val_scenes=3)
+    assert summary.scenes == {"train": 1, "val": 3}
+    scanqa_val = _load(tmp_path / "a", "ScanQA_v1.0_val.json")
+    assert {q["scene_id"] for q in scanqa_val} == {"scene0001_00", "scene0002_00", "scene0003_00"}
+    with pytest.raises(ValueError, match=r"--val-scenes must be in \[0, 3\] for 4 scenes, got 4"):
+        synthesize(tmp_path / "b", 4, seed=1, val_scenes=4)
