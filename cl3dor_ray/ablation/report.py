@@ -31,9 +31,9 @@ SPLITS = [("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_obj
           ("scanqa.em.location", "EM location"), ("existence.random.f1", "POPE random F1"),
           ("existence.popular.f1", "POPE popular F1")]
 GROUNDING = [("grounding.scene_swap.em", "EM, room swapped"), ("grounding.scene_swap.drop", "scene-swap drop"),
-             ("grounding.scene_swap.changed", "answers changed"), ("grounding.scene_swap.drop.color", "drop color"),
-             ("grounding.scene_swap.drop.category", "drop category"), ("grounding.scene_swap.drop.existence",
-                                                                         "drop existence")]
+             ("grounding.scene_swap.changed", "answers changed")] + [
+                 (f"grounding.scene_swap.em.{t}.drop", f"drop {t}") for t in ("color", "category", "existence",
+                                                                             "relation")]
 ENCODER = [("encoder.accuracy", "category acc."), ("encoder.accuracy.small_objects", "small objects"),
            ("encoder.accuracy.large_objects", "large objects"), ("encoder.majority_baseline", "majority class"),
            ("grounding_head.all.exact", "grounding head exact set")]
