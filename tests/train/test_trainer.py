@@ -18,7 +18,7 @@ from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 SHORT = ["train.batch_size=2", "train.eval_samples=4", "train.log_every=1", "train.eval_every=2",
-         "train.checkpoint_every=2", "train.num_to_keep=2", "train.encoder_pretraining.steps=60",
+         "train.checkpoint_every=2", "train.num_to_keep=2", "train.encoder_pretraining.steps=150",
          "train.encoder_pretraining.batch_size=16", "train.grounding.steps=4", "train.grounding.batch_size=8",
          "train.object_alignment.steps=4", "train.scene_alignment.steps=4", "train.instruction_tuning.steps=4"]
 STAGES = ["encoder_pretraining", "grounding", "object_alignment", "scene_alignment", "instruction_tuning"]
@@ -51,7 +51,7 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
     for stage in STAGES[1:]:
         assert stage_steps(run, stage) == [1, 2, 3, 4]
-    assert stage_steps(run, "encoder_pretraining")[-1] == 60
+    assert stage_steps(run, "encoder_pretraining")[-1] == 150
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     contrastive = [r for r in rows if r["stage"] == "instruction_tuning" and "or_loss" in r]
     assert contrastive and all(0 <= r["pref_accuracy"] <= 1 for r in contrastive)
