@@ -106,13 +106,17 @@ def noise_floor(ref, var, n: float | None = None) -> float:
     return noise
 
 
+def _verdict(d: float, floor: float) -> str:
+    return "within noise" if abs(d) <= floor else ("full better" if d > 0 else "full worse")
+
+
 def _delta(ref, var, n: float | None = None) -> tuple[float, str]:
     """ref, var: (mean, sd, seeds); n: validation questions behind a proportion metric."""
     d = ref[0] - var[0]
     noise = noise_floor(ref, var, n)
     if math.isnan(noise):
         return d, "1 seed: no noise estimate"
-    return d, "within noise" if abs(d) <= noise else ("full better" if d > 0 else "full worse")
+    return d, _verdict(d, noise)
 
 
 def _table(rows, metrics, variants, describe) -> list[str]:
@@ -166,8 +170,7 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
         paired = paired_delta(rows, reference, v, em, sizes.get(em))
         if paired is not None:
             d, _, pfloor, _ = paired
-            pnote = "within noise" if abs(d) <= pfloor else ("full better" if d > 0 else "full worse")
-            line += f"; paired by seed, ScanQA EM {d:+.3f}: {pnote} (floor {pfloor:.3f})"
+            line += f"; paired by seed, ScanQA EM {d:+.3f}: {_verdict(d, pfloor)} (floor {pfloor:.3f})"
         verdicts.append(line)
     return lines, verdicts
 
@@ -207,8 +210,7 @@ def _paired(rows, reference, variants) -> list[str]:
                 cells.append("–")
                 continue
             d, sd, floor, _ = got
-            note = "within noise" if abs(d) <= floor else ("full better" if d > 0 else "full worse")
-            cells.append(f"{d:+.3f} ({note}, floor {floor:.3f})")
+            cells.append(f"{d:+.3f} ({_verdict(d, floor)}, floor {floor:.3f})")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return lines
 
