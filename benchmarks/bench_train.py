@@ -33,7 +33,7 @@ from cl3dor_ray.model.batch import SceneCollator  # noqa: E402
 from cl3dor_ray.model.io import load_model  # noqa: E402
 from cl3dor_ray.runtime import ray_session  # noqa: E402
 from cl3dor_ray.scenes.synth_dataset import synthesize  # noqa: E402
-from cl3dor_ray.train.loop import load_objects  # noqa: E402
+from cl3dor_ray.data.prepared import Prepared  # noqa: E402
 from cl3dor_ray.train.orpo import orpo_loss  # noqa: E402
 from cl3dor_ray.train.trainer import stage_samples, train  # noqa: E402
 
@@ -59,7 +59,7 @@ def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
     model.set_trainable(grounding="freeze", object_classifier="freeze", **trainable)
     rows = stage_samples(data_dir, "train", cfg.train.instruction_tuning.tasks).slice(0, cfg.train.batch_size)
     rows = rows.to_pylist()
-    objects = load_objects(str(data_dir), model.cfg.num_points)
+    objects = Prepared(data_dir).objects(model.cfg.num_points)
     if trainable["point_encoder"] == "freeze":
         for scene_rows in objects.values():
             for row, feat in zip(scene_rows, model.point_features(scene_rows, model.cfg.num_points)):

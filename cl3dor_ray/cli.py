@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from cl3dor_ray.config import ConfigError, load_config
+from cl3dor_ray.console import set_verbose
 from cl3dor_ray.runtime import prefer_loopback
 from cl3dor_ray.scenes.errors import ScanFormatError
 
@@ -66,7 +67,7 @@ def cmd_prepare(args) -> int:
     from cl3dor_ray.runtime import ray_session
 
     try:
-        with ray_session(args.address, num_cpus=None):
+        with ray_session(args.address, num_cpus=None, log_dir=Path(args.out) / "logs"):
             summary = prepare(args.raw, args.out, cfg)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -81,12 +82,12 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
     from cl3dor_ray.train.trainer import check_data
 
-    check_data(Path(args.data))  # before any worker starts
+    check_data(Path(args.data), cfg)  # before any worker starts
     prefer_loopback(args.address)
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.train.trainer import train
 
-    with ray_session(args.address):
+    with ray_session(args.address, log_dir=Path(args.out) / "logs"):
         result = train(cfg, args.data, args.out, only_stage=args.stage, init_model=args.init)
     print(f"trained {', '.join(result.stages_run) or 'nothing (all stages done)'} in {result.seconds:.0f} s; "
           f"model: {result.model_dir}")
@@ -114,7 +115,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cl3dor_ray.eval.evaluate import evaluate
+    from cl3dor_ray.eval.evaluate import deployment, evaluate
     from cl3dor_ray.serve.client import Cl3dorClient
 
     if args.url:  # an app that is already running somewhere
@@ -122,19 +123,11 @@ def cmd_evaluate(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides).serve
         prefer_loopback(args.address)
-        from ray import serve
-
         from cl3dor_ray.runtime import ray_session
-        from cl3dor_ray.serve.app import build_app
 
-        with ray_session(args.address):
-            handle = serve.run(build_app(args.model, args.data, cfg), name="cl3dor-eval", route_prefix=None)
-            try:
-                metrics = evaluate(Cl3dorClient.over_handle(handle=handle), args.data, args.out, args.concurrency)
-            finally:
-                serve.delete("cl3dor-eval")
-                if not serve.status().applications:  # leave a cluster's Serve as we found it
-                    serve.shutdown()
+        with ray_session(args.address, log_dir=Path(args.out) / "logs"), \
+                deployment(args.model, args.data, cfg) as client:
+            metrics = evaluate(client, args.data, args.out, args.concurrency)
     for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scan2cap.cider", "existence.adversarial.f1"):
         if key in metrics:
             print(f"{key:28s} {metrics[key]:.4f}")
@@ -268,11 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.points_per_object=2048")
     p.set_defaults(func=cmd_demo)
+    for p in sub.choices.values():
+        p.add_argument("--verbose", action="store_true",
+                       help="the full stream: Ray's, Ray Data's, Serve's and DeepSpeed's logs and every worker's "
+                            "output on the console, as well as the progress bars")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         return args.func(args)
     except (ConfigError, ScanFormatError) as e:

@@ -222,8 +222,8 @@ class StageConfig:
     """End of the cosine decay, as a fraction of lr."""
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     """Sample tasks this stage trains on: qa, caption, existence."""
-    negatives: bool = False
-    """Train against the hard negatives with the odds-ratio term (the contrastive stage)."""
+    contrastive: bool = False
+    """Score the hard negatives beside the gold answer and add the odds-ratio term (the contrastive stage)."""
     lam: float = 0.1
     """Weight lambda of the odds-ratio term (ORPO/TRL default 0.1); 0 is supervised fine-tuning."""
     trainable: Trainable = field(default_factory=Trainable)
@@ -279,7 +279,7 @@ class TrainConfig:
     scene_alignment: StageConfig = field(default_factory=_stage(
         tasks=["caption", "qa"], trainable=Trainable(point_encoder="freeze", lm="lora")))
     instruction_tuning: StageConfig = field(default_factory=_stage(
-        tasks=["qa", "caption", "existence"], negatives=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
+        tasks=["qa", "caption", "existence"], contrastive=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
 
     def __post_init__(self):
         if self.zero_stage not in (1, 2, 3):

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from cl3dor_ray.config import Config
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.runtime import prefer_loopback
 
 
@@ -37,7 +37,7 @@ def _render_first_scene(cfg: Config, raw: Path, out: Path) -> tuple[Path, Path]:
 
 
 def _object_table(prepared: Path, points: int) -> list[str]:
-    objects = pq.read_table(prepared / "objects", columns=["label", "num_source_vertices"]).to_pydict()
+    objects = Prepared(prepared).object_table(["label", "num_source_vertices"]).to_pydict()
     by_label: dict[str, list[int]] = {}
     for label, n in zip(objects["label"], objects["num_source_vertices"]):
         by_label.setdefault(label, []).append(n)
@@ -49,11 +49,10 @@ def _object_table(prepared: Path, points: int) -> list[str]:
 
 def _pick_examples(prepared: Path, n: int = 6) -> list[dict]:
     """Training samples, one per (task, strategy of the first negative), for variety."""
-    samples = pq.read_table(prepared / "samples").to_pylist()
     picked, seen = [], set()
-    for s in samples:
+    for s in Prepared(prepared).samples("train").to_pylist():
         key = (s["task"], s["negative_kinds"][0] if s["negative_kinds"] else "")
-        if s["split"] == "train" and key not in seen:
+        if key not in seen:
             seen.add(key)
             picked.append(s)
     return picked[:n]
@@ -111,39 +110,35 @@ def _ask(client, s: dict) -> str:
 
 def run_demo(cfg: Config, out: Path) -> int:
     prefer_loopback(None)
-    from ray import serve
-
+    from cl3dor_ray.console import say
     from cl3dor_ray.data.prepare import prepare
-    from cl3dor_ray.eval.evaluate import evaluate, grounded_table
+    from cl3dor_ray.eval.evaluate import deployment, evaluate, grounded_table
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.scenes.synth_dataset import synthesize
-    from cl3dor_ray.serve.app import build_app
-    from cl3dor_ray.serve.client import Cl3dorClient
     from cl3dor_ray.train.trainer import train
 
     t0 = time.perf_counter()
     raw, prepared = out / "raw", out / "prepared"
     synthesize(raw, cfg.synth.scenes, cfg.synth.seed)
     t_synth = time.perf_counter() - t0
-    print(f"[1/4] synth: {cfg.synth.scenes} rooms in {t_synth:.1f} s -> {raw}")
+    say(f"[synth] {cfg.synth.scenes} rooms in {t_synth:.1f} s -> {raw}")
 
     sparse = out / "prepared_sparse"
-    with ray_session(None, num_cpus=max(cfg.prepare.workers, cfg.train.workers)):
+    with ray_session(None, num_cpus=max(cfg.prepare.workers, cfg.train.workers), log_dir=out / "logs"):
+        say(f"[prepare] start: {cfg.synth.scenes} rooms on {cfg.prepare.workers} Ray Data workers")
         summary = prepare(raw, prepared, cfg.prepare)
-        print(f"[2/4] {summary.line(prepared)}")
         # the same objects as scan vertices (LEO), only to test the pretrained encoder on both
         prepare(raw, sparse, dataclasses.replace(cfg.prepare, sparse=not cfg.prepare.sparse, negatives=0))
+        say(f"[prepare] done: {summary.line(prepared)}")
         trained = train(cfg, prepared, out / "run")
-        print(f"[3/4] trained {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
-              f"{trained.model_dir}")
-        handle = serve.run(build_app(str(trained.model_dir), str(prepared), cfg.serve), name="cl3dor-demo",
-                           route_prefix=None)
-        client = Cl3dorClient.over_handle(handle=handle)
-        metrics = evaluate(client, prepared, out / "eval")
-        examples = _pick_examples(prepared)
-        examples_table = _examples_table(examples, [_ask(client, s) for s in examples])
-        serve.shutdown()
-    print(f"[4/4] evaluated {metrics['samples']} validation samples through Ray Serve in {metrics['seconds']:.0f} s")
+        say(f"[train] {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
+            f"{trained.model_dir}")
+        say("[evaluate] start: the validation rooms through Ray Serve")
+        with deployment(trained.model_dir, prepared, cfg.serve, "cl3dor-demo") as client:
+            metrics = evaluate(client, prepared, out / "eval")
+            examples = _pick_examples(prepared)
+            examples_table = _examples_table(examples, [_ask(client, s) for s in examples])
+    say(f"[evaluate] done: {metrics['samples']} validation samples in {metrics['seconds']:.0f} s -> {out / 'eval'}")
     grounded = grounded_table(metrics)
     dense_dir, sparse_dir = (sparse, prepared) if cfg.prepare.sparse else (prepared, sparse)
     encoder = _encoder_table(trained.model_dir, dense_dir, sparse_dir)
@@ -175,6 +170,6 @@ def run_demo(cfg: Config, out: Path) -> int:
         "## Evaluation (validation split, through Ray Serve)", "", *table, "",
     ]
     (out / "report.md").write_text("\n".join(report))
-    print("\n".join(grounded))
-    print(f"\nreport: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
+    say("\n".join(grounded))
+    say(f"report: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -32,18 +32,25 @@ def _local_env() -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
-                log_to_driver: bool = True):
+                log_to_driver: bool = True, log_dir: str | Path | None = None):
     """Join `address` (or $RAY_ADDRESS, as inside `ray job submit`), else start a local Ray.
 
     A Ray that this process already initialised is reused and left running. `log_to_driver=False`
-    keeps the workers' output in Ray's session logs instead of this console.
+    keeps the workers' output in Ray's session logs instead of this console. With `log_dir` (and not
+    --verbose) the frameworks' own logs go to files there, and the workers' output stays in Ray's
+    session logs, linked as LOG_DIR/ray (console.py).
     """
     import ray  # here, not at the top: prefer_loopback() must run before Ray is imported
+
+    from cl3dor_ray import console
+
     if ray.is_initialized():
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS")
     log_level = logging.ERROR if quiet else logging.WARNING
+    if log_dir is not None and not console.verbose():
+        log_to_driver = False
     if address:
         ray.init(address=address, logging_level=log_level, log_to_driver=log_to_driver)
     else:
@@ -57,6 +64,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
             logging_level=log_level,
             log_to_driver=log_to_driver,
         )
+    if log_dir is not None and not console.verbose():
+        log_dir = Path(log_dir)
+        console.quiet_frameworks(log_dir)
+        if not address:
+            console.link_ray_session_logs(log_dir)
+        console.say(f"framework logs (Ray, Ray Data, Serve, DeepSpeed): {log_dir}/")
     try:
         yield
     finally:

@@ -51,7 +51,7 @@ def trained_model_dir(prepared_dir, tmp_path_factory):
     from cl3dor_ray.config import load_config
     from cl3dor_ray.model.batch import SceneCollator
     from cl3dor_ray.model.io import build_model, save_model
-    from cl3dor_ray.train.loop import load_objects
+    from cl3dor_ray.data.prepared import Prepared
     from cl3dor_ray.train.orpo import orpo_loss
     from tests.helpers import TINY_MODEL
 
@@ -60,7 +60,7 @@ def trained_model_dir(prepared_dir, tmp_path_factory):
     corpus = [r["question"] for r in rows] + [a for r in rows for a in r["answers"] + r["negatives"]]
     cfg = load_config(None, TINY_MODEL).model
     model = build_model(cfg, corpus).train()
-    collate = SceneCollator(model.tokenizer, load_objects(str(prepared_dir), cfg.num_points), cfg.num_points,
+    collate = SceneCollator(model.tokenizer, Prepared(prepared_dir).objects(cfg.num_points), cfg.num_points,
                             cfg.max_objects)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(30):

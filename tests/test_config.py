@@ -31,3 +31,11 @@ def test_bad_overrides_name_the_key(override, message):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_float_field_takes_what_float_takes():
+    # YAML 1.1 reads 1e-3 as a string; a user typing it on the command line means a float
+    cfg = load_config("configs/tiny.yaml", ["train.object_alignment.lr=1e-3", "train.instruction_tuning.lam=.5"])
+    assert cfg.train.object_alignment.lr == 0.001 and cfg.train.instruction_tuning.lam == 0.5
+    with pytest.raises(ConfigError, match="lr"):
+        load_config(None, ["train.object_alignment.lr=fast"])

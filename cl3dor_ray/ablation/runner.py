@@ -81,26 +81,19 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
 
 def train_and_evaluate(job: dict) -> dict:
     """One (variant, seed): the product's train() and evaluate(), on the Ray this task runs in."""
-    from ray import serve
-
-    from cl3dor_ray.config import Config, from_dict
-    from cl3dor_ray.eval.evaluate import evaluate
-    from cl3dor_ray.serve.app import build_app
-    from cl3dor_ray.serve.client import Cl3dorClient
+    from cl3dor_ray.eval.evaluate import deployment, evaluate
     from cl3dor_ray.train.trainer import train
 
-    cfg = from_dict(Config, job["config"])
+    cfg = job["config"]
     run_dir, data_dir = Path(job["run_dir"]), Path(job["data_dir"])
     t0 = time.perf_counter()
     trained = train(cfg, data_dir, run_dir, only_stage="instruction_tuning" if job["init_model"] else None,
                     init_model=job["init_model"])
     t_train = time.perf_counter() - t0
-    app = f"ablation-{job['name']}-{job['seed']}"
-    handle = serve.run(build_app(str(trained.model_dir), str(data_dir), cfg.serve), name=app, route_prefix=None)
-    try:
-        metrics = evaluate(Cl3dorClient.over_handle(handle=handle), data_dir, run_dir / "eval", limit=job["eval_limit"])
-    finally:
-        serve.delete(app)
+    # Serve stays up between jobs: others run beside this one (run_ablation shuts it down at the end)
+    with deployment(trained.model_dir, data_dir, cfg.serve, f"ablation-{job['name']}-{job['seed']}",
+                    keep_serve=True) as client:
+        metrics = evaluate(client, data_dir, run_dir / "eval", limit=job["eval_limit"])
     return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **train_stats(run_dir, cfg),
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
@@ -151,7 +144,7 @@ def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
                 job.result = {"error": f"its reference {job.after.key} failed"}
                 continue
             spec = {"name": job.variant.name, "seed": job.seed, "eval_limit": eval_limit,
-                    "config": dataclasses.asdict(job.variant.cfg), "run_dir": str(job.run_dir),
+                    "config": job.variant.cfg, "run_dir": str(job.run_dir),
                     "data_dir": str(job.data_dir),
                     "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None}
             running[remote.remote(spec)] = (job, time.perf_counter())
@@ -189,7 +182,7 @@ def run_ablation(acfg: AblationConfig, out: str | Path, quick: bool = False) -> 
     workers = jobs[0].variant.cfg.train.workers
     # Embedded Ray: +1 CPU because each evaluation's ingress takes a tenth of a CPU next to a slot's
     # 1-CPU replica. Inside `ray job submit` ($RAY_ADDRESS) this joins the cluster instead.
-    with ray_session(None, num_cpus=acfg.parallel * workers + 1, log_to_driver=False):
+    with ray_session(None, num_cpus=acfg.parallel * workers + 1, log_to_driver=False, log_dir=out / "logs"):
         prep = _prepare_all(out / "raw", jobs)
         serve.start(proxy_location="Disabled")  # evaluation goes through deployment handles, not HTTP
         _schedule(jobs, acfg.parallel, acfg.eval_limit)

@@ -19,17 +19,19 @@ bottles, lamps, keyboards): the objects that are a handful of scan vertices befo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from cl3dor_ray.console import bar
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
 from cl3dor_ray.eval.prior import box_size_prior, language_prior
 from cl3dor_ray.eval.probe import swap_metrics, swap_partners
@@ -56,9 +58,9 @@ def _predict(client: Cl3dorClient, s: dict) -> dict:
     return row
 
 
-def object_sizes(data_dir: Path) -> dict[tuple[str, int], float]:
+def object_sizes(prepared: Prepared) -> dict[tuple[str, int], float]:
     """(scene_id, object_id) -> the longest side of the object's box, in metres."""
-    t = pq.read_table(data_dir / "objects", columns=["scene_id", "object_id", "size"]).to_pydict()
+    t = prepared.object_table(["scene_id", "object_id", "size"]).to_pydict()
     return {(s, i): max(size) for s, i, size in zip(t["scene_id"], t["object_id"], t["size"])}
 
 
@@ -147,30 +149,57 @@ def _report(metrics: dict, out: Path, seconds: float, n: int, failed: int) -> No
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def deployment(model_dir: str | Path, data_dir: str | Path, serve_cfg, name: str = "cl3dor-eval",
+               keep_serve: bool = False) -> Iterator[Cl3dorClient]:
+    """A model folder deployed as the Serve app `name` on the connected Ray, reached through its handle
+    (no HTTP): what `cl3dor evaluate --model`, the demo and the ablation evaluate through.
+
+    On exit the app is deleted, and Serve is shut down once no app is left, so a cluster's other apps
+    keep running. `keep_serve` leaves Serve up for a caller that deploys several apps at once.
+    """
+    from ray import serve
+
+    from cl3dor_ray.serve.app import build_app
+
+    handle = serve.run(build_app(str(model_dir), str(data_dir), serve_cfg), name=name, route_prefix=None)
+    try:
+        yield Cl3dorClient.over_handle(handle=handle)
+    finally:
+        serve.delete(name)
+        if not keep_serve and not serve.status().applications:
+            serve.shutdown()
+
+
 def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, concurrency: int = 16,
              limit: int | None = None, probe: bool = True) -> dict:
     """Every validation sample (or `limit` of them) through the client; with `probe`, every QA question
     again about a swapped room (eval/probe.py)."""
     t0 = time.perf_counter()
-    data_dir, out = Path(data_dir), Path(out_dir)
-    table = pq.read_table(data_dir / "samples")
-    samples = table.filter(pc.equal(table["split"], "val")).sort_by("sample_id").to_pylist()
+    prepared, out = Prepared(data_dir), Path(out_dir)
+    samples = prepared.samples("val").to_pylist()
     if limit is not None and limit < len(samples):  # spread over the sorted ids, so every task is represented
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
     if not samples:
-        raise ValueError(f"{data_dir / 'samples'} has no val samples to evaluate")
+        raise ValueError(f"{prepared.folder / 'samples'} has no val samples to evaluate")
     qa = [s for s in samples if s["task"] == "qa"]
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        rows = list(pool.map(lambda s: _predict(client, s), samples))
-        swapped = list(pool.map(lambda s: _predict(client, {**s, "scene_id": partner[s["scene_id"]]}), qa)
-                       if partner else [])
+    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0), unit="request")
+
+    def predict(s: dict) -> dict:
+        row = _predict(client, s)
+        progress.update(1)
+        return row
+
+    with progress, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        rows = list(pool.map(predict, samples))
+        swapped = list(pool.map(lambda s: predict({**s, "scene_id": partner[s["scene_id"]]}), qa) if partner else [])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(data_dir))
+    metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(prepared))
     true_qa = [r for r in rows if r["task"] == "qa" and "error" not in r]
     metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
     if qa:

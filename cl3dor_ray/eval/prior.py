@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import exact_match
 from cl3dor_ray.text.vocab import masking_pattern, question_template
 
@@ -41,12 +41,11 @@ def text_prior(train: list[dict], val: list[dict], labels) -> dict[str, float]:
 
 def language_prior(data_dir: str | Path) -> dict[str, float]:
     """`prior.scanqa.em` and `prior.scanqa.em.<question type>` on the validation QA of a prepared folder."""
-    data_dir = Path(data_dir)
-    samples = pq.read_table(data_dir / "samples", columns=["split", "task", "question", "answers",
-                                                           "question_type"]).to_pylist()
-    labels = pq.read_table(data_dir / "objects", columns=["label"]).column("label").unique().to_pylist()
-    qa = [s for s in samples if s["task"] == "qa"]
-    return text_prior([s for s in qa if s["split"] == "train"], [s for s in qa if s["split"] == "val"], labels)
+    prepared = Prepared(data_dir)
+    columns = ["question", "answers", "question_type"]
+    labels = prepared.object_table(["label"]).column("label").unique().to_pylist()
+    return text_prior(prepared.samples("train", ["qa"], columns).to_pylist(),
+                      prepared.samples("val", ["qa"], columns).to_pylist(), labels)
 
 
 BOX_NEIGHBOURS = 7
@@ -72,11 +71,9 @@ def knn_labels(train_x: np.ndarray, train_y: list[str], x: np.ndarray, k: int = 
 
 def box_size_prior(data_dir: str | Path) -> dict[str, float]:
     """`prior.box.accuracy` and `.small_objects` / `.large_objects`: validation objects classified by their box."""
-    from cl3dor_ray.train.pretrain import scene_splits
-
-    data_dir = Path(data_dir)
-    splits = scene_splits(data_dir)
-    t = pq.read_table(data_dir / "objects", columns=["scene_id", "label", "size"]).to_pydict()
+    prepared = Prepared(data_dir)
+    splits = prepared.scene_splits()
+    t = prepared.object_table(["scene_id", "label", "size"]).to_pydict()
     rows = {split: [(lab, size) for s, lab, size in zip(t["scene_id"], t["label"], t["size"]) if splits.get(s) == split]
             for split in ("train", "val")}
     if not rows["train"] or not rows["val"]:

@@ -93,13 +93,21 @@ def select_objects(objects: list[dict], relevant: list[int], budget: int) -> lis
     return (first + rest)[:budget]
 
 
+def even_subset(n: int, num_points: int) -> np.ndarray:
+    """Indices of an evenly spaced fixed subset of num_points out of n (prepared points are already in
+    random order, so this is a uniform sample); all n, in order, when n == num_points."""
+    return np.linspace(0, n - 1, num_points).round().astype(int)
+
+
 def cloud_array(obj: dict, num_points: int) -> np.ndarray:
-    """(num_points, 6) xyz + rgb of an object row: an evenly spaced fixed subset of its points
-    (prepared points are already in random order)."""
+    """(num_points, 6) xyz + rgb of an object row. Prepared rows come thinned already (data/prepared.py);
+    an uploaded cloud of any size is thinned here."""
     pts = np.asarray(obj["points"], dtype=np.float32).reshape(-1, 3)
     rgb = np.asarray(obj["colors"], dtype=np.float32).reshape(-1, 3)
-    idx = np.linspace(0, len(pts) - 1, num_points).round().astype(int)
-    return np.concatenate([pts[idx], rgb[idx]], axis=1)
+    if len(pts) != num_points:
+        idx = even_subset(len(pts), num_points)
+        pts, rgb = pts[idx], rgb[idx]
+    return np.concatenate([pts, rgb], axis=1)
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

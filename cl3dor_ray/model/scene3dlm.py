@@ -210,7 +210,7 @@ class Scene3DLM(nn.Module):
         emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
         out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
                       use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_repeat_interleave(c)  # differentiable: gradients of all C answers reach the prefix
         first = out.logits[:, -1:].repeat_interleave(c, dim=0)  # predicts each candidate's first token
         if ids.shape[1] == 1:
@@ -218,7 +218,7 @@ class Scene3DLM(nn.Module):
         prefix_mask = mask.repeat_interleave(c, dim=0)
         pos = prefix_mask.sum(-1, keepdim=True) + torch.arange(ids.shape[1] - 1, device=ids.device)
         rest = self.lm(input_ids=ids[:, :-1], attention_mask=torch.cat([prefix_mask, cmask[:, :-1]], dim=1),
-                       position_ids=pos, past_key_values=cache, use_cache=False)
+                       position_ids=pos, cache=cache, use_cache=False)
         return torch.cat([first, rest.logits], dim=1)
 
     def _naive_logits(self, batch, ids, cmask) -> torch.Tensor:

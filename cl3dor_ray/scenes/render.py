@@ -45,16 +45,3 @@ def render_sparse_vs_dense(sparse: list[ObjectCloud], dense: list[ObjectCloud], 
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def render_scene_png(clouds: list, title: str) -> bytes:
-    """One panel of densified objects (anything with .points and .colors), as PNG bytes."""
-    import io
-
-    fig = plt.figure(figsize=(6, 5), dpi=90)
-    _panel(fig.add_subplot(1, 1, 1, projection="3d"), clouds, title, 0.8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()

@@ -4,8 +4,9 @@
     POST /v1/caption  {scene_id, object_id}                                    -> {caption, latency_ms}
     POST /v1/score    {scene_id | objects, question, candidates}               -> {ranked, latency_ms}
     GET  /v1/scenes                                                            -> {scenes}
-    GET  /v1/scenes/{scene_id}/image                                           -> PNG of the densified scene
-    GET  /                                                                     -> the interactive web page
+    GET  /v1/scenes/{scene_id}/points                                          -> {objects: points, colours, boxes}
+    GET  /                                                                     -> the interactive web page (3D view)
+    GET  /static/three/...                                                     -> three.js, which the page runs on
     GET  /healthz                                                              -> {status}
 
 Bad requests get a 4xx JSON body naming the field and what was expected; the replica goes on
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -37,6 +38,10 @@ from cl3dor_ray.serve.schemas import (AnswerRequest, AnswerResponse, CaptionRequ
 
 TOKEN_ENV = "CL3DOR_API_TOKEN"
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
+# three.js from npm (`make web`), served by the app itself: the page works offline and behind the token
+THREE = Path(__file__).parent / "web" / "node_modules" / "three"
+STATIC = {"three.module.js": THREE / "build" / "three.module.js", "three.core.js": THREE / "build" / "three.core.js",
+          "addons/OrbitControls.js": THREE / "examples" / "jsm" / "controls" / "OrbitControls.js"}
 api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and answer scores for 3D scenes")
 
 
@@ -147,15 +152,25 @@ class Cl3dorIngress:
     async def http_scenes(self, request: Request):
         return await self._http(request, self.scenes)
 
-    @api.get("/v1/scenes/{scene_id}/image")
-    async def http_scene_image(self, scene_id: str, request: Request):
+    @api.get("/v1/scenes/{scene_id}/points")
+    async def http_scene_points(self, scene_id: str, request: Request):
         if not self._authorised(request):
             return UNAUTHORISED
         try:
-            png = await self.model.scene_image.remote(scene_id)
+            return JSONResponse(await self.model.scene_points.remote(scene_id))
         except UnknownTarget as e:
             return JSONResponse({"error": "not found", "field": e.field, "detail": e.detail}, status_code=404)
-        return Response(png, media_type="image/png")
+
+    @api.get("/static/three/{name:path}")
+    async def static_three(self, name: str):
+        """The page's library files (public, like the page): a fixed list, never a path from the request."""
+        path = STATIC.get(name)
+        if path is None:
+            return JSONResponse({"error": "not found", "detail": f"no static file {name!r}"}, status_code=404)
+        if not path.is_file():
+            return JSONResponse({"error": "three.js is not installed", "detail": f"{path} is missing; run `make web` "
+                                 "(npm ci in cl3dor_ray/serve/web)"}, status_code=503)
+        return FileResponse(path, media_type="text/javascript")
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self):

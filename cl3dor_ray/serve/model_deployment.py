@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from ray import serve
 
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.io import load_model
+from cl3dor_ray.model.odds import log_odds
 from cl3dor_ray.text.annotations import caption_instruction
-from cl3dor_ray.train.loop import load_objects
-from cl3dor_ray.train.orpo import log_odds
 
 MODEL_DIR_ENV = "CL3DOR_MODEL_DIR"  # overrides the app's model_dir argument
 
@@ -52,7 +52,8 @@ def uploaded_objects(objects: list[dict]) -> list[dict]:
 class Scene3DLMDeployment:
     def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01):
         self.model = load_model(os.environ.get(MODEL_DIR_ENV) or model_dir)
-        self.objects = load_objects(data_dir, self.model.cfg.num_points)
+        self.prepared = Prepared(data_dir)
+        self.objects = self.prepared.objects(self.model.cfg.num_points)
         self.generate_batch.set_max_batch_size(max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.score_batch.set_max_batch_size(max_batch_size)
@@ -60,16 +61,15 @@ class Scene3DLMDeployment:
         self._uploads = itertools.count()
         self._features: dict[str, list] = {}  # scene -> point-encoder feature per object (frozen at serving)
 
-    def scene_image(self, scene_id: str) -> bytes:
-        """PNG of the scene's densified objects (for the web page)."""
-        from types import SimpleNamespace
-
-        from cl3dor_ray.scenes.render import render_scene_png
-
+    def scene_points(self, scene_id: str) -> dict:
+        """The scene's densified objects as the page draws them: every prepared point (P per object, in
+        millimetres of precision), its colour, and the object's box."""
         self._target({"scene_id": scene_id})
-        clouds = [SimpleNamespace(points=np.asarray(o["points"], np.float32), colors=np.asarray(o["colors"], np.uint8))
-                  for o in self.objects[scene_id]]
-        return render_scene_png(clouds, scene_id)
+        return {"scene_id": scene_id, "objects": [
+            {"object_id": o["object_id"], "label": o["label"], "center": [round(float(c), 3) for c in o["center"]],
+             "size": [round(float(c), 3) for c in o["size"]], "points": np.round(o["points"], 3).ravel().tolist(),
+             "colors": o["colors"].ravel().tolist()}
+            for o in self.prepared.scene_objects(scene_id)]}
 
     def scenes(self) -> list[dict]:
         return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}

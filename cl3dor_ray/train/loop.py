@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
-from cl3dor_ray.config import TrainConfig, from_dict
+from cl3dor_ray.config import TrainConfig
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.io import load_model, save_model
 from cl3dor_ray.text.normalize import normalize_answer
@@ -30,17 +30,6 @@ from cl3dor_ray.train.deepspeed_config import deepspeed_config
 from cl3dor_ray.train.orpo import orpo_loss
 
 CKPT_TAG = "ds"
-
-
-def load_objects(data_dir: str, num_points: int) -> dict[str, list[dict]]:
-    """All prepared objects, grouped by scene, thinned to the model's points per object."""
-    table = pq.read_table(Path(data_dir) / "objects")
-    by_scene: dict[str, list[dict]] = {}
-    for row in table.to_pylist():
-        step = max(1, len(row["points"]) // num_points)
-        row["points"], row["colors"] = row["points"][::step], row["colors"][::step]
-        by_scene.setdefault(row["scene_id"], []).append(row)
-    return by_scene
 
 
 def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -77,7 +66,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch.distributed as dist
 
-    cfg: TrainConfig = from_dict(TrainConfig, config["train"], "train")
+    cfg: TrainConfig = config["train"]  # the typed config, pickled across to the worker as it is
     name = config["stage"]
     stage = getattr(cfg, name)
     run_dir = Path(config["run_dir"])
@@ -107,7 +96,7 @@ def train_loop_per_worker(config: dict) -> None:
               f"{world} workers, ZeRO-{cfg.zero_stage}, {sum(p.numel() for p in params):,} trainable parameters",
               flush=True)
 
-    objects = load_objects(config["data_dir"], model.cfg.num_points)
+    objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     if stage.trainable.point_encoder == "freeze":
         # a frozen encoder gives every object the same feature at every step: compute it once (the
         # batches then carry features, as in serving); it was most of a tiny-LM step
@@ -121,7 +110,7 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
 
     def candidates(rows):
-        return None if stage.negatives else [[r["answers"][0]] for r in rows]
+        return None if stage.contrastive else [[r["answers"][0]] for r in rows]
 
     # ---- train
     step, t0, seen, tokens, epoch = start, time.perf_counter(), 0, 0, 0
@@ -132,7 +121,7 @@ def train_loop_per_worker(config: dict) -> None:
                                         local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
             rows = table.to_pylist()
             batch = collate(rows, candidates(rows)).to(engine.device)
-            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.negatives else 0.0)
+            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.contrastive else 0.0)
             engine.backward(loss)
             engine.step()
             seen, tokens = seen + len(rows), tokens + batch_tokens(batch)

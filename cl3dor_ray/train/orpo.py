@@ -9,23 +9,10 @@ fine-tuning, the baseline.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-# log p is clamped just below 0: as P -> 1 the odds diverge, and a clamp keeps value and gradient finite.
-MAX_LOGP = -1e-6
-
-
-def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012)."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-def log_odds(logp: torch.Tensor) -> torch.Tensor:
-    logp = logp.float().clamp(max=MAX_LOGP)
-    return logp - log1mexp(logp)
+from cl3dor_ray.model.odds import log_odds
 
 
 def odds_ratio_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor) -> torch.Tensor:

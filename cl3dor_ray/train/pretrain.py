@@ -27,35 +27,27 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from cl3dor_ray.config import TrainConfig, from_dict
+from cl3dor_ray.config import TrainConfig
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
+from cl3dor_ray.data.prepared import Prepared, column_arrays
 from cl3dor_ray.model.batch import SceneCollator, cloud_array
 from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
 from cl3dor_ray.model.io import load_model, save_model
 from cl3dor_ray.model.scene3dlm import PARTS
 from cl3dor_ray.text.vocab import caption_color
 from cl3dor_ray.train.deepspeed_config import deepspeed_config
-from cl3dor_ray.train.loop import _checkpoint, _Metrics, load_objects, lr_lambda
+from cl3dor_ray.train.loop import _checkpoint, _Metrics, lr_lambda
 
 GROUNDING_TASKS = ("qa", "existence")
 
 
 # ---------------------------------------------------------------------- data
-def scene_splits(data_dir: str | Path) -> dict[str, str]:
-    """scene_id -> "train" / "val", from the samples (splits are by scene)."""
-    t = pq.read_table(Path(data_dir) / "samples", columns=["scene_id", "split"]).to_pydict()
-    return dict(zip(t["scene_id"], t["split"]))
-
-
 def object_colors(data_dir: str | Path) -> dict[tuple[str, int], str]:
     """(scene_id, object_id) -> the colour its captions name, for objects whose captions name one."""
-    t = pq.read_table(Path(data_dir) / "samples", columns=["task", "scene_id", "object_ids", "answers"])
-    t = t.filter(pc.equal(t["task"], "caption")).to_pydict()
+    t = Prepared(data_dir).samples(tasks=["caption"], columns=["scene_id", "object_ids", "answers"]).to_pydict()
     out = {}
     for scene, ids, answers in zip(t["scene_id"], t["object_ids"], t["answers"]):
         if (color := caption_color(answers)) is not None:
@@ -65,8 +57,9 @@ def object_colors(data_dir: str | Path) -> dict[tuple[str, int], str]:
 
 def object_vocabulary(data_dir: str | Path) -> tuple[list[str], list[str]]:
     """The categories of the training rooms' objects and the colours their captions name, sorted."""
-    splits = scene_splits(data_dir)
-    t = pq.read_table(Path(data_dir) / "objects", columns=["scene_id", "label"]).to_pydict()
+    prepared = Prepared(data_dir)
+    splits = prepared.scene_splits()
+    t = prepared.object_table(["scene_id", "label"]).to_pydict()
     labels = sorted({lab for s, lab in zip(t["scene_id"], t["label"]) if splits.get(s) == "train"})
     colors = sorted({c for (s, _), c in object_colors(data_dir).items() if splits.get(s) == "train"})
     return labels, colors
@@ -74,27 +67,15 @@ def object_vocabulary(data_dir: str | Path) -> tuple[list[str], list[str]]:
 
 def object_rows(data_dir: str | Path, split: str, labels: list[str], colors: list[str]) -> list[dict]:
     """Object rows of one split with their targets: label_id, color_id (IGNORE where unknown), small."""
-    splits, named = scene_splits(data_dir), object_colors(data_dir)
+    named = object_colors(data_dir)
     rows = []
-    for r in pq.read_table(Path(data_dir) / "objects").to_pylist():
-        if splits.get(r["scene_id"]) != split:
-            continue
+    for r in Prepared(data_dir).object_rows(split):
         color = named.get((r["scene_id"], r["object_id"]))
         r["label_id"] = labels.index(r["label"]) if r["label"] in labels else IGNORE
         r["color_id"] = colors.index(color) if color in colors else IGNORE
         r["small"] = max(r["size"]) < SMALL_OBJECT_M
         rows.append(r)
     return rows
-
-
-def _arrow_clouds(table: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(points, colours) numpy arrays of each row, without a Python object per point."""
-    def split(column):
-        arr = column.combine_chunks()
-        flat = arr.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 3)
-        offsets = arr.offsets.to_numpy()
-        return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    return list(zip(split(table["points"]), split(table["colors"])))
 
 
 def _clouds(rows: list[dict], num_points: int, rng: np.random.Generator | None = None,
@@ -195,7 +176,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
     import deepspeed
     import ray.train
 
-    cfg: TrainConfig = from_dict(TrainConfig, config["train"], "train")
+    cfg: TrainConfig = config["train"]  # the typed config, pickled across to the worker as it is
     name = config["stage"]
     stage = getattr(cfg, name)
     run_dir, data_dir = Path(config["run_dir"]), config["data_dir"]
@@ -221,7 +202,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
               f"{sum(p.numel() for p in params):,} trainable parameters", flush=True)
 
     if name == "grounding":
-        objects = load_objects(data_dir, model.cfg.num_points)
+        objects = Prepared(data_dir).objects(model.cfg.num_points)
         for scene, rows in objects.items():  # the frozen encoder's features, once
             for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
                 row["feature"] = feat.numpy()
@@ -231,7 +212,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     local = pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
     if name == "encoder_pretraining":
-        clouds = _arrow_clouds(local)
+        clouds = list(zip(column_arrays(local["points"], np.float32), column_arrays(local["colors"], np.float32)))
         targets = local.select(["label_id", "color_id"]).to_pylist()
     else:
         questions = local.to_pylist()

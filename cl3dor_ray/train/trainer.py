@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from cl3dor_ray.config import PRETRAIN_STAGES, Config, ConfigError
+from cl3dor_ray.console import follow_training, say
+from cl3dor_ray.data.prepared import Prepared
+from cl3dor_ray.data.schema import nested
 from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
@@ -47,25 +48,20 @@ class TrainResult:
     seconds: float
 
 
-def check_data(data_dir: Path) -> None:
-    """Fail before Ray starts when the prepared data is not there."""
-    for part in ("objects", "samples", "manifest.json"):
-        if not (data_dir / part).exists():
-            raise ConfigError(f"--data {data_dir}: {part} is missing; expected the output folder of `cl3dor prepare`")
+def check_data(data_dir: Path, cfg: Config) -> None:
+    """Fail before Ray starts when the prepared data is not there or has fewer points than the model reads."""
+    Prepared(data_dir).check_num_points(cfg.model.num_points)
 
 
 def stage_samples(data_dir: Path, split: str, tasks: list[str]):
-    table = pq.read_table(data_dir / "samples", columns=SAMPLE_COLUMNS)
-    keep = pc.and_(pc.equal(table["split"], split), pc.is_in(table["task"], pa.array(tasks)))
-    return table.filter(keep).sort_by("sample_id")
+    return Prepared(data_dir).samples(split, tasks, columns=SAMPLE_COLUMNS)
 
 
 def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
     folder = run_dir / "init_model"
     if (folder / MODEL_FILE).is_file():
         return folder
-    table = pq.read_table(data_dir / "samples", columns=["split", "question", "answers", "negatives"])
-    train = table.filter(pc.equal(table["split"], "train")).to_pydict()
+    train = Prepared(data_dir).samples("train", columns=["question", "answers", "negatives"]).to_pydict()
     corpus = train["question"] + [a for group in train["answers"] + train["negatives"] for a in group]
     import torch
 
@@ -81,12 +77,30 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
     if name == "encoder_pretraining":
         meta = json.loads((init_model / MODEL_FILE).read_text())["model"]
         rows = object_rows(data_dir, "train", meta["object_labels"], meta["object_colors"])
-        columns = ["scene_id", "object_id", "label", "points", "colors", "label_id", "color_id"]
-        return pa.Table.from_pylist([{k: r[k] for k in columns} for r in rows]), []
+        table = {k: [r[k] for r in rows] for k in ("scene_id", "object_id", "label", "label_id", "color_id")}
+        table["points"] = nested([r["points"] for r in rows], pa.float32())
+        table["colors"] = nested([r["colors"] for r in rows], pa.uint8())
+        return pa.table(table), []
     tasks = list(GROUNDING_TASKS) if name == "grounding" else stage.tasks
     train_rows = stage_samples(data_dir, "train", tasks)
     val = stage_samples(data_dir, "val", tasks)
     return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
+
+
+def _stage_summary(run_dir: Path, name: str) -> str:
+    """The stage's last training loss and, for the pretraining stages, their validation figures."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    losses = [r["loss"] for r in rows if r["stage"] == name and "loss" in r]
+    out = f": loss {losses[-1]:.4f}" if losses else ""
+    figures = run_dir / "stages" / name / "metrics.json"
+    if figures.is_file():
+        m = json.loads(figures.read_text())
+        if "accuracy" in m:
+            out += f", val accuracy {m['accuracy']:.3f} (majority class {m['majority_baseline']:.3f})"
+        if "all.exact" in m:
+            out += f", val exact-set {m['all.exact']:.3f}, recall {m['all.recall']:.3f}"
+    return out
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: str | None = None,
@@ -97,7 +111,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
 
     t0 = time.perf_counter()
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
-    check_data(data_dir)
+    check_data(data_dir, cfg)
     stages = [(n, s) for n, s in cfg.train.stages if s.enabled and (only_stage is None or n == only_stage)]
     if not stages:
         raise ConfigError(f"no stage to run (only_stage={only_stage!r}; enabled: "
@@ -111,7 +125,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
     for name, stage in stages:
         export = run_dir / "stages" / name / "model"
         if (export / MODEL_FILE).is_file():
-            print(f"[{name}] already done: {export}")
+            say(f"[{name}] already done: {export}")
             previous = export
             continue
         train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
@@ -121,7 +135,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
                               f"{batch} (batch size) x {cfg.train.workers} (train.workers)")
         trainer = TorchTrainer(
             pretrain_loop_per_worker if name in PRETRAIN_STAGES else train_loop_per_worker,
-            train_loop_config={"train": dataclasses.asdict(cfg.train), "stage": name, "run_dir": str(run_dir),
+            train_loop_config={"train": cfg.train, "stage": name, "run_dir": str(run_dir),
                                "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
             run_config=ray.train.RunConfig(
@@ -131,7 +145,11 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
                 worker_runtime_env={"env_vars": env}),
             datasets={"train": ray.data.from_arrow(train_rows)},
         )
-        trainer.fit()
+        t_stage = time.perf_counter()
+        say(f"[{name}] start: {stage.steps} steps on {cfg.train.workers} Ray Train worker(s)")
+        with follow_training(run_dir / "metrics.jsonl", name, stage.steps):
+            trainer.fit()
+        say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")
         previous = export
         ran.append(name)
 

@@ -17,7 +17,7 @@ def test_shipped_config_expands_to_every_variant_the_issue_asks_for():
     lams = sorted({v.cfg.train.instruction_tuning.lam for v in variants.values()})
     assert lams[0] == 0 and lams[-1] > 0  # λ = 0 against the full method's λ
     full = variants["full"].cfg
-    assert (full.prepare.sparse, full.prepare.negative_generator, full.train.instruction_tuning.negatives) == \
+    assert (full.prepare.sparse, full.prepare.negative_generator, full.train.instruction_tuning.contrastive) == \
         (False, "rule", True) and full.prepare.negatives > 0 and full.train.instruction_tuning.lam > 0
     assert variants["sparse"].cfg.prepare.sparse and variants["random_negatives"].cfg.prepare.negative_generator == "random"
     # every variant has the same step budget

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -74,7 +76,8 @@ def test_language_prior_answers_from_the_question_template(tmp_path):
     from cl3dor_ray.eval.prior import language_prior
 
     def qa(split, question, answer, qtype):
-        return {"split": split, "task": "qa", "question": question, "answers": [answer], "question_type": qtype}
+        return {"sample_id": question, "split": split, "task": "qa", "question": question, "answers": [answer],
+                "question_type": qtype}
 
     samples = [qa("train", "What color is the cup?", "red", "color"), qa("train", "What color is the book?", "red",
                                                                          "color"),
@@ -88,6 +91,7 @@ def test_language_prior_answers_from_the_question_template(tmp_path):
     pq.write_table(pa.Table.from_pylist(samples), tmp_path / "samples" / "part.parquet")
     pq.write_table(pa.table({"label": ["cup", "book", "chair", "lamp", "bed", "table"]}),
                    tmp_path / "objects" / "part.parquet")
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"points_per_object": 1}}))  # a complete folder
     prior = language_prior(tmp_path)
     assert prior["prior.scanqa.em"] == pytest.approx(2 / 3)
     assert prior["prior.scanqa.em.color"] == 0.5 and prior["prior.scanqa.em.counting"] == 1.0

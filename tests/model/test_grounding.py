@@ -18,7 +18,7 @@ from cl3dor_ray.config import load_config
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.grounding import classification_loss, grounding_loss
 from cl3dor_ray.model.io import build_model
-from cl3dor_ray.train.loop import load_objects
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.train.orpo import orpo_loss
 from cl3dor_ray.train.pretrain import _clouds, classification_metrics, object_rows, object_vocabulary
 
@@ -44,7 +44,7 @@ def grounded(prepared_dir):
     cfg = load_config("configs/tiny.yaml").model
     cfg = dataclasses.replace(cfg, num_points=64, object_labels=labels, object_colors=colors)
     model = build_model(cfg, [s["question"] for s in samples] + [a for s in samples for a in s["answers"]])
-    objects = load_objects(str(prepared_dir), cfg.num_points)
+    objects = Prepared(prepared_dir).objects(cfg.num_points)
     untrained = _features(model, objects)
 
     train_objects = object_rows(prepared_dir, "train", labels, colors)

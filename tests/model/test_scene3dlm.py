@@ -6,7 +6,8 @@ import torch
 from cl3dor_ray.config import load_config
 from cl3dor_ray.model.batch import BatchError, SceneBatch, SceneCollator, select_objects
 from cl3dor_ray.model.io import ModelFolderError, build_model, load_model, save_model
-from cl3dor_ray.train.orpo import log_odds, orpo_loss
+from cl3dor_ray.model.odds import log_odds
+from cl3dor_ray.train.orpo import orpo_loss
 from tests.helpers import TINY_MODEL, toy_scenes
 
 

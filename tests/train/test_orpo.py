@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cl3dor_ray.train.orpo import MAX_LOGP, log1mexp, odds_ratio_loss, orpo_loss
+from cl3dor_ray.model.odds import MAX_LOGP, log1mexp
+from cl3dor_ray.train.orpo import odds_ratio_loss, orpo_loss
 
 
 def reference(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from cl3dor_ray.config import load_config
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.io import load_model
-from cl3dor_ray.train.loop import load_objects
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.train.trainer import stage_samples, train
 from tests.helpers import TINY_MODEL
 
@@ -45,7 +45,7 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     assert result.stages_run == STAGES
     model = load_model(run / "model")
     rows = stage_samples(prepared_dir, "val", ["qa"]).slice(0, 3).to_pylist()
-    collate = SceneCollator(model.tokenizer, load_objects(prepared_dir, model.cfg.num_points),
+    collate = SceneCollator(model.tokenizer, Prepared(prepared_dir).objects(model.cfg.num_points),
                             model.cfg.num_points, model.cfg.max_objects)
     answers = model.generate(collate(rows, [[] for _ in rows]), max_new_tokens=6)
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)

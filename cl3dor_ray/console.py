@@ -1,0 +1,134 @@
+"""What a person sees while a long job runs.
+
+    one line when a stage starts and when it ends
+    one live bar per training stage and per evaluation: step/total, loss, samples/s, ETA
+    the frameworks' own logs (Ray, Ray Data, Ray Train, Serve, DeepSpeed, transformers) in files,
+    whose folder is printed once
+
+Training workers run in other processes, so the driver draws their bar by following the
+metrics.jsonl that rank 0 writes (train/loop.py), not from the workers' prints: those stay in the
+workers' log files, once, instead of reaching the console once per rank.
+
+`--verbose` (or CL3DOR_VERBOSE=1) brings the full stream back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+VERBOSE_ENV = "CL3DOR_VERBOSE"
+# the driver-side loggers of the frameworks: their console handlers are replaced by one file
+FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "deepspeed", "DeepSpeed",
+                     "transformers", "torch.distributed", "py.warnings")
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def set_verbose(on: bool) -> None:
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+
+
+def say(line: str) -> None:
+    """A line for the person at the console (stage start and end, where results are)."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def quiet_frameworks(log_dir: Path) -> Path | None:
+    """Send the frameworks' driver-side log records to LOG_DIR/driver.log; returns that path, or None
+    when verbose. Call after `ray.init` (Ray sets its handlers up then) and again is harmless."""
+    if verbose():
+        return None
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "driver.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in FRAMEWORK_LOGGERS:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+        if not any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.propagate = False
+    logging.captureWarnings(True)  # the frameworks' own deprecation warnings, into the same file
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # a bar per operator, redrawn from worker processes
+        ctx.print_on_execution_start = False
+    except ImportError:
+        pass
+    return path
+
+
+def link_ray_session_logs(log_dir: Path) -> Path | None:
+    """LOG_DIR/ray -> this machine's Ray session logs (workers, Serve, Ray Data), for an embedded Ray
+    (its session folder must keep a short path, so it cannot live in the run folder itself)."""
+    import ray
+
+    try:
+        session = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    except AttributeError:
+        return None
+    link = log_dir / "ray"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(session, target_is_directory=True)
+    return link
+
+
+def bar(desc: str, total: int, unit: str = "step") -> tqdm:
+    """A live bar on stderr; in verbose mode too (it is the one line per stage that matters)."""
+    return tqdm(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5, leave=True)
+
+
+@contextlib.contextmanager
+def follow_training(metrics_path: Path, stage: str, total: int):
+    """A bar for one training stage, fed by the rows rank 0 appends to metrics.jsonl."""
+    progress = bar(f"[{stage}]", total)
+    stop = threading.Event()
+
+    def follow():
+        offset = metrics_path.stat().st_size if metrics_path.exists() else 0
+        while True:
+            finished = stop.wait(0.5)
+            if metrics_path.exists():
+                with open(metrics_path, encoding="utf-8") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                complete = chunk[: chunk.rfind("\n") + 1]
+                offset += len(complete.encode("utf-8"))
+                for line in complete.splitlines():
+                    row = json.loads(line)
+                    if row.get("stage") != stage or "loss" not in row:
+                        continue
+                    progress.update(max(0, row["step"] - progress.n))
+                    progress.set_postfix_str(f"loss {row['loss']:.4f}, "
+                                             f"{row.get('samples_per_s', 0):.1f} samples/s", refresh=False)
+            if finished:
+                return
+
+    thread = threading.Thread(target=follow, name=f"progress-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        thread.join()
+        progress.close()
