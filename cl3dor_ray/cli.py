@@ -7,11 +7,12 @@ Ray's loopback switch before Ray is imported (runtime.prefer_loopback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from cl3dor_ray.config import ConfigError, load_config
+from cl3dor_ray.config import ConfigError, check_own_preparation, load_config
 from cl3dor_ray.console import set_verbose
 from cl3dor_ray.runtime import prefer_loopback
 from cl3dor_ray.scenes.errors import ScanFormatError
@@ -66,13 +67,16 @@ def cmd_prepare(args) -> int:
     from cl3dor_ray.data.prepare import PrepareError, prepare
     from cl3dor_ray.runtime import ray_session
 
+    from cl3dor_ray.console import say
+
     try:
         with ray_session(args.address, num_cpus=None, log_dir=Path(args.out) / "logs"):
+            say(f"[prepare] start: {args.raw} on {cfg.workers} Ray Data workers")
             summary = prepare(args.raw, args.out, cfg)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(summary.line(args.out))
+    say(f"[prepare] done: {summary.line(args.out)}")
     if summary.annotations_rejected or summary.scenes_rejected:
         print(f"  rejected inputs are listed in {Path(args.out) / 'errors.jsonl'}")
     return 0
@@ -125,8 +129,9 @@ def cmd_evaluate(args) -> int:
         prefer_loopback(args.address)
         from cl3dor_ray.runtime import ray_session
 
+        embedded = not (args.address or os.environ.get("RAY_ADDRESS"))  # Serve ends with an embedded Ray
         with ray_session(args.address, log_dir=Path(args.out) / "logs"), \
-                deployment(args.model, args.data, cfg) as client:
+                deployment(args.model, args.data, cfg, keep_serve=embedded) as client:
             metrics = evaluate(client, args.data, args.out, args.concurrency)
     for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scan2cap.cider", "existence.adversarial.f1"):
         if key in metrics:
@@ -139,7 +144,9 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from cl3dor_ray.demo import run_demo
 
-    return run_demo(load_config(args.config, args.overrides), Path(args.out))
+    cfg = load_config(args.config, args.overrides)
+    check_own_preparation(cfg)
+    return run_demo(cfg, Path(args.out))
 
 
 def cmd_convert_lm(args) -> int:

@@ -419,6 +419,14 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
+def check_own_preparation(cfg: Config) -> None:
+    """For a run that prepares its own data (the demo, each ablation variant): the model reads at most
+    the points each object is prepared with. (`cl3dor train` checks a prepared folder's manifest.)"""
+    if cfg.model.num_points > cfg.prepare.points_per_object:
+        raise ConfigError(f"model.num_points = {cfg.model.num_points} exceeds prepare.points_per_object = "
+                          f"{cfg.prepare.points_per_object}; expected model.num_points <= prepare.points_per_object")
+
+
 def load_tree(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> dict:
     """The YAML file as a dict, then `key.sub=value` overrides (values parsed as YAML)."""
     tree: dict = {}

@@ -29,6 +29,7 @@ VERBOSE_ENV = "CL3DOR_VERBOSE"
 FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "deepspeed", "DeepSpeed",
                      "transformers", "torch.distributed", "py.warnings")
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_log_path: Path | None = None  # where quiet_frameworks sends the frameworks' records, once called
 
 
 def verbose() -> bool:
@@ -46,14 +47,25 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def quiet_frameworks(log_dir: Path) -> Path | None:
+def quiet_frameworks(log_dir: Path | None = None) -> Path | None:
     """Send the frameworks' driver-side log records to LOG_DIR/driver.log; returns that path, or None
-    when verbose. Call after `ray.init` (Ray sets its handlers up then) and again is harmless."""
-    if verbose():
+    when verbose. Call after `ray.init` (Ray sets its handlers up then); without LOG_DIR it applies
+    again to the last folder (for a framework imported since, which adds its own console handler)."""
+    global _log_path
+    if verbose() or (log_dir is None and _log_path is None):
         return None
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / "driver.log"
+    path = _log_path if log_dir is None else log_dir / "driver.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _log_path = path
+    try:
+        import ray.serve  # noqa: F401 (Serve adds its console handler on import: take it away now)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards", "Loading weights"
+    except ImportError:
+        pass
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)  # Ray Data logs every scheduler decision at DEBUG
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in FRAMEWORK_LOGGERS:
         logger = logging.getLogger(name)
@@ -75,6 +87,30 @@ def quiet_frameworks(log_dir: Path) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def captured():
+    """Everything written to this process's stdout and stderr (file descriptors 1 and 2, so a child
+    process's output too) goes to the log file meanwhile; nothing changes when verbose or unset."""
+    if _log_path is None or verbose():
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(_log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def link_ray_session_logs(log_dir: Path) -> Path | None:
     """LOG_DIR/ray -> this machine's Ray session logs (workers, Serve, Ray Data), for an embedded Ray
     (its session folder must keep a short path, so it cannot live in the run folder itself)."""
@@ -92,16 +128,16 @@ def link_ray_session_logs(log_dir: Path) -> Path | None:
     return link
 
 
-def bar(desc: str, total: int, unit: str = "step") -> tqdm:
+def bar(desc: str, total: int, unit: str = "step", initial: int = 0) -> tqdm:
     """A live bar on stderr; in verbose mode too (it is the one line per stage that matters)."""
-    return tqdm(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, leave=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, bar_format=BAR_FORMAT, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5, leave=True)
 
 
 @contextlib.contextmanager
-def follow_training(metrics_path: Path, stage: str, total: int):
-    """A bar for one training stage, fed by the rows rank 0 appends to metrics.jsonl."""
-    progress = bar(f"[{stage}]", total)
+def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
+    """A bar for one training stage (resuming at step `start`), fed by the rows rank 0 appends to metrics.jsonl."""
+    progress = bar(f"[{stage}]", total, initial=start)
     stop = threading.Event()
 
     def follow():

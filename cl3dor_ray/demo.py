@@ -133,12 +133,11 @@ def run_demo(cfg: Config, out: Path) -> int:
         trained = train(cfg, prepared, out / "run")
         say(f"[train] {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
             f"{trained.model_dir}")
-        say("[evaluate] start: the validation rooms through Ray Serve")
-        with deployment(trained.model_dir, prepared, cfg.serve, "cl3dor-demo") as client:
+        # keep_serve: this embedded Ray ends right after, and Serve with it
+        with deployment(trained.model_dir, prepared, cfg.serve, "cl3dor-demo", keep_serve=True) as client:
             metrics = evaluate(client, prepared, out / "eval")
             examples = _pick_examples(prepared)
             examples_table = _examples_table(examples, [_ask(client, s) for s in examples])
-    say(f"[evaluate] done: {metrics['samples']} validation samples in {metrics['seconds']:.0f} s -> {out / 'eval'}")
     grounded = grounded_table(metrics)
     dense_dir, sparse_dir = (sparse, prepared) if cfg.prepare.sparse else (prepared, sparse)
     encoder = _encoder_table(trained.model_dir, dense_dir, sparse_dir)

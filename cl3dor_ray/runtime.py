@@ -51,6 +51,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: 
     log_level = logging.ERROR if quiet else logging.WARNING
     if log_dir is not None and not console.verbose():
         log_to_driver = False
+        console.quiet_frameworks(Path(log_dir))  # before ray.init, which logs too
     if address:
         ray.init(address=address, logging_level=log_level, log_to_driver=log_to_driver)
     else:

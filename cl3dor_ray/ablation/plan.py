@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cl3dor_ray.config import Config, ConfigError, from_dict, load_config, load_tree
+from cl3dor_ray.config import Config, ConfigError, check_own_preparation, from_dict, load_config, load_tree
 
 
 @dataclass
@@ -125,6 +125,8 @@ def expand_variants(acfg: AblationConfig) -> list[Variant]:
     order = [acfg.reference] + [n for n in named if n != acfg.reference]
     shared = acfg.overrides + acfg.more_overrides
     variants = [Variant(n, named[n], load_config(acfg.base, shared + named[n])) for n in order]
+    for v in variants:
+        check_own_preparation(v.cfg)
     reference = _contrastive_only(variants[0].cfg)
     for v in variants[1:]:
         v.branch = _contrastive_only(v.cfg) == reference

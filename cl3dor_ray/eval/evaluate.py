@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from cl3dor_ray.console import bar
+from cl3dor_ray.console import bar, say
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
@@ -185,6 +185,8 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     qa = [s for s in samples if s["task"] == "qa"]
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
+    say(f"[evaluate] start: {len(samples)} validation samples"
+        f"{f', and {len(qa)} questions again about a swapped room' if partner else ''}")
     progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0), unit="request")
 
     def predict(s: dict) -> dict:
@@ -215,4 +217,5 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
                "seconds": seconds, **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _report(metrics, out, seconds, len(rows), failed)
+    say(f"[evaluate] done: {len(rows)} samples ({failed} failed) in {seconds:.0f} s -> {out}")
     return metrics

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 
+from cl3dor_ray.console import captured
 from cl3dor_ray.text.normalize import normalize_answer
 
 
@@ -38,8 +39,9 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
     if not ids:
         return {}
     tokenizer = PTBTokenizer()
-    res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
-    gts = tokenizer.tokenize({i: [{"caption": r} for r in references[i]] for i in ids})
+    with captured():  # its Java process reports every call on stderr
+        res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
+        gts = tokenizer.tokenize({i: [{"caption": r} for r in references[i]] for i in ids})
     # PTB tokenisation can empty a prediction (e.g. only punctuation); scorers need one token
     res = {i: [c if c.strip() else "<empty>" for c in caps] for i, caps in res.items()}
     with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its internals

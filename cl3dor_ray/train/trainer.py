@@ -29,7 +29,7 @@ import pyarrow as pa
 import yaml
 
 from cl3dor_ray.config import PRETRAIN_STAGES, Config, ConfigError
-from cl3dor_ray.console import follow_training, say
+from cl3dor_ray.console import captured, follow_training, quiet_frameworks, say
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.data.schema import nested
 from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
@@ -87,6 +87,15 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
     return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
 
 
+def _resume_step(run_dir: Path, name: str) -> int:
+    """The step of the stage's latest Ray Train checkpoint, which fit() resumes from; 0 for a fresh start."""
+    snapshot = run_dir / "ray" / name / "checkpoint_manager_snapshot.json"
+    try:
+        return int(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return 0
+
+
 def _stage_summary(run_dir: Path, name: str) -> str:
     """The stage's last training loss and, for the pretraining stages, their validation figures."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
@@ -117,6 +126,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
         raise ConfigError(f"no stage to run (only_stage={only_stage!r}; enabled: "
                           f"{[n for n, s in cfg.train.stages if s.enabled]})")
     run_dir.mkdir(parents=True, exist_ok=True)
+    with captured():  # transformers imports DeepSpeed to save a model, and DeepSpeed announces its accelerator
+        import deepspeed  # noqa: F401
+    quiet_frameworks()
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     previous = Path(init_model).resolve() if init_model else _initial_model(cfg, data_dir, run_dir)
     env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
@@ -145,9 +157,10 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
                 worker_runtime_env={"env_vars": env}),
             datasets={"train": ray.data.from_arrow(train_rows)},
         )
-        t_stage = time.perf_counter()
-        say(f"[{name}] start: {stage.steps} steps on {cfg.train.workers} Ray Train worker(s)")
-        with follow_training(run_dir / "metrics.jsonl", name, stage.steps):
+        t_stage, resume = time.perf_counter(), _resume_step(run_dir, name)
+        say(f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
+            f"{cfg.train.workers} Ray Train worker(s)")
+        with follow_training(run_dir / "metrics.jsonl", name, stage.steps, resume):
             trainer.fit()
         say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")
         previous = export
