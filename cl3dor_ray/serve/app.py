@@ -18,6 +18,7 @@ use the same methods (`answer`, `caption`, `score`, `scenes`) through a Deployme
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the real `Request` annotation.
+import dataclasses
 import hmac
 import json
 import os
@@ -68,10 +69,10 @@ def _validation_error(e: ValidationError) -> RequestError:
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1})  # routing and validation only
 @serve.ingress(api)
 class Cl3dorIngress:
-    def __init__(self, model: DeploymentHandle, limits: dict, api_token: str | None = None):
+    def __init__(self, model: DeploymentHandle, limits: ServeConfig, api_token: str | None = None):
         self.model = model
-        self.limits = ServeConfig(**limits)
-        self.context = {"limits": limits}
+        self.limits = limits
+        self.context = {"limits": limits}  # what the request models validate against (schemas.py)
         self.token = os.environ.get(TOKEN_ENV) or api_token
 
     # ---- the methods, shared by HTTP and DeploymentHandle callers
@@ -185,8 +186,8 @@ class Cl3dorIngress:
 def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None):
     cfg = serve_cfg or ServeConfig()
     model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s)
-    limits = {k: v for k, v in vars(cfg).items() if k != "api_token"}
-    return Cl3dorIngress.bind(model, limits, cfg.api_token)
+    # the typed config crosses to the replica as it is; the token travels on its own, once
+    return Cl3dorIngress.bind(model, dataclasses.replace(cfg, api_token=None), cfg.api_token)
 
 
 def app_builder(args: dict):

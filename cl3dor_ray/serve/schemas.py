@@ -10,9 +10,12 @@ import math
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from cl3dor_ray.config import ServeConfig
 
-def _limits(info: ValidationInfo) -> dict:
-    return (info.context or {}).get("limits", {})
+
+def _limits(info: ValidationInfo) -> ServeConfig:
+    """The deployment's ServeConfig; its defaults when validating without one."""
+    return (info.context or {}).get("limits") or ServeConfig()
 
 
 class UploadedObject(BaseModel):
@@ -23,7 +26,7 @@ class UploadedObject(BaseModel):
     @field_validator("points")
     @classmethod
     def _points(cls, points, info: ValidationInfo):
-        limit = _limits(info).get("max_points_per_object", 20000)
+        limit = _limits(info).max_points_per_object
         if not points:
             raise ValueError("expected at least one point")
         if len(points) > limit:
@@ -53,7 +56,7 @@ class _SceneQuery(BaseModel):
     @field_validator("question")
     @classmethod
     def _question(cls, q, info: ValidationInfo):
-        limit = _limits(info).get("max_question_chars", 500)
+        limit = _limits(info).max_question_chars
         if not q.strip():
             raise ValueError("expected a non-empty question")
         if len(q) > limit:
@@ -63,7 +66,7 @@ class _SceneQuery(BaseModel):
     @field_validator("objects")
     @classmethod
     def _objects(cls, objects, info: ValidationInfo):
-        limit = _limits(info).get("max_objects", 100)
+        limit = _limits(info).max_objects
         if objects is not None and not 1 <= len(objects) <= limit:
             raise ValueError(f"{len(objects)} objects; expected 1 to {limit}")
         return objects
@@ -82,7 +85,7 @@ class _Generation(BaseModel):
     @field_validator("max_new_tokens")
     @classmethod
     def _tokens(cls, n, info: ValidationInfo):
-        limit = _limits(info).get("max_new_tokens", 64)
+        limit = _limits(info).max_new_tokens
         if n is not None and not 1 <= n <= limit:
             raise ValueError(f"{n} is out of range; expected 1 to {limit}")
         return n
@@ -104,7 +107,7 @@ class ScoreRequest(_SceneQuery):
     @classmethod
     def _candidates(cls, cands, info: ValidationInfo):
         lim = _limits(info)
-        n, chars = lim.get("max_candidates", 16), lim.get("max_candidate_chars", 300)
+        n, chars = lim.max_candidates, lim.max_candidate_chars
         if not 1 <= len(cands) <= n:
             raise ValueError(f"{len(cands)} candidates; expected 1 to {n}")
         for i, c in enumerate(cands):
