@@ -179,6 +179,11 @@ class Scene3DLM(nn.Module):
                                    focus, after]))
         width = max(r.shape[0] for r in rows)
         emb = torch.stack([F.pad(r, (0, 0, width - r.shape[0], 0)) for r in rows])
+        if "focus" in objects and not any(count):
+            # Every trainable parameter must get a gradient on every rank at every step: when no sample of a
+            # batch has focus objects, the slots would get none on this rank only, ZeRO's gradient buckets
+            # would differ between ranks, and the all-reduce aborts (gloo). Zero-weighted, it changes nothing.
+            emb = emb + 0.0 * objects["focus"].sum()
         mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (width - r.shape[0], 0))
                             for r in rows])
         return emb, mask

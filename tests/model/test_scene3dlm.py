@@ -214,3 +214,18 @@ def test_cached_point_features_give_the_same_scores(setup):
     batch = SceneCollator(model.tokenizer, cached, model.cfg.num_points, model.cfg.max_objects)(samples)
     assert batch.features is not None and batch.points.shape[2] == 1
     torch.testing.assert_close(model.candidate_logps(batch)[0], with_points, rtol=0, atol=1e-5)
+
+
+def test_every_trainable_part_gets_a_gradient_when_no_sample_has_focus_objects(setup):
+    # Under teacher forcing a batch of questions about no object (e.g. "is there a lamp?" with no lamp)
+    # has no focus tokens. If a trainable parameter then got no gradient on one Ray Train worker only,
+    # ZeRO's gradient buckets would differ between ranks and the all-reduce would abort the run.
+    model, _, samples = setup
+    _, objects, _ = toy_scenes()
+    teach = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
+    empty = [{**s, "object_ids": []} for s in samples]
+    model.set_trainable(point_encoder="freeze", grounding="freeze", object_classifier="freeze", spatial="train",
+                        projector="train", lm="train")
+    orpo_loss(model(teach(empty)), lam=0.1)[0].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert model.grounding is not None and missing == []
