@@ -16,15 +16,20 @@ from cl3dor_ray.text.normalize import normalize_answer
 
 
 def exact_match(prediction: str, answers: list[str]) -> bool:
+    """Equal to one answer after the normaliser; an empty prediction (or one the normaliser empties) never is."""
     pred = normalize_answer(prediction)
-    return any(pred == normalize_answer(a) for a in answers)
+    return bool(pred) and any(pred == normalize_answer(a) for a in answers)
 
 
 def exact_match_refined(prediction: str, answers: list[str]) -> bool:
-    """EM-refined: also right when either the prediction or an answer contains the other (non-empty)."""
+    """EM-refined: exact on any answer first; else right when the prediction or an answer contains the
+    other with spaces removed (LEO's `answer_match`: "trashcan" and "trash can" agree). Empty never matches."""
     pred = normalize_answer(prediction)
     golds = [normalize_answer(a) for a in answers]
-    return any(pred == g or (pred and g and (pred in g or g in pred)) for g in golds)
+    if not pred or pred in golds:
+        return bool(pred)
+    squeezed = pred.replace(" ", "")
+    return any(g and (squeezed in g.replace(" ", "") or g.replace(" ", "") in squeezed) for g in golds)
 
 
 def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:

@@ -32,6 +32,15 @@ def test_caption_metrics_equal_calling_pycocoevalcap_directly():
     ("on the wooden table", ["table"], False, True),  # answer inside the prediction
     ("chair", ["table", "desk"], False, False),
     ("", ["table"], False, False),  # an empty prediction contains nothing
+    ("the", ["a"], False, False),  # nor does one that the normaliser empties, whatever the answer
+    # v2, LEO's conventions for ScanQA's answers
+    ("thirteen", ["13"], True, True),
+    ("twenty-three", ["23"], True, True),
+    ("trashcan", ["trash can"], False, True),  # refined across a missing space
+    ("left", ["letf"], True, True),  # ScanQA's typos, corrected
+    ("3 oclock", ["three o'clock"], True, True),
+    ("backward", ["backwards"], True, True),
+    ("mat", ["mat2"], True, True),  # a digit stuck to a word
 ])
 def test_exact_match_and_refined(pred, golds, em, refined):
     assert exact_match(pred, golds) is em
