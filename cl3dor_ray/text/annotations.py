@@ -9,7 +9,7 @@ and the field, and the rest are kept.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SPLITS = ("train", "val")
@@ -33,6 +33,8 @@ class Annotation:
     object_ids: list[int]
     question_type: str = ""  # ScanQA question type (ours) or POPE sampling type; "" when unknown
     source: str = ""  # the file it came from
+    situation: str = ""  # SQA3D: where the agent is, in its words ("I am sitting on the bed facing the desk")
+    pose: list[float] = field(default_factory=list)  # SQA3D: x, y, z, qx, qy, qz, qw in the scan's frame
 
     def to_dict(self) -> dict:
         return asdict(self)
