@@ -19,6 +19,9 @@ import numpy as np
 
 from cl3dor_ray.scenes.scannet import write_scan
 from cl3dor_ray.scenes.synth import generate_scene
+from cl3dor_ray.scenes.synth_situated import sqa_questions
+from cl3dor_ray.text.sqa3d import ANSWERS as SQA_ANNOTATIONS
+from cl3dor_ray.text.sqa3d import QUESTIONS as SQA_QUESTIONS
 from cl3dor_ray.scenes.synth_annotations import (balance_answers, existence_questions, scanqa_questions,
                                                  scanrefer_descriptions)
 
@@ -58,7 +61,8 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
         raise ValueError(f"--val-scenes must be in [0, {n_scenes - 1}] for {n_scenes} scenes, got {val_scenes}")
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    records = {(kind, split): [] for kind in ANNOTATION_FILES for split in ("train", "val")}
+    records = {(kind, split): [] for kind in (*ANNOTATION_FILES, "sqa") for split in ("train", "val")}
+    counts = {}
     scenes = {"train": 0, "val": 0}
     n_objects = n_vertices = 0
     for index in range(n_scenes):
@@ -72,13 +76,22 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
                 if kind != "scanrefer":
                     item["question_id"] = f"{split}-{graph.scene_id}-{k}"
                 records[kind, split].append(item)
+        records["sqa", split] += sqa_questions(graph, np.random.default_rng([seed, index, 3]))
         scenes[split] += 1
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)
 
+    for split in ("train", "val"):  # SQA3D's pair of files: questions, and their answers and poses
+        pairs = records.pop(("sqa", split))
+        for k, (question, annotation) in enumerate(pairs):
+            question["question_id"] = annotation["question_id"] = f"{split}-sqa-{k}"
+        for name, key, items in ((SQA_QUESTIONS, "questions", [q for q, _ in pairs]),
+                                 (SQA_ANNOTATIONS, "annotations", [a for _, a in pairs])):
+            name = name.format(split=split)
+            (out / "annotations" / name).write_text(json.dumps({key: items}, indent=1), encoding="utf-8")
+            counts[name] = len(items)
     for s, split in enumerate(("train", "val")):  # per split, so validation answers are balanced too
         records["scanqa", split] = balance_answers(records["scanqa", split], np.random.default_rng([seed, 2, s]))
-    counts = {}
     for (kind, split), items in records.items():
         name = ANNOTATION_FILES[kind].format(split=split)
         (out / "annotations" / name).write_text(json.dumps(items, indent=1, ensure_ascii=False), encoding="utf-8")
