@@ -53,8 +53,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| question type | n | EM | text-only prior | EM, room swapped |" in run.stdout
     # a console a person can read: each stage's start and end, a bar per training stage and evaluation
-    # (a bar redraws itself with "\r": the console shows its last state), and the report's path
-    lines = [line.split("\r")[-1] for line in (run.stdout + run.stderr).splitlines() if line.split("\r")[-1].strip()]
+    # (a bar redraws itself after "\r" on its line: the console shows its last state), and the report's path
+    lines = [line.split("\r")[-1] for line in (run.stdout + run.stderr).split("\n") if line.split("\r")[-1].strip()]
     assert len(lines) <= 60, "\n".join(lines)
     repeated = [line for line in set(lines) if lines.count(line) > 1]
     assert not repeated, repeated
