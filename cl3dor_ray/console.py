@@ -64,15 +64,17 @@ def quiet_frameworks(log_dir: Path | None = None) -> Path | None:
         hf_logging.disable_progress_bar()  # "Writing model shards", "Loading weights"
     except ImportError:
         pass
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.INFO)  # Ray Data logs every scheduler decision at DEBUG
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = None  # one per log file, shared by every logger, opened only when a logger lacks it
     for name in FRAMEWORK_LOGGERS:
         logger = logging.getLogger(name)
         for h in list(logger.handlers):
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 logger.removeHandler(h)
         if not any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in logger.handlers):
+            if handler is None:
+                handler = logging.FileHandler(path, encoding="utf-8")
+                handler.setLevel(logging.INFO)  # Ray Data logs every scheduler decision at DEBUG
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logger.addHandler(handler)
         logger.propagate = False
     logging.captureWarnings(True)  # the frameworks' own deprecation warnings, into the same file

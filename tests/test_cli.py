@@ -48,13 +48,16 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     """The whole pipeline (synth, prepare, 5 training stages, Serve, evaluation), with few steps; 8 rooms
     give 2 validation rooms, which the scene-swap probe needs."""
     steps = [f"train.{s}.steps=2" for s in STAGES] + [f"train.{s}.batch_size=8" for s in STAGES[:2]]
-    run = cl3dor("demo", "--out", str(tmp_path / "demo"), "synth.scenes=8", "prepare.points_per_object=128",
-                 "model.num_points=128", "train.eval_every=2", "train.checkpoint_every=2", *steps)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "| question type | n | EM | text-only prior | EM, room swapped |" in run.stdout
+    # bytes, not text: text mode would turn the carriage returns with which a bar redraws its line into newlines
+    run = subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", "demo", "--out", str(tmp_path / "demo"),
+                          "synth.scenes=8", "prepare.points_per_object=128", "model.num_points=128",
+                          "train.eval_every=2", "train.checkpoint_every=2", *steps], capture_output=True)
+    stdout, stderr = run.stdout.decode(), run.stderr.decode()
+    assert run.returncode == 0, stderr[-3000:]
+    assert "| question type | n | EM | text-only prior | EM, room swapped |" in stdout
     # a console a person can read: each stage's start and end, a bar per training stage and evaluation
-    # (a bar redraws itself with "\r": the console shows its last state), and the report's path
-    lines = [line.split("\r")[-1] for line in (run.stdout + run.stderr).splitlines() if line.split("\r")[-1].strip()]
+    # (a bar redraws itself after "\r" on its line: the console shows its last state), and the report's path
+    lines = [line.split("\r")[-1] for line in (stdout + stderr).split("\n") if line.split("\r")[-1].strip()]
     assert len(lines) <= 60, "\n".join(lines)
     repeated = [line for line in set(lines) if lines.count(line) > 1]
     assert not repeated, repeated
@@ -63,7 +66,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
         assert any(line.startswith(f"[{stage}] done") for line in lines), stage
     for stage in (*STAGES, "evaluate"):
         assert any(line.startswith(f"[{stage}]: ") and "/" in line for line in lines), stage  # its bar
-    assert f"report: {tmp_path / 'demo' / 'report.md'}" in run.stdout
+    assert f"report: {tmp_path / 'demo' / 'report.md'}" in stdout
     assert (tmp_path / "demo" / "logs" / "driver.log").stat().st_size > 0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| cup |" in report or "| book |" in report or "| bottle |" in report

@@ -53,7 +53,7 @@ def _row(job) -> dict:
     cfg = job.variant.cfg
     return {"variant": job.variant.name, "seed": job.seed, "data": job.variant.data_key,
             "points_per_object": cfg.prepare.points_per_object,
-            "sparse": cfg.prepare.sparse, "negatives": cfg.prepare.negatives if cfg.train.instruction_tuning.negatives
+            "sparse": cfg.prepare.sparse, "negatives": cfg.prepare.negatives if cfg.train.instruction_tuning.contrastive
             else 0, "negative_generator": cfg.prepare.negative_generator, "lam": cfg.train.instruction_tuning.lam,
             "branch": job.variant.branch, "error": job.result.get("error", ""),
             **{k: v for k, v in job.result.items() if k not in FIXED}}

@@ -56,32 +56,21 @@ class Prepared:
     def objects(self, num_points: int) -> dict[str, list[dict]]:
         """scene_id -> its object rows, with points (float32) and colours (uint8) as (num_points, 3) arrays."""
         self.check_num_points(num_points)
-        table = self.object_table()
-        clouds = zip(column_arrays(table["points"], np.float32), column_arrays(table["colors"], np.uint8))
         by_scene: dict[str, list[dict]] = {}
-        for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds):
-            idx = even_subset(len(points), num_points)
-            row["points"], row["colors"] = points[idx], colors[idx]
+        for row in _rows(self.object_table()):
+            idx = even_subset(len(row["points"]), num_points)
+            row["points"], row["colors"] = row["points"][idx], row["colors"][idx]
             by_scene.setdefault(row["scene_id"], []).append(row)
         return by_scene
 
     def scene_objects(self, scene_id: str) -> list[dict]:
         """One scene's object rows, whole (all P points), read by a filter on scene_id."""
-        table = pq.read_table(self.folder / "objects", filters=[("scene_id", "==", scene_id)])
-        clouds = zip(column_arrays(table["points"], np.float32), column_arrays(table["colors"], np.uint8))
-        return [{**row, "points": points, "colors": colors}
-                for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds)]
+        return _rows(pq.read_table(self.folder / "objects", filters=[("scene_id", "==", scene_id)]))
 
     def object_rows(self, split: str | None = None) -> list[dict]:
         """Every object row of one split (or all), whole: all P points, as numpy arrays."""
         splits = self.scene_splits()
-        table = self.object_table()
-        clouds = zip(column_arrays(table["points"], np.float32), column_arrays(table["colors"], np.uint8))
-        rows = []
-        for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds):
-            if split is None or splits.get(row["scene_id"]) == split:
-                rows.append({**row, "points": points, "colors": colors})
-        return rows
+        return [row for row in _rows(self.object_table()) if split is None or splits.get(row["scene_id"]) == split]
 
     # ------------------------------------------------------------------ samples
     def samples(self, split: str | None = None, tasks: list[str] | tuple[str, ...] | None = None,
@@ -100,6 +89,13 @@ class Prepared:
         """scene_id -> "train" / "val" (splits are by scene)."""
         t = pq.read_table(self.folder / "samples", columns=["scene_id", "split"]).to_pydict()
         return dict(zip(t["scene_id"], t["split"]))
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    """Object rows as dicts, their points (float32) and colours (uint8) as (P, 3) numpy arrays."""
+    clouds = zip(column_arrays(table["points"], np.float32), column_arrays(table["colors"], np.uint8))
+    return [{**row, "points": points, "colors": colors}
+            for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds)]
 
 
 def column_arrays(column: pa.ChunkedArray, dtype) -> list[np.ndarray]:

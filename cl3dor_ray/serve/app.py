@@ -1,6 +1,6 @@
 """The Ray Serve application: a FastAPI ingress in front of the batched model deployment.
 
-    POST /v1/answer   {scene_id | objects, question, max_new_tokens?, num_beams?} -> {answer, latency_ms}
+    POST /v1/answer   {scene_id | objects, question, max_new_tokens?, num_beams?} -> {answer, objects, latency_ms}
     POST /v1/caption  {scene_id, object_id}                                    -> {caption, latency_ms}
     POST /v1/score    {scene_id | objects, question, candidates}               -> {ranked, latency_ms}
     GET  /v1/scenes                                                            -> {scenes}
@@ -96,15 +96,16 @@ class Cl3dorIngress:
         req = self._parse(AnswerRequest, payload)
         body = req.model_dump()
         body["max_new_tokens"] = req.max_new_tokens or self.limits.default_new_tokens
-        text = await self._call("generate", body)
-        return AnswerResponse(answer=text, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+        out = await self._call("generate", body)
+        return AnswerResponse(answer=out["text"], objects=out["objects"],
+                              latency_ms=1000 * (time.perf_counter() - t)).model_dump()
 
     async def caption(self, payload: dict) -> dict:
         t = time.perf_counter()
         req = self._parse(CaptionRequest, payload)
         body = {**req.model_dump(), "max_new_tokens": req.max_new_tokens or self.limits.default_new_tokens}
-        text = await self._call("generate", body)
-        return CaptionResponse(caption=text, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+        out = await self._call("generate", body)
+        return CaptionResponse(caption=out["text"], latency_ms=1000 * (time.perf_counter() - t)).model_dump()
 
     async def score(self, payload: dict) -> dict:
         t = time.perf_counter()

@@ -16,7 +16,7 @@ import torch
 from ray import serve
 
 from cl3dor_ray.data.prepared import Prepared
-from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.batch import SceneCollator, select_objects
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.odds import log_odds
 from cl3dor_ray.text.annotations import caption_instruction
@@ -110,7 +110,8 @@ class Scene3DLMDeployment:
             self._features[key] = self.model.point_features(rows, self.model.cfg.num_points)
         return [{**row, "feature": f.numpy()} for row, f in zip(rows, self._features[key])]
 
-    def _collate(self, reqs: list[dict], candidates):
+    def _collate(self, reqs: list[dict], candidates, with_ids: bool = False):
+        """The batch; with `with_ids`, also each sample's object ids in the batch's column order."""
         samples, objects = [], {}
         for r in reqs:
             sample, objs = self._sample(r)
@@ -120,29 +121,44 @@ class Scene3DLMDeployment:
                 if key.startswith("upload-"):
                     del self._features[key]  # uploads are one-off
         cfg = self.model.cfg
-        return SceneCollator(self.model.tokenizer, objects, cfg.num_points, cfg.max_objects)(samples, candidates)
+        batch = SceneCollator(self.model.tokenizer, objects, cfg.num_points, cfg.max_objects)(samples, candidates)
+        if not with_ids:
+            return batch
+        # the collator's own choice and order of objects (select_objects), to name the batch's columns
+        return batch, [[o["object_id"] for o in select_objects(objects[s["scene_id"]], s["object_ids"], cfg.max_objects)]
+                       for s in samples]
+
+    def _grounded(self, batch, column_ids: list[list[int]]) -> list[list[int]]:
+        """Per sample, the object ids the model reads as the instruction's (a caption's target; else the
+        grounding head's choice), most relevant first; [] for a model without a grounding head."""
+        if self.model.grounding is None:
+            return [[] for _ in column_ids]
+        order, count = self.model.focus_order(batch, self.model.point_feats(batch))
+        return [[ids[j] for j in order[i, : count[i]].tolist()] for i, ids in enumerate(column_ids)]
 
     # ---- generation: answers and captions
-    async def generate(self, req: dict) -> str:
+    async def generate(self, req: dict) -> dict:
         self._target(req)  # an unknown scene/object fails here, for this request only, not its batch
         return await self.generate_batch(req)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def generate_batch(self, reqs: list[dict]) -> list[str]:
+    async def generate_batch(self, reqs: list[dict]) -> list[dict]:
         return await asyncio.to_thread(self._generate, reqs)
 
     @torch.no_grad()
-    def _generate(self, reqs: list[dict]) -> list[str]:
-        out: list[str] = [""] * len(reqs)
+    def _generate(self, reqs: list[dict]) -> list[dict]:
+        """{"text", "objects"} per request: the generated text and the objects it was about."""
+        out: list[dict] = [{} for _ in reqs]
         for beams in sorted({r["num_beams"] for r in reqs}):  # one generate call per beam width
             idx = [i for i, r in enumerate(reqs) if r["num_beams"] == beams]
             group = [reqs[i] for i in idx]
-            batch = self._collate(group, [[] for _ in group])
+            batch, column_ids = self._collate(group, [[] for _ in group], with_ids=True)
             ids = self.model.generate_ids(batch, max_new_tokens=max(r["max_new_tokens"] for r in group),
                                           num_beams=beams)
-            for i, r, row in zip(idx, group, ids):
+            for i, r, row, about in zip(idx, group, ids, self._grounded(batch, column_ids)):
                 # greedy decoding is prefix-consistent: cutting at a request's own budget is exact
-                out[i] = self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip()
+                out[i] = {"text": self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip(),
+                          "objects": about}
         return out
 
     # ---- scoring candidate answers

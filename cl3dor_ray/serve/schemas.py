@@ -118,6 +118,9 @@ class ScoreRequest(_SceneQuery):
 
 class AnswerResponse(BaseModel):
     answer: str
+    objects: list[int] = Field(default_factory=list, description="the objects the model read the question as "
+                               "being about (its grounding head's choice), most relevant first; for uploaded "
+                               "objects, their indices")
     latency_ms: float
 
 

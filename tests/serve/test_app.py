@@ -53,8 +53,33 @@ def test_endpoints(app, prepared_dir):
     assert all(r["logp"] < 0 for r in ranked)
     uploaded = [{"points": [[0.0, 0.0, 0.0], [0.1, 0.0, 0.2], [0.0, 0.3, 0.1]], "colors": [[200, 10, 10]] * 3},
                 {"points": [[1.0, 1.0, 0.0], [1.2, 1.0, 0.5]]}]
-    assert isinstance(client.answer("What is this?", objects=uploaded)["answer"], str)
+    answer_uploaded = client.answer("What is this?", objects=uploaded)
+    assert isinstance(answer_uploaded["answer"], str) and set(answer_uploaded["objects"]) <= {0, 1}
     assert len(client.score("What color is it?", ["red", "blue"], objects=uploaded)["ranked"]) == 2
+
+
+def test_an_answer_names_the_objects_its_grounding_head_read_the_question_as_about(app, trained_model_dir,
+                                                                                   prepared_dir):
+    import torch
+
+    from cl3dor_ray.data.prepared import Prepared
+    from cl3dor_ray.model.batch import SceneCollator, select_objects
+    from cl3dor_ray.model.io import load_model
+
+    url, _ = app
+    model = load_model(trained_model_dir)
+    objects = Prepared(prepared_dir).objects(model.cfg.num_points)
+    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    client = Cl3dorClient.over_http(url, token=TOKEN)
+    assert model.grounding is not None
+    for scene in sorted(objects):
+        question = "What color is the chair?"
+        batch = collate([{"scene_id": scene, "object_ids": [], "question": question}], [[]])
+        with torch.no_grad():
+            order, count = model.focus_order(batch, model.point_feats(batch))
+        columns = [o["object_id"] for o in select_objects(objects[scene], [], model.cfg.max_objects)]
+        expected = [columns[j] for j in order[0, : int(count[0])].tolist()]
+        assert client.answer(question, scene_id=scene)["objects"] == expected
 
 
 BAD = [

@@ -109,7 +109,7 @@ def test_hover_names_the_object_and_a_click_captions_it(page):
     assert page.find_element(By.ID, "status").text == ""
 
 
-def test_asking_highlights_the_objects_the_question_names_and_scoring_ranks(page):
+def test_asking_highlights_what_the_model_read_the_question_as_about_and_scoring_ranks(page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -123,9 +123,13 @@ def test_asking_highlights_the_objects_the_question_names_and_scoring_ranks(page
     answer = page.find_element(By.ID, "answer").text
     assert answer and answer != "…"
     highlighted = page.execute_script("return [...window.cl3dor.highlighted]")
-    said = " " + re.sub(r"[^a-z0-9 ]", " ", f"what color is the {label} {answer}".lower()) + " "
+    grounded = page.execute_script("return window.cl3dor.answered.objects")
+    ids = page.execute_script("return window.cl3dor.objects.map(o => o.object_id)")
+    said = " " + re.sub(r"[^a-z0-9 ]", " ", answer.lower()) + " "
     named = {k for k, lab in enumerate(labels) if lab and f" {lab.lower()} " in said}
-    assert set(highlighted) == named and named
+    assert set(highlighted) == {ids.index(i) for i in grounded} | named
+    assert page.find_element(By.ID, "about").text == (
+        ", ".join(f"{labels[ids.index(i)]} #{i}" for i in grounded) or "none")
     page.find_element(By.ID, "score").click()
     WebDriverWait(page, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranked li")) == 2)
     items = [li.text for li in page.find_elements(By.CSS_SELECTOR, "#ranked li")]
