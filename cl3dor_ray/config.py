@@ -165,7 +165,7 @@ class ModelConfig:
                               "model.spatial_heads")
 
 
-TASKS = ("qa", "caption", "existence")
+TASKS = ("qa", "caption", "existence", "sqa")
 
 
 @dataclass
@@ -221,7 +221,7 @@ class StageConfig:
     min_lr_ratio: float = 0.1
     """End of the cosine decay, as a fraction of lr."""
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    """Sample tasks this stage trains on: qa, caption, existence."""
+    """Sample tasks this stage trains on: qa, caption, existence, sqa (SQA3D)."""
     contrastive: bool = False
     """Score the hard negatives beside the gold answer and add the odds-ratio term (the contrastive stage)."""
     lam: float = 0.1
@@ -277,9 +277,9 @@ class TrainConfig:
     object_alignment: StageConfig = field(default_factory=_stage(
         tasks=["caption"], trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze")))
     scene_alignment: StageConfig = field(default_factory=_stage(
-        tasks=["caption", "qa"], trainable=Trainable(point_encoder="freeze", lm="lora")))
+        tasks=["caption", "qa", "sqa"], trainable=Trainable(point_encoder="freeze", lm="lora")))
     instruction_tuning: StageConfig = field(default_factory=_stage(
-        tasks=["qa", "caption", "existence"], contrastive=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
+        tasks=["qa", "caption", "existence", "sqa"], contrastive=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
 
     def __post_init__(self):
         if self.zero_stage not in (1, 2, 3):

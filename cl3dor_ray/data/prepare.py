@@ -1,6 +1,6 @@
 """`cl3dor prepare` / jobs/prepare_data.py: scans + annotations -> training-ready Parquet.
 
-    RAW/scans/<scene_id>/...   RAW/annotations/*.json
+    RAW/scans/<scene_id>/...   RAW/annotations/*.json (ScanQA, ScanRefer, existence, SQA3D)
         | Ray Data map_batches, tasks:  densify_scans          -> StagedParquetSink
         | Ray Data map_batches, tasks (actors for model-based generators): BuildSamples -> StagedParquetSink
     OUT/objects/        one row per object       (schema.OBJECT_SCHEMA)
@@ -31,8 +31,10 @@ from cl3dor_ray.config import PrepareConfig
 from cl3dor_ray.data.objects import densify_scans
 from cl3dor_ray.data.samples import BuildSamples, build_samples
 from cl3dor_ray.data.sink import StagedParquetSink
-from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
+from cl3dor_ray.scenes.pose import align_pose
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_alignment, scan_files
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annotations
+from cl3dor_ray.text.sqa3d import load_sqa3d
 from cl3dor_ray.text.negatives import GENERATORS
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
@@ -92,6 +94,8 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSumm
     raw, out = Path(raw).resolve(), Path(out)
     scan_dirs = _scan_dirs(raw / "scans")
     annotations, ann_errors, files_read = load_annotations(raw / "annotations")
+    situated, sqa_errors, sqa_files = load_sqa3d(raw / "annotations")
+    annotations, ann_errors, files_read = annotations + situated, ann_errors + sqa_errors, files_read + sqa_files
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "objects").mkdir(parents=True)
@@ -99,7 +103,7 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSumm
 
     with _cpu_limit(cfg.workers):
         objects = _prepare_objects(scan_dirs, raw, staging / "objects", cfg)
-        by_scene, routing_errors = _route_annotations(annotations, objects.inventory, objects.errors)
+        by_scene, routing_errors = _route_annotations(annotations, objects.inventory, objects.errors, scan_dirs)
         samples, sample_errors, t_samples = _prepare_samples(by_scene, objects.inventory, staging / "samples", cfg)
 
     errors = objects.errors + ann_errors + routing_errors + sample_errors
@@ -164,9 +168,14 @@ def _prepare_objects(scan_dirs: list[Path], raw: Path, path: Path, cfg: PrepareC
     return _Objects(inventory, errors, count, time.perf_counter() - t)
 
 
-def _route_annotations(annotations: list[Annotation], inventory: dict, scan_errors: list[AnnotationError]):
-    """Group annotations by scene; reject those whose scene is missing or was rejected, and duplicates."""
+def _route_annotations(annotations: list[Annotation], inventory: dict, scan_errors: list[AnnotationError],
+                       scan_dirs: list[Path]):
+    """Group annotations by scene; reject those whose scene is missing or was rejected, and duplicates.
+    SQA3D poses are moved into the prepared objects' axis-aligned frame here, with the scan's
+    axisAlignment (a few numbers per scene, read on the driver)."""
     rejected = {e.scene_id for e in scan_errors}
+    folders = {p.name: p for p in scan_dirs}
+    alignments: dict[str, np.ndarray] = {}
     by_scene: dict[str, list[dict]] = {}
     errors: list[AnnotationError] = []
     seen: set[str] = set()
@@ -178,6 +187,11 @@ def _route_annotations(annotations: list[Annotation], inventory: dict, scan_erro
             errors.append(AnnotationError(ann.scene_id, ann.source, f"duplicate sample id {ann.sample_id}"))
         else:
             seen.add(ann.sample_id)
+            if ann.pose:
+                if ann.scene_id not in alignments:
+                    meta = scan_files(folders[ann.scene_id], ann.scene_id)["meta"]
+                    alignments[ann.scene_id] = read_alignment(meta)[0]
+                ann.pose = align_pose(ann.pose, alignments[ann.scene_id])
             by_scene.setdefault(ann.scene_id, []).append(ann.to_dict())
     return by_scene, errors
 

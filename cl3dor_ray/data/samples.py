@@ -54,7 +54,7 @@ class BuildSamples:
         row = {"sample_id": ann.sample_id, "split": ann.split, "task": ann.task, "scene_id": ann.scene_id,
                "object_ids": ann.object_ids, "question": ann.question, "answers": ann.answers,
                "negatives": [], "negative_kinds": [], "question_type": ann.question_type,
-               "error": "", "error_file": ann.source}
+               "situation": ann.situation, "pose": ann.pose, "error": "", "error_file": ann.source}
         unknown = [i for i in ann.object_ids if i not in objects]
         if unknown:
             known = f"ids {min(objects)}..{max(objects)}" if objects else "no objects"

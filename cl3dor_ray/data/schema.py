@@ -26,14 +26,16 @@ OBJECT_SCHEMA = pa.schema([
 SAMPLE_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
     ("split", pa.string()),  # "train" or "val"
-    ("task", pa.string()),  # "qa", "caption" or "existence"
+    ("task", pa.string()),  # "qa", "caption", "existence" or "sqa"
     ("scene_id", pa.string()),
     ("object_ids", pa.list_(pa.int32())),  # objects the sample is about (relevant ones first)
     ("question", pa.string()),  # the instruction
     ("answers", pa.list_(pa.string())),  # gold answers
     ("negatives", pa.list_(pa.string())),  # K hard negative answers
     ("negative_kinds", pa.list_(pa.string())),  # the strategy of each negative
-    ("question_type", pa.string()),  # ScanQA type or POPE sampling type; "" if unknown
+    ("question_type", pa.string()),  # ScanQA type, POPE sampling type or SQA3D first word; "" if unknown
+    ("situation", pa.string()),  # SQA3D: the agent's situation, as written; "" for other tasks
+    ("pose", pa.list_(pa.float32())),  # SQA3D: x, y, z, qx, qy, qz, qw in the axis-aligned frame; [] otherwise
 ])
 
 # While a stage runs, every row also says whether its input was rejected.

@@ -2,12 +2,13 @@
 
     EVAL/predictions.jsonl  one line per sample: id, task, question, prediction, answers
     EVAL/metrics.json       flat keys: scanqa.em, scanqa.em_refined, scanqa.cider, ..., scan2cap.cider,
+                            sqa3d.em, sqa3d.em_refined, sqa3d.em.<what|is|how|can|which|other>,
                             existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>,
-                            prior.scanqa.em.<type> (the text-only prior, eval/prior.py),
+                            prior.scanqa.em.<type>, prior.sqa3d.em.<type> (text-only priors, eval/prior.py),
                             grounding.scene_swap.{em,drop,...} (the scene-swap probe, eval/probe.py)
     EVAL/report.md          the same as tables; EM per question type beside the prior and the swapped-room EM
 
-QA is answered by generation, captions by generation for the object, existence by scoring "yes"
+QA and SQA3D (with the agent's situation and pose) are answered by generation, captions by generation for the object, existence by scoring "yes"
 against "no" (the higher mean log-probability wins). Requests go out concurrently so the
 deployment can batch them.
 
@@ -46,8 +47,9 @@ def _predict(client: Cl3dorClient, s: dict) -> dict:
     row = {"sample_id": s["sample_id"], "task": s["task"], "scene_id": s["scene_id"], "question": s["question"],
            "answers": s["answers"], "question_type": s["question_type"], "object_ids": s["object_ids"]}
     try:
-        if s["task"] == "qa":
-            row["prediction"] = client.answer(s["question"], scene_id=s["scene_id"], max_new_tokens=QA_TOKENS)["answer"]
+        if s["task"] in ("qa", "sqa"):
+            row["prediction"] = client.answer(s["question"], scene_id=s["scene_id"], max_new_tokens=QA_TOKENS,
+                                              situation=s.get("situation") or None, pose=s.get("pose") or None)["answer"]
         elif s["task"] == "caption":
             row["prediction"] = client.caption(s["scene_id"], s["object_ids"][0], max_new_tokens=CAPTION_TOKENS)["caption"]
         else:
@@ -101,6 +103,17 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
                 metrics[f"scan2cap.cider.{cls}"] = caption_metrics(
                     {r["sample_id"]: r["prediction"] for r in mine}, {r["sample_id"]: r["answers"] for r in mine})["cider"]
                 metrics[f"scan2cap.n.{cls}"] = len(mine)
+    sqa = [r for r in rows if r["task"] == "sqa"]
+    if sqa:  # LEO's split by the question's first word (text/sqa3d.question_type)
+        metrics["sqa3d.em"] = sum(exact_match(r["prediction"], r["answers"]) for r in sqa) / len(sqa)
+        metrics["sqa3d.em_refined"] = sum(exact_match_refined(r["prediction"], r["answers"]) for r in sqa) / len(sqa)
+        metrics["sqa3d.n"] = len(sqa)
+        for t in sorted({r["question_type"] for r in sqa}):
+            mine = [r for r in sqa if r["question_type"] == t]
+            metrics[f"sqa3d.em.{t}"] = sum(exact_match(r["prediction"], r["answers"]) for r in mine) / len(mine)
+            metrics[f"sqa3d.em_refined.{t}"] = sum(exact_match_refined(r["prediction"], r["answers"])
+                                                   for r in mine) / len(mine)
+            metrics[f"sqa3d.n.{t}"] = len(mine)
     pope = [r for r in rows if r["task"] == "existence"]
     for split in sorted({r["question_type"] for r in pope}) + (["all"] if pope else []):
         mine = [r for r in pope if split == "all" or r["question_type"] == split]
@@ -128,6 +141,7 @@ def grounded_table(metrics: dict) -> list[str]:
                       f"{metrics['grounding.scene_swap.changed']:.3f}."]
     elif "scanqa.em" in metrics:  # say why the column is empty rather than leave it blank
         lines += ["", "Scene-swap probe not run: it needs at least 2 validation rooms (or it was turned off)."]
+    lines += sqa_table(metrics)
     splits = sorted({k.split(".")[1] for k in metrics if k.startswith("existence.")})
     if splits:
         lines += ["", "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",
@@ -137,6 +151,20 @@ def grounded_table(metrics: dict) -> list[str]:
                                                                      "yes_ratio")}
             lines.append(f"| {sp} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
                          f"{m['f1']:.3f} | {m['yes_ratio']:.3f} |")
+    return lines
+
+
+def sqa_table(metrics: dict) -> list[str]:
+    """SQA3D EM and EM-refined by the question's first word, beside the text-only prior."""
+    if "sqa3d.em" not in metrics:
+        return []
+    types = sorted(k.removeprefix("sqa3d.n.") for k in metrics if k.startswith("sqa3d.n."))
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["", "| SQA3D question | n | EM | EM-refined | text-only prior |", "|---|---:|---:|---:|---:|"]
+    for t in types + ["all"]:
+        suffix = "" if t == "all" else f".{t}"
+        lines.append(f"| {t} | {metrics.get(f'sqa3d.n{suffix}', '')} | {fmt(metrics.get(f'sqa3d.em{suffix}'))} | "
+                     f"{fmt(metrics.get(f'sqa3d.em_refined{suffix}'))} | {fmt(metrics.get(f'prior.sqa3d.em{suffix}'))} |")
     return lines
 
 
@@ -204,7 +232,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(prepared))
     true_qa = [r for r in rows if r["task"] == "qa" and "error" not in r]
     metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
-    if qa:
+    if any(s["task"] in ("qa", "sqa") for s in samples):
         metrics.update(language_prior(data_dir))
     metrics.update(box_size_prior(data_dir))
     if swapped:

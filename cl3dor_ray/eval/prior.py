@@ -22,9 +22,10 @@ from cl3dor_ray.eval.metrics import exact_match
 from cl3dor_ray.text.vocab import masking_pattern, question_template
 
 
-def text_prior(train: list[dict], val: list[dict], labels) -> dict[str, float]:
+def text_prior(train: list[dict], val: list[dict], labels, benchmark: str = "scanqa") -> dict[str, float]:
     """EM of answering each val question {question, answers, question_type} with the majority training
-    answer of its template (category names `labels` and colour words masked), else of its type."""
+    answer of its template (category names `labels` and colour words masked), else of its type.
+    Keys `prior.<benchmark>.em[.<type>]`."""
     words = masking_pattern(labels)
     by_template, by_type = defaultdict(Counter), defaultdict(Counter)
     for s in train:
@@ -36,16 +37,27 @@ def text_prior(train: list[dict], val: list[dict], labels) -> dict[str, float]:
         hit = bool(counts) and exact_match(counts.most_common(1)[0][0], s["answers"])
         hits["all"].append(hit)
         hits[s["question_type"]].append(hit)
-    return {("prior.scanqa.em" if k == "all" else f"prior.scanqa.em.{k}"): sum(v) / len(v) for k, v in hits.items()}
+    return {(f"prior.{benchmark}.em" if k == "all" else f"prior.{benchmark}.em.{k}"): sum(v) / len(v)
+            for k, v in hits.items()}
+
+
+# The tasks a text-only prior is reported for, and their benchmark names in metrics.json.
+PRIOR_TASKS = {"qa": "scanqa", "sqa": "sqa3d"}
 
 
 def language_prior(data_dir: str | Path) -> dict[str, float]:
-    """`prior.scanqa.em` and `prior.scanqa.em.<question type>` on the validation QA of a prepared folder."""
+    """`prior.<scanqa|sqa3d>.em` and `.em.<question type>` on the validation questions of a prepared folder.
+    SQA3D's prior reads the question without its situation: the situation names where the agent is,
+    which is what a model has to look at the room to use."""
     prepared = Prepared(data_dir)
     columns = ["question", "answers", "question_type"]
     labels = prepared.object_table(["label"]).column("label").unique().to_pylist()
-    return text_prior(prepared.samples("train", ["qa"], columns).to_pylist(),
-                      prepared.samples("val", ["qa"], columns).to_pylist(), labels)
+    metrics: dict[str, float] = {}
+    for task, benchmark in PRIOR_TASKS.items():
+        val = prepared.samples("val", [task], columns).to_pylist()
+        if val:
+            metrics.update(text_prior(prepared.samples("train", [task], columns).to_pylist(), val, labels, benchmark))
+    return metrics
 
 
 BOX_NEIGHBOURS = 7

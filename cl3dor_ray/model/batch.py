@@ -3,7 +3,9 @@
 A batch holds, per sample, its scene's object clouds (at most `max_objects`: the objects the
 sample is about first, as LEO keeps them within its budget, then the rest nearest the room's centre
 first), which of them the sample is about, the instruction tokens, and C candidate answers (the
-gold answer first, then the hard negatives) as right-padded token ids. Every tensor is checked on construction, so a bad
+gold answer first, then the hard negatives) as right-padded token ids. A situated question (SQA3D)
+carries the agent's situation, which leads its instruction, and its pose: the object boxes are then
+given in the agent's frame, so "on my left" is a direction the model can read. Every tensor is checked on construction, so a bad
 batch fails with the field, the expected shape and dtype, and what it got.
 """
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cl3dor_ray.model.prompt import prompt_for
+from cl3dor_ray.model.prompt import prompt_for, situated_instruction
+from cl3dor_ray.scenes.pose import to_agent_frame
 
 
 class BatchError(ValueError):
@@ -170,8 +173,12 @@ class SceneCollator:
                     points[i, j] = self._cloud(o)
                 centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
                 relevant[i, j] = o["object_id"] in wanted
+            if s.get("pose"):  # a situated question: the layout as the agent sees it (scenes/pose.py)
+                centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
+                    centers[i, : len(objs)], sizes[i, : len(objs)], s["pose"])
         given = torch.tensor([s.get("task") == "caption" or self.teacher_forcing for s in samples])
-        instr = [self.tok(self.prompt.instruction(s["question"]), add_special_tokens=False).input_ids for s in samples]
+        instr = [self.tok(self.prompt.instruction(situated_instruction(s["question"], s.get("situation") or "")),
+                          add_special_tokens=False).input_ids for s in samples]
         instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
         n_cand = len(candidates[0]) if candidates else 0
         if any(len(c) != n_cand for c in candidates):

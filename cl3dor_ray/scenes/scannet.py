@@ -85,7 +85,7 @@ def _load_json(path: Path, key: str):
     return doc[key]
 
 
-def _read_alignment(path: Path) -> tuple[np.ndarray, bool]:
+def read_alignment(path: Path) -> tuple[np.ndarray, bool]:
     if not path.is_file():
         return np.eye(4), False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -160,7 +160,7 @@ def read_scan(scan_dir: str | Path) -> Scene:
         hit = seg_keys[pos] == seg_indices
         instance_ids[hit] = seg_vals[pos[hit]]
 
-    alignment, found = _read_alignment(files["meta"])
+    alignment, found = read_alignment(files["meta"])
     scene = Scene(
         scene_id=scene_id,
         vertices=apply_alignment(mesh.vertices, alignment),

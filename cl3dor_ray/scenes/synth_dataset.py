@@ -19,7 +19,7 @@ import numpy as np
 
 from cl3dor_ray.scenes.scannet import write_scan
 from cl3dor_ray.scenes.synth import generate_scene
-from cl3dor_ray.scenes.synth_situated import sqa_questions
+from cl3dor_ray.scenes.synth_situated import sqa_questions, to_sensor_frame
 from cl3dor_ray.text.sqa3d import ANSWERS as SQA_ANNOTATIONS
 from cl3dor_ray.text.sqa3d import QUESTIONS as SQA_QUESTIONS
 from cl3dor_ray.scenes.synth_annotations import (balance_answers, existence_questions, scanqa_questions,
@@ -76,7 +76,8 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
                 if kind != "scanrefer":
                     item["question_id"] = f"{split}-{graph.scene_id}-{k}"
                 records[kind, split].append(item)
-        records["sqa", split] += sqa_questions(graph, np.random.default_rng([seed, index, 3]))
+        records["sqa", split] += [(q, to_sensor_frame(a, scene.axis_alignment))
+                                  for q, a in sqa_questions(graph, np.random.default_rng([seed, index, 3]))]
         scenes[split] += 1
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)

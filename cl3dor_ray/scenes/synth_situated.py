@@ -10,7 +10,8 @@ a quaternion about the vertical axis. Every question is answered from that pose 
     How many <xs> are in front of me?                 those within 90 degrees of ahead
     Can I reach the <x> without standing up?         (sitting) yes when its box is within REACH metres
 
-Bearings are measured counter-clockwise from the heading (z is up), so left is +90 degrees.
+Bearings are measured counter-clockwise from the heading (z is up), so left is +90 degrees. Poses
+are computed in the room frame and written in the scan's sensor frame, as SQA3D's are.
 An answer that a small change of pose could flip (an object on a sector's edge, two nearest objects
 at about the same distance) is not asked.
 """
@@ -22,6 +23,7 @@ import math
 import numpy as np
 
 from cl3dor_ray.scenes.catalog import plural
+from cl3dor_ray.scenes.pose import align_pose, yaw_quaternion
 from cl3dor_ray.scenes.synth import SceneGraph, SynthObject
 from cl3dor_ray.scenes.synth_annotations import refer
 
@@ -33,9 +35,18 @@ SECTORS = {"on my left": math.pi / 2, "on my right": -math.pi / 2, "behind me": 
 MAX_SITUATIONS = 3
 
 
-def quaternion_z(yaw: float) -> dict[str, float]:
-    """SQA3D's rotation record for a heading `yaw` (radians, counter-clockwise from +x, about z)."""
-    return {"_x": 0.0, "_y": 0.0, "_z": round(math.sin(yaw / 2), 6), "_w": round(math.cos(yaw / 2), 6)}
+def pose_records(pose) -> tuple[dict, dict]:
+    """SQA3D's `position` and `rotation` records of a 7-number pose (scenes/pose.py)."""
+    return ({k: round(float(v), 4) for k, v in zip("xyz", pose[:3])},
+            {k: round(float(v), 6) for k, v in zip(("_x", "_y", "_z", "_w"), pose[3:])})
+
+
+def to_sensor_frame(annotation: dict, axis_alignment: np.ndarray) -> dict:
+    """The annotation with its pose moved from the room frame to the scan's sensor frame, where SQA3D
+    keeps it (prepare aligns it back with the scan's axisAlignment)."""
+    pose = [*annotation["position"].values(), *annotation["rotation"].values()]
+    position, rotation = pose_records(align_pose(pose, np.linalg.inv(axis_alignment)))
+    return {**annotation, "position": position, "rotation": rotation}
 
 
 def bearing(position: np.ndarray, yaw: float, target: np.ndarray) -> float:
@@ -124,7 +135,7 @@ def sqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[dic
             if all(abs(b - math.pi / 2) > MARGIN for b in bearings):
                 asked.append((f"How many {plural(label)} are in front of me?",
                               str(sum(b < math.pi / 2 for b in bearings)), "number"))
-        rotation = quaternion_z(yaw)
+        position_record, rotation = pose_records([position[0], position[1], 0.0, *yaw_quaternion(yaw)])
         for k in rng.permutation(len(asked))[:8]:  # a handful per situation, as SQA3D has
             question, answer, answer_type = asked[int(k)]
             pairs.append((
@@ -132,6 +143,5 @@ def sqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[dic
                  "question": question},
                 {"scene_id": graph.scene_id, "answers": [{"answer": answer, "answer_confidence": "yes",
                                                           "answer_id": 1}],
-                 "position": {"x": round(float(position[0]), 4), "y": round(float(position[1]), 4), "z": 0.0},
-                 "rotation": rotation, "answer_type": answer_type, "question_type": "N/A"}))
+                 "position": position_record, "rotation": rotation, "answer_type": answer_type, "question_type": "N/A"}))
     return pairs

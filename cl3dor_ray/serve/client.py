@@ -3,7 +3,9 @@ HTTP from outside, with the same methods either way.
 
     client = Cl3dorClient.over_http("http://127.0.0.1:8000", token="...")
     client = Cl3dorClient.over_handle()            # in a Ray job / actor: serve.get_app_handle("cl3dor")
-    client.answer("What color is the chair?", scene_id="scene0000_00")   -> {"answer", "latency_ms"}
+    client.answer("What color is the chair?", scene_id="scene0000_00")   -> {"answer", "objects", "latency_ms"}
+    client.answer("What is on my left?", scene_id="scene0000_00",        (SQA3D: situation and pose)
+                  situation="I am sitting on the bed facing the desk.", pose=[x, y, z, qx, qy, qz, qw])
     client.caption("scene0000_00", object_id=3)                          -> {"caption", "latency_ms"}
     client.score("Is there a cup?", ["yes", "no"], scene_id="scene0000_00") -> {"ranked", "latency_ms"}
 A refused request raises `Cl3dorRequestError` with the HTTP status and the app's JSON body.
@@ -42,9 +44,10 @@ class Cl3dorClient:
 
     # ---- the API
     def answer(self, question: str, scene_id: str | None = None, objects: list[dict] | None = None,
-               max_new_tokens: int | None = None, num_beams: int = 1) -> dict:
-        payload = {"question": question, "scene_id": scene_id, "objects": objects,
-                   "max_new_tokens": max_new_tokens, "num_beams": num_beams}
+               max_new_tokens: int | None = None, num_beams: int = 1, situation: str | None = None,
+               pose: list[float] | None = None) -> dict:
+        payload = {"question": question, "scene_id": scene_id, "objects": objects, "situation": situation,
+                   "pose": pose, "max_new_tokens": max_new_tokens, "num_beams": num_beams}
         return self._call("answer", "POST", "/v1/answer", payload)
 
     def caption(self, scene_id: str, object_id: int, max_new_tokens: int | None = None) -> dict:
@@ -52,8 +55,9 @@ class Cl3dorClient:
         return self._call("caption", "POST", "/v1/caption", payload)
 
     def score(self, question: str, candidates: list[str], scene_id: str | None = None,
-              objects: list[dict] | None = None) -> dict:
-        payload = {"question": question, "candidates": candidates, "scene_id": scene_id, "objects": objects}
+              objects: list[dict] | None = None, situation: str | None = None, pose: list[float] | None = None) -> dict:
+        payload = {"question": question, "candidates": candidates, "scene_id": scene_id, "objects": objects,
+                   "situation": situation, "pose": pose}
         return self._call("score", "POST", "/v1/score", payload)
 
     def scenes(self) -> list[dict]:

@@ -93,12 +93,14 @@ class Scene3DLMDeployment:
 
     def _sample(self, req: dict) -> tuple[dict, dict]:
         """A collator sample and the objects it needs (a prepared scene, or the uploaded clouds)."""
+        situated = {"situation": req.get("situation") or "", "pose": req.get("pose") or []}
         if req.get("objects") is not None:
             key = f"upload-{next(self._uploads)}"
-            return {"scene_id": key, "object_ids": [], "question": req["question"]}, {key: uploaded_objects(req["objects"])}
+            return ({"scene_id": key, "object_ids": [], "question": req["question"], **situated},
+                    {key: uploaded_objects(req["objects"])})
         scene_id, target = req["scene_id"], self._target(req)
         if target is None:
-            sample = {"scene_id": scene_id, "object_ids": [], "question": req["question"]}
+            sample = {"scene_id": scene_id, "object_ids": [], "question": req["question"], **situated}
         else:
             sample = {"scene_id": scene_id, "object_ids": [target["object_id"]], "task": "caption",
                       "question": caption_instruction(target["center"])}

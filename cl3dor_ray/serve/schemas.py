@@ -11,6 +11,7 @@ import math
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from cl3dor_ray.config import ServeConfig
+from cl3dor_ray.scenes.pose import check_pose
 
 
 def _limits(info: ValidationInfo) -> ServeConfig:
@@ -52,10 +53,22 @@ class _SceneQuery(BaseModel):
     scene_id: str | None = Field(None, description="a prepared scene (GET /v1/scenes)")
     objects: list[UploadedObject] | None = Field(None, description="uploaded object point clouds instead")
     question: str
+    situation: str | None = Field(None, description="SQA3D: where the agent is, in its words "
+                                  "(\"I am sitting on the bed facing the desk.\"); it leads the instruction")
+    pose: list[float] | None = Field(None, description="SQA3D: the agent's x, y, z, qx, qy, qz, qw in the "
+                                     "prepared scene's axis-aligned frame (or the uploaded objects' frame); the "
+                                     "model then reads the room in the agent's frame")
 
-    @field_validator("question")
+    @field_validator("pose")
+    @classmethod
+    def _pose(cls, pose):
+        return None if pose is None else check_pose(pose)
+
+    @field_validator("question", "situation")
     @classmethod
     def _question(cls, q, info: ValidationInfo):
+        if q is None:
+            return q
         limit = _limits(info).max_question_chars
         if not q.strip():
             raise ValueError("expected a non-empty question")

@@ -13,7 +13,8 @@ the desk") and whose `pose` is its position and orientation (x, y, z, qx, qy, qz
 frame; `question_type` is LEO's split by the question's first word. A bad record becomes an
 `AnnotationError` naming the file, the record and the field; the rest are kept.
 
-Not yet a task of prepare/train/evaluate/serve (issue 15): this is the reader.
+The pose stays in the scan's sensor frame here; prepare moves it into the axis-aligned frame of the
+prepared objects (scenes/pose.py), and the collator turns the room into the agent's frame with it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cl3dor_ray.scenes.pose import check_pose
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, _id, _Invalid, _text
 
 SPLITS = ("train", "val", "test")
@@ -47,8 +49,12 @@ def _pose(rec: dict) -> list[float]:
         raise _Invalid(f"field 'position' must be an object {{x, y, z}}, got {position!r}")
     if not isinstance(rotation, dict):
         raise _Invalid(f"field 'rotation' must be an object {{_x, _y, _z, _w}}, got {rotation!r}")
-    return [_number(position, k, "position") for k in ("x", "y", "z")] + \
+    pose = [_number(position, k, "position") for k in ("x", "y", "z")] + \
         [_number(rotation, k, "rotation") for k in ("_x", "_y", "_z", "_w")]
+    try:
+        return check_pose(pose)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
 
 
 def _answers(rec: dict) -> list[str]:

@@ -33,12 +33,13 @@ from cl3dor_ray.console import captured, follow_training, quiet_frameworks, say
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.data.schema import nested
 from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
+from cl3dor_ray.model.prompt import situated_instruction
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
 from cl3dor_ray.train.pretrain import GROUNDING_TASKS, object_rows, object_vocabulary, pretrain_loop_per_worker
 
 SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives",
-                  "question_type"]
+                  "question_type", "situation", "pose"]
 
 
 @dataclass
@@ -61,8 +62,9 @@ def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
     folder = run_dir / "init_model"
     if (folder / MODEL_FILE).is_file():
         return folder
-    train = Prepared(data_dir).samples("train", columns=["question", "answers", "negatives"]).to_pydict()
-    corpus = train["question"] + [a for group in train["answers"] + train["negatives"] for a in group]
+    train = Prepared(data_dir).samples("train", columns=["question", "situation", "answers", "negatives"]).to_pydict()
+    corpus = [situated_instruction(q, s) for q, s in zip(train["question"], train["situation"])] + \
+        [a for group in train["answers"] + train["negatives"] for a in group]
     import torch
 
     labels, colors = object_vocabulary(data_dir)

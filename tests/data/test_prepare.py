@@ -94,7 +94,7 @@ def test_samples_have_k_negatives_none_equal_to_gold(prepared, raw):
         negs = [normalize_answer(n) for n in s["negatives"]]
         assert len(set(negs)) == K and not gold & set(negs), s
     tasks = {s["task"] for s in samples}
-    assert tasks == {"qa", "caption", "existence"}
+    assert tasks == {"qa", "caption", "existence", "sqa"}
     captions = [s for s in samples if s["task"] == "caption"]
     assert all(s["question"].startswith("Describe the object at (") for s in captions)
     # every valid annotation became a sample: ScanQA + existence records, one caption per described object
@@ -103,8 +103,10 @@ def test_samples_have_k_negatives_none_equal_to_gold(prepared, raw):
     n_pope = sum(len(json.loads((ann / f"existence_{sp}.json").read_text())) for sp in ("train", "val"))
     n_cap = len({(r["scene_id"], r["object_id"]) for sp in ("train", "val")
                  for r in json.loads((ann / f"ScanRefer_filtered_{sp}.json").read_text())})
+    n_sqa = sum(len(json.loads((ann / f"v1_balanced_questions_{sp}_scannetv2.json").read_text())["questions"])
+                for sp in ("train", "val"))
     n_bad = len(BAD_ANNOTATIONS)
-    assert len(samples) == n_qa - n_bad + n_pope + n_cap == sum(summary.samples.values())
+    assert len(samples) == n_qa - n_bad + n_pope + n_cap + n_sqa == sum(summary.samples.values())
 
 
 def test_non_ascii_text_survives(prepared):
