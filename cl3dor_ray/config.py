@@ -47,7 +47,12 @@ class PrepareConfig:
     seed: int = 0
     """Seed of surface sampling and negatives; results are a function of (seed, scene or sample)."""
     negative_generator: str = "rule"
-    """Name of the NegativeGenerator (text/negatives.py GENERATORS)."""
+    """Name of the NegativeGenerator (text/negatives.py GENERATORS): rule, random or llm."""
+    negative_llm_path: str = ".cache/models/SmolLM2-135M-Instruct"
+    """Local Hugging Face LM folder the `llm` generator runs (`make smollm2` builds this one); any larger
+    instruct model's folder on a GPU cluster."""
+    negative_llm_gpus: float = 0.0
+    """GPUs per `llm` negatives actor; 0 runs the LLM on CPUs."""
     node_resource: str | None = None
     """Custom Ray resource that preparation tasks require (cluster.yaml gives CPU nodes "prep"); None = any node."""
 

@@ -48,14 +48,18 @@ def _object_table(prepared: Path, points: int) -> list[str]:
 
 
 def _pick_examples(prepared: Path, n: int = 6) -> list[dict]:
-    """Training samples, one per (task, strategy of the first negative), for variety."""
-    picked, seen = [], set()
+    """Training samples, one per (task, strategy of the first negative), for variety; the tasks in turn,
+    so each is shown."""
+    by_task: dict[str, list[dict]] = {}
+    seen = set()
     for s in Prepared(prepared).samples("train").to_pylist():
         key = (s["task"], s["negative_kinds"][0] if s["negative_kinds"] else "")
         if key not in seen:
             seen.add(key)
-            picked.append(s)
-    return picked[:n]
+            by_task.setdefault(s["task"], []).append(s)
+    turns = [group[i] for i in range(max(map(len, by_task.values()), default=0))
+             for _, group in sorted(by_task.items()) if i < len(group)]
+    return turns[:n]
 
 
 def _examples_table(examples: list[dict], answers: list[str]) -> list[str]:
@@ -63,7 +67,8 @@ def _examples_table(examples: list[dict], answers: list[str]) -> list[str]:
             "|---|---|---|---|---|"]
     for s, answer in zip(examples, answers):
         negs = "; ".join(f"{t} ({k})" for t, k in zip(s["negatives"], s["negative_kinds"]))
-        rows.append(f"| {s['task']} | {s['question']} | {s['answers'][0]} | {answer} | {negs} |")
+        question = f"{s['situation']} {s['question']}" if s.get("situation") else s["question"]
+        rows.append(f"| {s['task']} | {question} | {s['answers'][0]} | {answer} | {negs} |")
     return rows
 
 
@@ -105,7 +110,8 @@ def _ask(client, s: dict) -> str:
         return client.caption(s["scene_id"], s["object_ids"][0])["caption"]
     if s["task"] == "existence":
         return client.score(s["question"], ["yes", "no"], scene_id=s["scene_id"])["ranked"][0]["text"]
-    return client.answer(s["question"], scene_id=s["scene_id"])["answer"]
+    return client.answer(s["question"], scene_id=s["scene_id"], situation=s.get("situation") or None,
+                         pose=s.get("pose") or None)["answer"]
 
 
 def run_demo(cfg: Config, out: Path) -> int:
@@ -143,7 +149,8 @@ def run_demo(cfg: Config, out: Path) -> int:
     encoder = _encoder_table(trained.model_dir, dense_dir, sparse_dir)
     table = ["| metric | value |", "|---|---:|"] + [
         f"| {k} | {metrics[k]:.3f} |" for k in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4",
-                                                "scanqa.meteor", "scanqa.rouge_l", "scan2cap.cider", "scan2cap.bleu4",
+                                                "scanqa.meteor", "scanqa.rouge_l", "sqa3d.em", "sqa3d.em_refined",
+                                                "scan2cap.cider", "scan2cap.bleu4",
                                                 "existence.random.f1", "existence.popular.f1",
                                                 "existence.adversarial.f1") if k in metrics]
 

@@ -16,6 +16,7 @@ and is simply re-run. On a multi-node cluster OUT must be on storage every node 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from cl3dor_ray.scenes.pose import align_pose
 from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_alignment, scan_files
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annotations
 from cl3dor_ray.text.sqa3d import load_sqa3d
+from cl3dor_ray.text.llm_negatives import LLM_KIND
 from cl3dor_ray.text.negatives import GENERATORS
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
@@ -54,11 +56,16 @@ class PrepareSummary:
     annotations_rejected: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # "objects", "samples"
+    # generator, kinds (count per kind), llm_share (negatives the LLM wrote), fallback_share, samples_per_s
+    negatives: dict = field(default_factory=dict)
 
     def line(self, out) -> str:
         n_samples = sum(self.samples.values())
+        llm = (f"; negatives by the LLM {self.negatives['llm_share']:.0%}, rule fallbacks "
+               f"{self.negatives['fallback_share']:.0%}, {self.negatives['samples_per_s']:.1f} samples/s"
+               if self.negatives.get("generator") == "llm" else "")
         return (f"prepared {self.scenes} scenes ({self.scenes_rejected} rejected), {self.objects} objects, "
-                f"{n_samples} samples ({self.annotations_rejected} annotations rejected) -> {out} "
+                f"{n_samples} samples ({self.annotations_rejected} annotations rejected){llm} -> {out} "
                 f"in {self.seconds:.1f} s")
 
 
@@ -90,6 +97,12 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSumm
     if cfg.negative_generator not in GENERATORS:
         raise PrepareError(f"unknown negative generator {cfg.negative_generator!r}; "
                            f"expected one of {sorted(GENERATORS)}")
+    if cfg.negative_generator == "llm" and cfg.negatives:
+        llm = Path(cfg.negative_llm_path).resolve()  # the actors may not share this process's directory
+        if not (llm / "config.json").is_file():
+            raise PrepareError(f"prepare.negative_llm_path {llm} is not a Hugging Face model folder (no config.json); "
+                               f"`make smollm2` builds the default SmolLM2 one")
+        cfg = dataclasses.replace(cfg, negative_llm_path=str(llm))
     t0 = time.perf_counter()
     raw, out = Path(raw).resolve(), Path(out)
     scan_dirs = _scan_dirs(raw / "scans")
@@ -104,14 +117,16 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSumm
     with _cpu_limit(cfg.workers):
         objects = _prepare_objects(scan_dirs, raw, staging / "objects", cfg)
         by_scene, routing_errors = _route_annotations(annotations, objects.inventory, objects.errors, scan_dirs)
-        samples, sample_errors, t_samples = _prepare_samples(by_scene, objects.inventory, staging / "samples", cfg)
+        samples, sample_errors, t_samples, negatives = _prepare_samples(by_scene, objects.inventory,
+                                                                        staging / "samples", cfg)
 
     errors = objects.errors + ann_errors + routing_errors + sample_errors
     summary = PrepareSummary(
         scenes=len(objects.inventory), scenes_rejected=len({e.scene_id for e in objects.errors}),
         objects=objects.count, samples=samples,
         annotations_rejected=len(ann_errors) + len(routing_errors) + len(sample_errors),
-        seconds=time.perf_counter() - t0, stage_seconds={"objects": objects.seconds, "samples": t_samples})
+        seconds=time.perf_counter() - t0, stage_seconds={"objects": objects.seconds, "samples": t_samples},
+        negatives=negatives)
     with open(staging / "errors.jsonl", "w", encoding="utf-8") as fh:
         for e in errors:
             fh.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
@@ -202,7 +217,7 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
 
     t = time.perf_counter()
     if not by_scene:
-        return {}, [], 0.0
+        return {}, [], 0.0, {}
     labels = sorted({obj[0] for objs in inventory.values() for obj in objs.values()} - set(STRUCTURE_LABELS))
     answers = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] != "caption"
                       for a in ann["answers"]})
@@ -210,19 +225,41 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
                        for a in ann["answers"]})
     kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers, "captions": captions,
               "negatives": cfg.negatives, "seed": cfg.seed}
+    if cfg.negative_generator == "llm":
+        kwargs["generator_options"] = {"llm_path": cfg.negative_llm_path}
     if GENERATORS[cfg.negative_generator].needs_actor:
-        udf = {"fn": BuildSamples, "compute": ActorPoolStrategy(size=cfg.workers), "fn_constructor_kwargs": kwargs}
+        udf = {"fn": BuildSamples, "compute": ActorPoolStrategy(size=cfg.workers), "fn_constructor_kwargs": kwargs,
+               **({"num_gpus": cfg.negative_llm_gpus} if cfg.negative_llm_gpus else {})}
     else:
         udf = {"fn": build_samples, "fn_kwargs": kwargs}
     items = [{"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
              for s, anns in sorted(by_scene.items())]
-    sink = StagedParquetSink(path, ["scene_id", "split", "task", "error", "error_file"])
+    sink = StagedParquetSink(path, ["scene_id", "split", "task", "negative_kinds", "error", "error_file"])
     ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
         batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf).write_datasink(sink)
 
     errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
-    counts = Counter(f"{r['split']}/{r['task']}" for r in sink.index if not r["error"])
-    return dict(sorted(counts.items())), errors, time.perf_counter() - t
+    accepted = [r for r in sink.index if not r["error"]]
+    counts = Counter(f"{r['split']}/{r['task']}" for r in accepted)
+    seconds = time.perf_counter() - t
+    return dict(sorted(counts.items())), errors, seconds, _negative_stats(accepted, cfg.negative_generator, seconds)
+
+
+def _negative_stats(rows: list[dict], generator: str, seconds: float) -> dict:
+    """What wrote the negatives: per kind, the LLM's share and the rules' fallbacks (llm only), samples/s."""
+    kinds = Counter(k for r in rows for k in r["negative_kinds"])
+    total = max(sum(kinds.values()), 1)
+    stats = {"generator": generator, "kinds": dict(sorted(kinds.items())), "samples_per_s": len(rows) / max(seconds, 1e-9)}
+    if generator == "llm":
+        stats["llm_share"] = kinds.get(LLM_KIND, 0) / total
+        stats["fallback_share"] = 1 - stats["llm_share"] if kinds else 0.0
+        # per task: the rules alone answer yes/no, counts and captions (text/llm_negatives.py)
+        by_task = {}
+        for r in rows:
+            mine = by_task.setdefault(r["task"], Counter())
+            mine.update("llm" if k == LLM_KIND else "rule" for k in r["negative_kinds"])
+        stats["llm_share_by_task"] = {t: c["llm"] / max(sum(c.values()), 1) for t, c in sorted(by_task.items())}
+    return stats
 
 
 def _publish(staging: Path, out: Path) -> None:

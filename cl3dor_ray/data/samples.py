@@ -1,8 +1,8 @@
 """Ray Data UDF: one scene's annotations -> training samples, each with K hard negatives.
 
-`BuildSamples` is a callable class, so a generator that holds a model (an LLM rewriter registered
-in text/negatives.GENERATORS with `needs_actor = True`) runs in a pool of actors and loads its model
-once per actor. The rule-based default is cheap to build, so it runs as plain tasks
+`BuildSamples` is a callable class, so a generator that holds a model (the LLM of
+text/llm_negatives.py, `needs_actor = True`) runs in a pool of actors and loads its model once per
+actor, and gets a scene's questions in one call. The rule-based default is cheap to build, so it runs as plain tasks
 (`build_samples`), which Ray Data fuses with the Parquet write.
 """
 
@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from cl3dor_ray.data.schema import SAMPLE_SCHEMA, with_errors
 from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
+from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.text.annotations import Annotation, caption_instruction
 from cl3dor_ray.text.negatives import SceneContext, Vocabulary, make_generator, sample_rng
 from cl3dor_ray.text.vocab import COLOR_WORDS
@@ -34,8 +35,9 @@ class BuildSamples:
     """map_batches callable over rows {scene_id, annotations (JSON), objects (JSON)}."""
 
     def __init__(self, generator: str, labels: list[str], answers: list[str], negatives: int, seed: int,
-                 captions: list[str] = ()):
-        self.generator = make_generator(generator, Vocabulary(tuple(labels), tuple(answers), tuple(captions)))
+                 captions: list[str] = (), generator_options: dict | None = None):
+        vocabulary = Vocabulary(tuple(labels), tuple(answers), tuple(captions))
+        self.generator = make_generator(generator, vocabulary, **(generator_options or {}))
         self.k = negatives
         self.seed = seed
 
@@ -46,11 +48,34 @@ class BuildSamples:
             objects = {int(k): v for k, v in json.loads(obj_json).items()}  # id -> [label, center]
             annotations = [Annotation(**a) for a in json.loads(ann_json)]
             context = scene_context(scene_id, [label for label, _ in objects.values()], annotations)
-            for ann in annotations:
-                rows.append(self._sample(ann, objects, context))
+            rows += self._scene(annotations, objects, context)
         return pa.Table.from_pylist(rows, schema=STAGED_SAMPLE_SCHEMA)
 
-    def _sample(self, ann: Annotation, objects: dict, context: SceneContext) -> dict:
+    def _scene(self, annotations: list[Annotation], objects: dict, context: SceneContext) -> list[dict]:
+        """A scene's samples; their negatives in one call where the generator batches (an LLM)."""
+        rows = [self._sample(ann, objects) for ann in annotations]
+        todo = [(row, ann) for row, ann in zip(rows, annotations) if self.k and not row["error"]]
+        requests = [{"task": ann.task, "answers": ann.answers, "scene": context, "k": self.k,
+                     "rng": sample_rng(self.seed, ann.sample_id),
+                     "question": situated_instruction(row["question"], ann.situation)} for row, ann in todo]
+        if hasattr(self.generator, "generate_many"):
+            results = self.generator.generate_many(requests)
+        else:
+            results = []
+            for r in requests:
+                try:
+                    results.append(self.generator.generate(**r))
+                except ValueError as e:
+                    results.append(e)
+        for (row, ann), negs in zip(todo, results):
+            if isinstance(negs, ValueError):
+                row["error"] = f"{ann.sample_id}: {negs}"
+            else:
+                row["negatives"] = [n.text for n in negs]
+                row["negative_kinds"] = [n.kind for n in negs]
+        return rows
+
+    def _sample(self, ann: Annotation, objects: dict) -> dict:
         row = {"sample_id": ann.sample_id, "split": ann.split, "task": ann.task, "scene_id": ann.scene_id,
                "object_ids": ann.object_ids, "question": ann.question, "answers": ann.answers,
                "negatives": [], "negative_kinds": [], "question_type": ann.question_type,
@@ -59,18 +84,8 @@ class BuildSamples:
         if unknown:
             known = f"ids {min(objects)}..{max(objects)}" if objects else "no objects"
             row["error"] = f"{ann.sample_id}: object_ids {unknown} are not objects of {ann.scene_id} (it has {known})"
-            return row
-        if ann.task == "caption":
+        elif ann.task == "caption":
             row["question"] = caption_instruction(objects[ann.object_ids[0]][1])
-        if self.k:
-            try:
-                negs = self.generator.generate(ann.task, ann.answers, context, self.k,
-                                               sample_rng(self.seed, ann.sample_id))
-            except ValueError as e:
-                row["error"] = f"{ann.sample_id}: {e}"
-                return row
-            row["negatives"] = [n.text for n in negs]
-            row["negative_kinds"] = [n.kind for n in negs]
         return row
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cl3dor_ray.model.prompt import prompt_for, situated_instruction
+from cl3dor_ray.model.prompt import prompt_for
+from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.scenes.pose import to_agent_frame
 
 

@@ -19,7 +19,6 @@ When the LM folder brings no tokenizer, a byte-level BPE is trained from the cor
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -67,26 +66,6 @@ def prompt_for(tokenizer) -> Prompt:
     between, rest = rest.split(_QUESTION)
     after = rest.split(_ANSWER)[0]
     return Prompt(before, between, after, "", False)
-
-
-# SQA3D's situations and questions speak as the agent ("I am sitting on the bed"); the model is told
-# where it is ("You are sitting on the bed"), as LEO rewrites them.
-_SECOND_PERSON = [(r"\bI am\b", "you are"), (r"\bam I\b", "are you"), (r"\bI'm\b", "you're"), (r"\bI\b", "you"),
-                  (r"\bmyself\b", "yourself"), (r"\bmine\b", "yours"), (r"\bmy\b", "your"), (r"\bme\b", "you")]
-
-
-def second_person(text: str) -> str:
-    for pattern, replacement in _SECOND_PERSON:
-        text = re.sub(pattern, replacement, text, flags=re.IGNORECASE if pattern != r"\bI\b" else 0)
-    return text[:1].upper() + text[1:]
-
-
-def situated_instruction(question: str, situation: str = "") -> str:
-    """The instruction of a situated question: where the agent is, then what it asks; a plain question
-    stays as it is."""
-    if not situation:
-        return question
-    return f"{second_person(situation.strip())} {second_person(question.strip())}"
 
 
 def template_texts() -> list[str]:

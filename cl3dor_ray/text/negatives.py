@@ -19,8 +19,8 @@ the description stays as it was, so it stays fluent).
 Rules: a negative never equals a gold answer after `normalize_answer`; no two negatives of a
 sample are equal after it; there are exactly K; the result is a function of (seed, sample_id).
 
-`NegativeGenerator` is the interface: the data stage builds one per Ray Data actor from a name,
-so an LLM-based rewriter can be registered beside `RuleBasedNegatives` and used as an actor.
+`NegativeGenerator` is the interface: the data stage builds one per Ray Data actor from a name.
+"llm" (text/llm_negatives.py) has a local LLM write them, in a pool of actors.
 `RandomNegatives` ("random") is the ablation's control: answers of other samples, not hard ones.
 """
 
@@ -69,8 +69,9 @@ class NegativeGenerator(Protocol):
     needs_actor: bool  # True for generators that hold a model: Ray Data runs them in a pool of actors
 
     def generate(self, task: str, answers: list[str], scene: SceneContext, k: int,
-                 rng: np.random.Generator) -> list[HardNegative]:
-        """Exactly k negatives for a sample with these gold answers."""
+                 rng: np.random.Generator, question: str = "") -> list[HardNegative]:
+        """Exactly k negatives for a sample with these gold answers (and this instruction, for a
+        generator that reads it)."""
 
 
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
@@ -139,13 +140,19 @@ class RuleBasedNegatives:
         for answer in self.vocab.answers:
             yield 4, "random_answer", answer
 
-    def generate(self, task, answers, scene, k, rng):
-        gold = {normalize_answer(a) for a in answers}
+    def generate(self, task, answers, scene, k, rng, question=""):
+        return self.fill([], task, answers, scene, k, rng)
+
+    def fill(self, chosen: list[HardNegative], task, answers, scene, k, rng) -> list[HardNegative]:
+        """`chosen` (another generator's) topped up to k with the hardest rule-based negatives that differ
+        from it and from the gold answers."""
         tiers: dict[int, list[tuple[str, str]]] = {}
         for tier, kind, text in self._candidates(task, answers[0], scene):
             tiers.setdefault(tier, []).append((kind, text))
-        chosen: list[HardNegative] = []
-        seen = set(gold)
+        chosen = list(chosen[:k])
+        if len(chosen) == k:
+            return chosen
+        seen = {normalize_answer(a) for a in answers} | {normalize_answer(n.text) for n in chosen}
         for tier in sorted(tiers):
             options = tiers[tier]
             for i in rng.permutation(len(options)):
@@ -173,7 +180,7 @@ class RandomNegatives:
     def __init__(self, vocabulary: Vocabulary):
         self.vocab = vocabulary
 
-    def generate(self, task, answers, scene, k, rng):
+    def generate(self, task, answers, scene, k, rng, question=""):
         pool = self.vocab.captions if task == "caption" and self.vocab.captions else self.vocab.answers
         seen = {normalize_answer(a) for a in answers}
         chosen: list[HardNegative] = []
@@ -188,10 +195,18 @@ class RandomNegatives:
                          f"need K = {k}")
 
 
-GENERATORS: dict[str, type] = {"rule": RuleBasedNegatives, "random": RandomNegatives}
+def _llm(vocabulary: Vocabulary, **options) -> NegativeGenerator:
+    from cl3dor_ray.text.llm_negatives import LLMNegatives  # torch and transformers: only where it runs
+
+    return LLMNegatives(vocabulary, **options)
 
 
-def make_generator(name: str, vocabulary: Vocabulary) -> NegativeGenerator:
+_llm.needs_actor = True
+GENERATORS: dict = {"rule": RuleBasedNegatives, "random": RandomNegatives, "llm": _llm}
+
+
+def make_generator(name: str, vocabulary: Vocabulary, **options) -> NegativeGenerator:
+    """`options` go to generators that take them (the LLM's folder); the rule-based ones take none."""
     if name not in GENERATORS:
         raise ValueError(f"unknown negative generator {name!r}; expected one of {sorted(GENERATORS)}")
-    return GENERATORS[name](vocabulary)
+    return GENERATORS[name](vocabulary, **options) if name == "llm" else GENERATORS[name](vocabulary)

@@ -20,6 +20,7 @@ prepared objects (scenes/pose.py), and the collator turns the room into the agen
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from cl3dor_ray.scenes.pose import check_pose
@@ -34,6 +35,26 @@ FIRST_WORDS = ("what", "is", "how", "can", "which")  # LEO's question types; any
 def question_type(question: str) -> str:
     words = question.strip().lower().split()
     return words[0] if words and words[0] in FIRST_WORDS else "other"
+
+
+# SQA3D's situations and questions speak as the agent ("I am sitting on the bed"); the model is told
+# where it is ("You are sitting on the bed"), as LEO rewrites them.
+_SECOND_PERSON = [(r"\bI am\b", "you are"), (r"\bam I\b", "are you"), (r"\bI'm\b", "you're"), (r"\bI\b", "you"),
+                  (r"\bmyself\b", "yourself"), (r"\bmine\b", "yours"), (r"\bmy\b", "your"), (r"\bme\b", "you")]
+
+
+def second_person(text: str) -> str:
+    for pattern, replacement in _SECOND_PERSON:
+        text = re.sub(pattern, replacement, text, flags=re.IGNORECASE if pattern != r"\bI\b" else 0)
+    return text[:1].upper() + text[1:]
+
+
+def situated_instruction(question: str, situation: str = "") -> str:
+    """The instruction of a situated question: where the agent is, then what it asks; a plain question
+    stays as it is."""
+    if not situation:
+        return question
+    return f"{second_person(situation.strip())} {second_person(question.strip())}"
 
 
 def _number(rec: dict, key: str, where: str) -> float:

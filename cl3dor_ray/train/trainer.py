@@ -33,7 +33,7 @@ from cl3dor_ray.console import captured, follow_training, quiet_frameworks, say
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.data.schema import nested
 from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
-from cl3dor_ray.model.prompt import situated_instruction
+from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
 from cl3dor_ray.train.pretrain import GROUNDING_TASKS, object_rows, object_vocabulary, pretrain_loop_per_worker

@@ -15,7 +15,7 @@ from cl3dor_ray.data.prepare import prepare
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.io import build_model
-from cl3dor_ray.model.prompt import situated_instruction
+from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.scenes.pose import align_pose
 from cl3dor_ray.scenes.scannet import read_scan
 from cl3dor_ray.text.normalize import normalize_answer

@@ -78,6 +78,29 @@ def test_metrics_split_by_object_size():
     assert "scanqa.em.small_objects" not in compute_metrics(rows)  # no sizes known: no split
 
 
+def test_sqa3d_em_and_refined_by_first_word_with_its_table():
+    from cl3dor_ray.eval.evaluate import compute_metrics, sqa_table
+
+    def row(i, question, pred, answers):
+        from cl3dor_ray.text.sqa3d import question_type
+
+        return {"sample_id": f"q{i}", "task": "sqa", "scene_id": "scene0000_00", "question": question,
+                "prediction": pred, "answers": answers, "question_type": question_type(question), "object_ids": []}
+
+    rows = [row(0, "What is on my left?", "trash can", ["trashcan"]),  # refined only (a missing space)
+            row(1, "What is behind me?", "chair", ["chair"]),
+            row(2, "Is the door in front of me?", "yes", ["no"]),
+            row(3, "How many chairs are in front of me?", "two", ["2"]),  # number words: exact
+            row(4, "Where is the sink?", "left", ["to the left"])]  # "other"; refined only
+    m = compute_metrics(rows)
+    assert (m["sqa3d.em"], m["sqa3d.em_refined"], m["sqa3d.n"]) == (0.4, 0.8, 5)
+    assert (m["sqa3d.em.what"], m["sqa3d.em_refined.what"], m["sqa3d.n.what"]) == (0.5, 1.0, 2)
+    assert (m["sqa3d.em.is"], m["sqa3d.em.how"], m["sqa3d.em.other"], m["sqa3d.em_refined.other"]) == (0, 1, 0, 1)
+    table = sqa_table({**m, "prior.sqa3d.em": 0.25, "prior.sqa3d.em.what": 0.0})
+    assert "| what | 2 | 0.500 | 1.000 | 0.000 |" in table and "| all | 5 | 0.400 | 0.800 | 0.250 |" in table
+    assert sqa_table({"scanqa.em": 0.3}) == []
+
+
 def test_language_prior_answers_from_the_question_template(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
