@@ -32,6 +32,9 @@ class QuickConfig:
     lambda_sweep: list[float] = field(default_factory=lambda: [1.0])
     eval_limit: int | None = 60
     """Validation samples evaluated per variant (the first N by sample id)."""
+    skip_variants: list[str] = field(default_factory=list)
+    """Variants left out of the small version (llm_negatives: its LLM prepares for minutes on 2 CPUs, and
+    tests/text/test_llm_negatives.py runs that path)."""
 
 
 @dataclass
@@ -76,9 +79,13 @@ class AblationConfig:
 
     def quick_version(self) -> "AblationConfig":
         q = self.quick
+        unknown = sorted(set(q.skip_variants) - set(self.variants) | {self.reference} & set(q.skip_variants))
+        if unknown:
+            raise ConfigError(f"quick.skip_variants {unknown}: not variants, or the reference")
+        variants = {n: o for n, o in self.variants.items() if n not in q.skip_variants}
         return dataclasses.replace(self, seeds=q.seeds, scenes=q.scenes, val_scenes=q.val_scenes, overrides=self.overrides + q.overrides,
                                    points_sweep=q.points_sweep, lambda_sweep=q.lambda_sweep,
-                                   eval_limit=q.eval_limit)
+                                   eval_limit=q.eval_limit, variants=variants)
 
 
 @dataclass
@@ -110,7 +117,8 @@ def load_ablation_config(path: str | Path, overrides: list[str] = ()) -> Ablatio
 def _contrastive_only(cfg: Config) -> dict:
     """The config with everything that only the contrastive stage reads blanked out."""
     tree = dataclasses.asdict(cfg)
-    tree["prepare"]["negatives"] = tree["prepare"]["negative_generator"] = None
+    for key in ("negatives", "negative_generator", "negative_llm_path", "negative_llm_gpus"):
+        tree["prepare"][key] = None
     tree["train"]["instruction_tuning"] = None
     return tree
 

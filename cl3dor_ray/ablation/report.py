@@ -42,7 +42,8 @@ TRAINING = [("train.nll", "final NLL"), ("train.or_loss", "final odds-ratio term
 CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan vertices)"),
           ("no_negatives", "hard negatives help (full vs no negatives, i.e. supervised fine-tuning)"),
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
-          ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)")]
+          ("lambda_0", "the odds-ratio term helps (full vs λ = 0, same negatives in the batch)"),
+          ("llm_negatives", "the rule-based negatives do better than LLM-written ones (full vs negatives by SmolLM2)")]
 PRIOR = "text-only prior"
 BOX_PRIOR = "box-size prior"
 FIXED = ["variant", "seed", "data", "points_per_object", "sparse", "negatives", "negative_generator", "lam", "branch",

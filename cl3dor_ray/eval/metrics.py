@@ -12,7 +12,7 @@ import contextlib
 import io
 
 from cl3dor_ray.console import captured
-from cl3dor_ray.text.normalize import normalize_answer
+from cl3dor_ray.text.normalize import normalize_answer, spell_numbers
 
 
 def exact_match(prediction: str, answers: list[str]) -> bool:
@@ -23,13 +23,14 @@ def exact_match(prediction: str, answers: list[str]) -> bool:
 
 def exact_match_refined(prediction: str, answers: list[str]) -> bool:
     """EM-refined: exact on any answer first; else right when the prediction or an answer contains the
-    other with spaces removed (LEO's `answer_match`: "trashcan" and "trash can" agree). Empty never matches."""
+    other with spaces removed and numbers in words (LEO's `answer_match`: "trashcan" and "trash can"
+    agree, "2" and "12" do not). Empty never matches."""
     pred = normalize_answer(prediction)
     golds = [normalize_answer(a) for a in answers]
     if not pred or pred in golds:
         return bool(pred)
-    squeezed = pred.replace(" ", "")
-    return any(g and (squeezed in g.replace(" ", "") or g.replace(" ", "") in squeezed) for g in golds)
+    squeezed = spell_numbers(pred).replace(" ", "")
+    return any(g and ((s := spell_numbers(g).replace(" ", "")) in squeezed or squeezed in s) for g in golds)
 
 
 def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:

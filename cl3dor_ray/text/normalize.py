@@ -38,6 +38,15 @@ def _word(w: str) -> str:
     return NUMBER_WORDS.get(w, w)
 
 
+_SPELLED = {digits: word for word, digits in NUMBER_WORDS.items() if word != "none"} | {"23": "twenty three"}
+
+
+def spell_numbers(normalized: str) -> str:
+    """A normalised answer with its numbers in words again ("2 chairs" -> "two chairs"), for EM-refined's
+    containment test, which LEO runs on words: "2" is inside "12", but "two" is not inside "twelve"."""
+    return " ".join(_SPELLED.get(w, w) for w in normalized.split())
+
+
 def normalize_answer(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     words = [w for w in _PUNCT.sub(" ", text).split() if w not in _ARTICLES]

@@ -1,5 +1,6 @@
 """The ablation's plan and report logic, without Ray."""
 
+import dataclasses
 import math
 
 import pytest
@@ -27,10 +28,19 @@ def test_shipped_config_expands_to_every_variant_the_issue_asks_for():
 def test_only_contrastive_stage_variants_share_the_reference_alignment():
     variants = {v.name: v for v in expand_variants(load_ablation_config("configs/ablation.yaml"))}
     branches = {n for n, v in variants.items() if v.branch}
-    assert branches == {n for n in variants if n in ("no_negatives", "random_negatives") or n.startswith("lambda_")}
+    assert branches == {n for n in variants if n in ("no_negatives", "random_negatives", "llm_negatives")
+                        or n.startswith("lambda_")}
     keys = {v.data_key for v in variants.values()}
     assert variants["full"].data_key == variants["lambda_0"].data_key == "dense-p256-k4-rule"
-    assert {"sparse-p256-k4-rule", "dense-p256-k0", "dense-p256-k4-random"} <= keys
+    assert {"sparse-p256-k4-rule", "dense-p256-k0", "dense-p256-k4-random", "dense-p256-k4-llm"} <= keys
+
+
+def test_quick_version_leaves_out_its_skipped_variants_but_never_the_reference():
+    acfg = load_ablation_config("configs/ablation.yaml")
+    assert "llm_negatives" in acfg.variants and "llm_negatives" not in acfg.quick_version().variants
+    bad = dataclasses.replace(acfg, quick=dataclasses.replace(acfg.quick, skip_variants=["full"]))
+    with pytest.raises(ConfigError, match="skip_variants"):
+        bad.quick_version()
 
 
 def test_bad_variant_config_is_named(tmp_path):
