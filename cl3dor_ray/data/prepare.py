@@ -221,8 +221,9 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
     labels = sorted({obj[0] for objs in inventory.values() for obj in objs.values()} - set(STRUCTURE_LABELS))
     answers = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] != "caption"
                       for a in ann["answers"]})
+    # only the random control draws from other captions; an actor's constructor arguments stay small
     captions = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] == "caption"
-                       for a in ann["answers"]})
+                       for a in ann["answers"]}) if cfg.negative_generator == "random" else []
     kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers, "captions": captions,
               "negatives": cfg.negatives, "seed": cfg.seed}
     if cfg.negative_generator == "llm":
