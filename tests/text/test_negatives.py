@@ -64,8 +64,10 @@ def test_deterministic_per_seed_and_sample():
 
 def test_generator_registry_names_the_choices():
     assert make_generator("rule", VOCAB).name == "rule"
-    with pytest.raises(ValueError, match="unknown negative generator 'llm'; expected one of \\['random', 'rule'\\]"):
-        make_generator("llm", VOCAB)
+    with pytest.raises(ValueError, match="unknown negative generator 'gpt'; expected one of \\['llm', 'random', 'rule'\\]"):
+        make_generator("gpt", VOCAB)
+    with pytest.raises(ValueError, match="not a Hugging Face model folder"):  # llm needs its model's folder
+        make_generator("llm", VOCAB, llm_path="/nonexistent")
 
 
 def test_too_small_vocabulary_is_a_clear_error():
