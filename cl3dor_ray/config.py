@@ -325,10 +325,27 @@ class ServeConfig:
     """max_new_tokens when a request gives none."""
     api_token: str | None = None
     """Bearer token required on every endpoint but /healthz; $CL3DOR_API_TOKEN overrides; None = open."""
+    prefix_cache_mb: float = 256.0
+    """Scene prefix cache per model replica (serve/prefix_cache.py), in MiB; 0 turns it off."""
+    max_body_bytes: int = 8_000_000
+    """Largest request body accepted (413 beyond), checked before the body is read into Python."""
+    max_total_points: int = 200_000
+    """Most uploaded points in one request, all objects together (422 beyond)."""
+    max_in_flight: int = 64
+    """Requests one ingress replica holds at once; past it a request gets 503 with Retry-After."""
+    max_bytes_in_flight: int = 48_000_000
+    """Request bodies one ingress replica holds at once, in bytes: a few large uploads at a time, the rest
+    503 with Retry-After (a parsed point costs ~50x its JSON bytes in Python on the way to the model)."""
 
     def __post_init__(self):
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ConfigError("serve.max_batch_size must be >= 1 and serve.batch_wait_timeout_s >= 0")
+        if self.prefix_cache_mb < 0 or min(self.max_body_bytes, self.max_total_points, self.max_in_flight) < 1:
+            raise ConfigError("serve.prefix_cache_mb must be >= 0, and max_body_bytes, max_total_points and "
+                              "max_in_flight >= 1")
+        if self.max_bytes_in_flight < self.max_body_bytes:
+            raise ConfigError(f"serve.max_bytes_in_flight ({self.max_bytes_in_flight}) must be at least "
+                              f"serve.max_body_bytes ({self.max_body_bytes}), or the largest request never fits")
 
 
 @dataclass

@@ -79,6 +79,12 @@ class SceneBatch:
         return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k).to(device)
                              for k in self.__dataclass_fields__})
 
+    def select(self, rows: list[int]) -> "SceneBatch":
+        """The batch of these samples only."""
+        idx = torch.tensor(rows, dtype=torch.long)
+        return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k)[idx]
+                             for k in self.__dataclass_fields__})
+
     @property
     def num_candidates(self) -> int:
         return self.cand_ids.shape[1]

@@ -24,6 +24,8 @@ the prefix through the LM once, then expands its KV cache over the C continuatio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,23 @@ from cl3dor_ray.model.batch import SceneBatch
 from cl3dor_ray.model.grounding import GroundingHead, ObjectClassifier
 from cl3dor_ray.model.pointnet import PointNetPP
 from cl3dor_ray.model.prompt import prompt_for
+
+@dataclass
+class ScenePrefix:
+    """What every question about a scene shares (Scene3DLM.scene_prefixes): its object tokens (N, H) and
+    the LM's key and value cache of the prompt up to the instruction, per layer (kv heads, L, head dim)."""
+
+    tokens: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def length(self) -> int:
+        return self.kv[0][0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.tokens.nbytes + sum(k.nbytes + v.nbytes for k, v in self.kv)
+
 
 PARTS = ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier")
 MODES = ("train", "freeze", "lora")
@@ -137,16 +156,21 @@ class Scene3DLM(nn.Module):
         key = chosen.float() * 2 + score * chosen - (~batch.object_mask).float() * 4
         return torch.argsort(key, dim=1, descending=True, stable=True), chosen.sum(1)
 
-    def object_tokens(self, batch: SceneBatch) -> dict[str, torch.Tensor]:
-        """The scene's object tokens (B, N, H) with their mask (B, N), and the focus tokens (B, N, H) of
-        which the first `focus_count` (B,) are used."""
-        feats = self.point_feats(batch)
+    def scene_tokens(self, batch: SceneBatch, feats: torch.Tensor) -> torch.Tensor:
+        """(B, N, H) the scene's object tokens: what every question about the scene shares."""
         x = feats + self.location(torch.cat([batch.centers, batch.sizes], dim=-1).to(feats.dtype))
         if self.spatial is not None:
             x = self.spatial(x, src_key_padding_mask=~batch.object_mask)
         tokens = _rms(self.projector(x), self.token_rms)
         if self.word_heads:
             tokens = tokens + self.object_words(feats).to(tokens.dtype)
+        return tokens
+
+    def object_tokens(self, batch: SceneBatch, tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The scene's object tokens (B, N, H) with their mask (B, N), and the focus tokens (B, N, H) of
+        which the first `focus_count` (B,) are used. `tokens`: the scene tokens, when a prefix cache has them."""
+        feats = self.point_feats(batch)
+        tokens = self.scene_tokens(batch, feats) if tokens is None else tokens
         out = {"tokens": tokens, "mask": batch.object_mask, "focus_count": torch.zeros_like(batch.given, dtype=torch.long)}
         if self.grounding is not None:
             order, out["focus_count"] = self.focus_order(batch, feats)
@@ -188,6 +212,53 @@ class Scene3DLM(nn.Module):
                             for r in rows])
         return emb, mask
 
+    # ------------------------------------------------------------------ the scene's prefix, cached
+    @torch.no_grad()
+    def scene_prefixes(self, batch: SceneBatch) -> list["ScenePrefix"]:
+        """Per sample, what no question about its scene changes: its object tokens and the LM's KV cache of
+        the prompt up to the instruction ([BOS] "SYSTEM: ... SCENE:" [object tokens]). Serving keeps these
+        per (model, scene, object order) and runs only the instruction and the answer (`prefixes=`)."""
+        tokens = self.scene_tokens(batch, self.point_feats(batch))
+        before = self.lm.get_input_embeddings()(self._before_ids)
+        out = []
+        for i in range(tokens.shape[0]):
+            mine = tokens[i][batch.object_mask[i]]
+            run = self.lm(inputs_embeds=torch.cat([before, mine.to(before.dtype)])[None], use_cache=True,
+                          logits_to_keep=1)
+            kv = [(layer.keys[0].clone(), layer.values[0].clone()) for layer in run.cache.layers]
+            out.append(ScenePrefix(mine.clone(), kv))
+        return out
+
+    def _with_prefixes(self, batch: SceneBatch, prefixes: list["ScenePrefix"]):
+        """The cached prefixes as one left-padded KV cache, and the rest of the prompt (instruction, focus
+        tokens, " ASSISTANT:") left-padded after them: (cache, suffix embeddings (B, Ls, H), the attention
+        mask over both (B, Lp + Ls)). The padding between the two is masked, and positions count only real
+        tokens, so every token sits where the uncached prompt puts it."""
+        from transformers import DynamicCache
+
+        b, n = batch.object_mask.shape
+        tokens = torch.zeros(b, n, prefixes[0].tokens.shape[-1], dtype=prefixes[0].tokens.dtype,
+                             device=batch.object_mask.device)
+        for i, p in enumerate(prefixes):
+            tokens[i][batch.object_mask[i]] = p.tokens
+        objects = self.object_tokens(batch, tokens=tokens)
+        embed = self.lm.get_input_embeddings()
+        after, instruction = embed(self._after_ids), embed(batch.instruction_ids)
+        count = objects["focus_count"].tolist()
+        rows = [torch.cat([instruction[i][batch.instruction_mask[i].bool()],
+                           objects["focus"][i, : count[i]].to(after.dtype) if count[i] else after[:0], after])
+                for i in range(b)]
+        ls = max(r.shape[0] for r in rows)
+        suffix = torch.stack([F.pad(r, (0, 0, ls - r.shape[0], 0)) for r in rows])
+        suffix_mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long), (ls - r.shape[0], 0)) for r in rows])
+        lp = max(p.length for p in prefixes)
+        prefix_mask = torch.stack([F.pad(torch.ones(p.length, dtype=torch.long), (lp - p.length, 0)) for p in prefixes])
+        cache = DynamicCache()
+        for layer in range(len(prefixes[0].kv)):
+            keys, values = ([F.pad(p.kv[layer][j], (0, 0, lp - p.length, 0)) for p in prefixes] for j in (0, 1))
+            cache.update(torch.stack(keys), torch.stack(values), layer)
+        return cache, suffix, torch.cat([prefix_mask, suffix_mask], dim=1).to(suffix.device)
+
     @staticmethod
     def _positions(mask: torch.Tensor) -> torch.Tensor:
         return (mask.cumsum(-1) - 1).clamp_min(0)
@@ -197,24 +268,32 @@ class Scene3DLM(nn.Module):
         """(B, C) mean log-probability per candidate: what training and the DeepSpeed engine call."""
         return self.candidate_logps(batch, shared=shared)[0]
 
-    def candidate_logps(self, batch: SceneBatch, shared: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors."""
+    def candidate_logps(self, batch: SceneBatch, shared: bool = True,
+                        prefixes: list["ScenePrefix"] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors.
+        `prefixes`: the samples' cached scene prefixes (scene_prefixes), for scoring without gradients."""
         c = batch.num_candidates
         if c == 0:
             raise ValueError("candidate_logps needs a batch with candidates (SceneBatch.cand_ids is empty)")
         ids = batch.cand_ids.flatten(0, 1)  # (B*C, Lc)
         cmask = batch.cand_mask.flatten(0, 1)
-        logits = self._shared_logits(batch, ids, cmask) if shared else self._naive_logits(batch, ids, cmask)
+        logits = (self._shared_logits(batch, ids, cmask, prefixes) if shared or prefixes
+                  else self._naive_logits(batch, ids, cmask))
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         summed = (logp * cmask).sum(-1)
         mean = summed / cmask.sum(-1)
         return mean.view(-1, c), summed.view(-1, c)
 
-    def _shared_logits(self, batch, ids, cmask) -> torch.Tensor:
+    def _shared_logits(self, batch, ids, cmask, prefixes=None) -> torch.Tensor:
         c = batch.num_candidates
-        emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
-        out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
-                      use_cache=True, logits_to_keep=1)
+        if prefixes:
+            cache, emb, mask = self._with_prefixes(batch, prefixes)
+            out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask)[:, -emb.shape[1]:],
+                          cache=cache, use_cache=True, logits_to_keep=1)
+        else:
+            emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
+            out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
+                          use_cache=True, logits_to_keep=1)
         cache = out.cache
         cache.batch_repeat_interleave(c)  # differentiable: gradients of all C answers reach the prefix
         first = out.logits[:, -1:].repeat_interleave(c, dim=0)  # predicts each candidate's first token
@@ -256,12 +335,22 @@ class Scene3DLM(nn.Module):
 
     @torch.no_grad()
     def generate_ids(self, batch: SceneBatch, max_new_tokens: int = 32, num_beams: int = 1,
-                     repetition_penalty: float = 1.0) -> torch.Tensor:
-        """Greedy (num_beams=1) or beam search; (B, <= max_new_tokens) new token ids."""
-        emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
+                     repetition_penalty: float = 1.0, prefixes: list["ScenePrefix"] | None = None) -> torch.Tensor:
+        """Greedy (num_beams=1) or beam search; (B, <= max_new_tokens) new token ids. With `prefixes` (the
+        samples' cached scene prefixes) only the instruction onwards runs through the LM."""
+        cache = None
+        if prefixes:
+            cache, suffix, mask = self._with_prefixes(batch, prefixes)
+            if num_beams > 1:  # generate expands the inputs to B x beams; the cache must match
+                cache.batch_repeat_interleave(num_beams)
+            # generate runs the positions the cache does not hold: the prefix's embeddings are never read
+            emb = torch.cat([suffix.new_zeros(suffix.shape[0], mask.shape[1] - suffix.shape[1], suffix.shape[2]),
+                             suffix], dim=1)
+        else:
+            emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
         # with inputs_embeds the repetition penalty sees the generated tokens only, which is what we want:
         # the prompt's words are not repetitions of the answer
-        return self.lm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
+        return self.lm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, cache=cache,
                                 num_beams=num_beams, do_sample=False, repetition_penalty=repetition_penalty,
                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
                                 bos_token_id=self.tokenizer.bos_token_id)

@@ -49,7 +49,7 @@ class Scene:
 
     def face_instance_ids(self) -> np.ndarray:
         """Object id per face (all three vertices agree), else -1."""
-        ids = self.instance_ids[self.faces]
+        ids = np.take(self.instance_ids, self.faces)
         same = (ids[:, 0] == ids[:, 1]) & (ids[:, 1] == ids[:, 2])
         return np.where(same, ids[:, 0], -1)
 

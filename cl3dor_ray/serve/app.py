@@ -11,7 +11,10 @@
     GET  /healthz                                                              -> {status}
 
 Bad requests get a 4xx JSON body naming the field and what was expected; the replica goes on
-serving. With an API token set (serve.api_token or $CL3DOR_API_TOKEN), every endpoint but
+serving. Memory is bounded under load: a body over serve.max_body_bytes gets 413 before it is read,
+more than serve.max_total_points uploaded points 422 before pydantic copies them, and past
+serve.max_in_flight requests or serve.max_bytes_in_flight body bytes a request gets 503 with
+Retry-After. With an API token set (serve.api_token or $CL3DOR_API_TOKEN), every endpoint but
 /healthz needs `Authorization: Bearer <token>`, compared in constant time. In-cluster callers
 use the same methods (`answer`, `caption`, `score`, `scenes`) through a DeploymentHandle.
 
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -50,12 +54,12 @@ api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and 
 class RequestError(Exception):
     """A request the app refuses: an HTTP status and a JSON body that says why."""
 
-    def __init__(self, status: int, body: dict):
-        self.status, self.body = status, body
+    def __init__(self, status: int, body: dict, headers: dict | None = None):
+        self.status, self.body, self.headers = status, body, headers
         super().__init__(f"{status}: {body}")
 
     def __reduce__(self):  # crosses process boundaries through a DeploymentHandle
-        return type(self), (self.status, self.body)
+        return type(self), (self.status, self.body, self.headers)
 
 
 UNAUTHORISED = JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
@@ -67,6 +71,49 @@ def _validation_error(e: ValidationError) -> RequestError:
     return RequestError(422, {"error": "invalid request", "fields": fields})
 
 
+class Admission:
+    """Admission control of one ingress replica (one event loop, so plain counters are safe)."""
+
+    def __init__(self, limits: ServeConfig):
+        self.limits = limits
+        self.requests = 0
+        self.bytes = 0
+
+    def admit(self, content_length: str | None) -> int:
+        """The body's declared size, counted in flight: 413 for a body over serve.max_body_bytes, 503 with
+        Retry-After when the replica already holds serve.max_in_flight requests or serve.max_bytes_in_flight
+        bytes of bodies (it answers those first, rather than run out of memory)."""
+        lim = self.limits
+        try:
+            size = int(content_length or 0)
+        except ValueError:
+            raise RequestError(400, {"error": "bad Content-Length header", "detail": repr(content_length)}) from None
+        if size > lim.max_body_bytes:
+            raise RequestError(413, {"error": "request too large", "detail": f"{size} bytes; at most "
+                                     f"{lim.max_body_bytes} (serve.max_body_bytes)"})
+        if self.requests >= lim.max_in_flight or self.bytes + size > lim.max_bytes_in_flight:
+            raise RequestError(503, {"error": "busy", "detail": f"{self.requests} requests and {self.bytes} bytes "
+                                     "in flight; retry shortly"}, headers={"Retry-After": "1"})
+        self.requests += 1
+        self.bytes += size
+        return size
+
+    def release(self, size: int) -> None:
+        self.requests -= 1
+        self.bytes -= size
+
+
+def _compact(req: BaseModel) -> dict:
+    """The request for the model replica, uploaded clouds as float32 arrays: a tenth of the memory of
+    lists of Python floats, and one buffer to pickle across processes."""
+    body = req.model_dump(exclude={"objects"})
+    objects = getattr(req, "objects", None)
+    body["objects"] = None if objects is None else [
+        {"points": np.asarray(o.points, np.float32), "label": o.label,
+         "colors": None if o.colors is None else np.asarray(o.colors, np.float32)} for o in objects]
+    return body
+
+
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1})  # routing and validation only
 @serve.ingress(api)
 class Cl3dorIngress:
@@ -75,12 +122,20 @@ class Cl3dorIngress:
         self.limits = limits
         self.context = {"limits": limits}  # what the request models validate against (schemas.py)
         self.token = os.environ.get(TOKEN_ENV) or api_token
+        self.admission = Admission(limits)
 
     # ---- the methods, shared by HTTP and DeploymentHandle callers
     def _parse(self, model: type[BaseModel], payload: Any) -> BaseModel:
         if not isinstance(payload, dict):
             raise RequestError(422, {"error": "invalid request", "fields": [
                 {"field": "(body)", "problem": f"expected a JSON object, got {type(payload).__name__}"}]})
+        objects = payload.get("objects")
+        if isinstance(objects, list):  # before pydantic copies them: the total is what costs memory
+            total = sum(len(o["points"]) for o in objects if isinstance(o, dict) and isinstance(o.get("points"), list))
+            if total > self.limits.max_total_points:
+                raise RequestError(422, {"error": "invalid request", "fields": [
+                    {"field": "objects", "problem": f"{total} points in all; at most {self.limits.max_total_points} "
+                                                    "per request (serve.max_total_points)"}]})
         try:
             return model.model_validate(payload, context=self.context)
         except ValidationError as e:
@@ -95,7 +150,7 @@ class Cl3dorIngress:
     async def answer(self, payload: dict) -> dict:
         t = time.perf_counter()
         req = self._parse(AnswerRequest, payload)
-        body = req.model_dump()
+        body = _compact(req)
         body["max_new_tokens"] = req.max_new_tokens or self.limits.default_new_tokens
         out = await self._call("generate", body)
         return AnswerResponse(answer=out["text"], objects=out["objects"],
@@ -111,7 +166,7 @@ class Cl3dorIngress:
     async def score(self, payload: dict) -> dict:
         t = time.perf_counter()
         req = self._parse(ScoreRequest, payload)
-        ranked = await self._call("score", req.model_dump())
+        ranked = await self._call("score", _compact(req))
         return ScoreResponse(ranked=ranked, latency_ms=1000 * (time.perf_counter() - t)).model_dump()
 
     async def scenes(self) -> dict:
@@ -128,16 +183,34 @@ class Cl3dorIngress:
         if not self._authorised(request):
             return UNAUTHORISED
         try:
+            size = self.admission.admit(request.headers.get("content-length"))
+        except RequestError as e:
+            return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+        try:
             payload = None
             if request.method == "POST":
-                raw = await request.body()
+                raw = await self._body(request)
                 try:
                     payload = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise RequestError(400, {"error": "malformed JSON", "detail": str(e)}) from None
+                del raw
             return JSONResponse(await (method(payload) if payload is not None else method()))
         except RequestError as e:
-            return JSONResponse(e.body, status_code=e.status)
+            return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+        finally:
+            self.admission.release(size)
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, read no further than serve.max_body_bytes (a chunked body declares no length)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                raise RequestError(413, {"error": "request too large", "detail": f"over {self.limits.max_body_bytes} "
+                                         "bytes (serve.max_body_bytes)"})
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @api.post("/v1/answer", response_model=AnswerResponse)
     async def http_answer(self, request: Request):
@@ -187,7 +260,8 @@ class Cl3dorIngress:
 
 def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None):
     cfg = serve_cfg or ServeConfig()
-    model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+    model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s,
+                                     cfg.prefix_cache_mb)
     # the typed config crosses to the replica as it is; the token travels on its own, once
     return Cl3dorIngress.bind(model, dataclasses.replace(cfg, api_token=None), cfg.api_token)
 

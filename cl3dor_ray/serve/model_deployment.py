@@ -2,14 +2,18 @@
 
 `@serve.batch` gathers concurrent requests (up to serve.max_batch_size, waiting at most
 serve.batch_wait_timeout_s) into one forward pass. The compute runs in a worker thread so the
-replica keeps accepting requests, which is what fills the next batch.
+replica keeps accepting requests, which is what fills the next batch. Each scene is encoded once:
+its point-encoder features, and its prompt prefix's KV cache (serve/prefix_cache.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import itertools
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator, select_objects
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.odds import log_odds
+from cl3dor_ray.serve.prefix_cache import PrefixCache
 from cl3dor_ray.text.annotations import caption_instruction
 
 MODEL_DIR_ENV = "CL3DOR_MODEL_DIR"  # overrides the app's model_dir argument
@@ -40,26 +45,53 @@ def uploaded_objects(objects: list[dict]) -> list[dict]:
     rows = []
     for i, o in enumerate(objects):
         pts = np.asarray(o["points"], dtype=np.float32)
-        colors = np.asarray(o["colors"], dtype=np.float32) if o.get("colors") else np.full_like(pts, 128.0)
+        colors = np.asarray(o["colors"], dtype=np.float32) if o.get("colors") is not None else np.full_like(pts, 128.0)
         lo, hi = pts.min(0), pts.max(0)
         rows.append({"object_id": i, "label": o.get("label") or "", "points": pts, "colors": colors,
                      "center": (lo + hi) / 2, "size": hi - lo})
     return rows
 
 
+def model_version(model_dir: str) -> str:
+    """Names a model folder's weights: its files' names, sizes and modification times, hashed."""
+    h = hashlib.sha256()
+    for p in sorted(Path(model_dir).rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
 # Serve's default of 5 ongoing requests per replica would cap every batch at 5.
 @serve.deployment(max_ongoing_requests=64)
 class Scene3DLMDeployment:
-    def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01):
-        self.model = load_model(os.environ.get(MODEL_DIR_ENV) or model_dir)
+    def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01,
+                 prefix_cache_mb: float = 0.0):
         self.prepared = Prepared(data_dir)
-        self.objects = self.prepared.objects(self.model.cfg.num_points)
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2 ** 20))
+        self._load(os.environ.get(MODEL_DIR_ENV) or model_dir)
         self.generate_batch.set_max_batch_size(max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.score_batch.set_max_batch_size(max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._uploads = itertools.count()
+
+    def _load(self, model_dir: str) -> None:
+        """(Re)load the model; every cache of the old one goes with it."""
+        self.model = load_model(model_dir)
+        self.model_version = model_version(model_dir)
+        self.objects = self.prepared.objects(self.model.cfg.num_points)
         self._features: dict[str, list] = {}  # scene -> point-encoder feature per object (frozen at serving)
+        self.prefix_cache.clear()
+
+    def reconfigure(self, config: dict) -> None:
+        """Serve's user_config: {"model_dir": ...} swaps in another model folder without a new replica."""
+        if config.get("model_dir") and model_version(config["model_dir"]) != self.model_version:
+            self._load(config["model_dir"])
+
+    def cache_stats(self) -> dict:
+        return {**dataclasses.asdict(self.prefix_cache.stats), "max_bytes": self.prefix_cache.max_bytes,
+                "model_version": self.model_version}
 
     def scene_points(self, scene_id: str) -> dict:
         """The scene's densified objects as the page draws them: every prepared point (P per object, in
@@ -113,7 +145,7 @@ class Scene3DLMDeployment:
         return [{**row, "feature": f.numpy()} for row, f in zip(rows, self._features[key])]
 
     def _collate(self, reqs: list[dict], candidates, with_ids: bool = False):
-        """The batch; with `with_ids`, also each sample's object ids in the batch's column order."""
+        """The batch and each sample's object ids in the batch's column order (with `with_ids`)."""
         samples, objects = [], {}
         for r in reqs:
             sample, objs = self._sample(r)
@@ -129,6 +161,22 @@ class Scene3DLMDeployment:
         # the collator's own choice and order of objects (select_objects), to name the batch's columns
         return batch, [[o["object_id"] for o in select_objects(objects[s["scene_id"]], s["object_ids"], cfg.max_objects)]
                        for s in samples]
+
+    def _prefixes(self, reqs: list[dict], batch, column_ids: list[list[int]]):
+        """Each sample's cached scene prefix, computed once per key for those not cached yet; None when the
+        cache is off or a request brings its own objects (a one-off scene)."""
+        if not self.prefix_cache.enabled or any(r.get("objects") is not None for r in reqs):
+            return None
+        keys = [(self.model_version, r["scene_id"], tuple(ids), tuple(r.get("pose") or ()))
+                for r, ids in zip(reqs, column_ids)]
+        found = {k: self.prefix_cache.get(k) for k in dict.fromkeys(keys)}
+        missing = [k for k, p in found.items() if p is None]
+        if missing:
+            rows = [keys.index(k) for k in missing]  # one sample per missing key
+            for k, prefix in zip(missing, self.model.scene_prefixes(batch.select(rows))):
+                found[k] = prefix
+                self.prefix_cache.put(k, prefix)
+        return [found[k] for k in keys]
 
     def _grounded(self, batch, column_ids: list[list[int]]) -> list[list[int]]:
         """Per sample, the object ids the model reads as the instruction's (a caption's target; else the
@@ -156,7 +204,7 @@ class Scene3DLMDeployment:
             group = [reqs[i] for i in idx]
             batch, column_ids = self._collate(group, [[] for _ in group], with_ids=True)
             ids = self.model.generate_ids(batch, max_new_tokens=max(r["max_new_tokens"] for r in group),
-                                          num_beams=beams)
+                                          num_beams=beams, prefixes=self._prefixes(group, batch, column_ids))
             for i, r, row, about in zip(idx, group, ids, self._grounded(batch, column_ids)):
                 # greedy decoding is prefix-consistent: cutting at a request's own budget is exact
                 out[i] = {"text": self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip(),
@@ -178,7 +226,8 @@ class Scene3DLMDeployment:
         for n in sorted({len(r["candidates"]) for r in reqs}):  # a batch needs equal candidate counts
             idx = [i for i, r in enumerate(reqs) if len(r["candidates"]) == n]
             group = [reqs[i] for i in idx]
-            logps = self.model.candidate_logps(self._collate(group, [r["candidates"] for r in group]))[0]
+            batch, column_ids = self._collate(group, [r["candidates"] for r in group], with_ids=True)
+            logps = self.model.candidate_logps(batch, prefixes=self._prefixes(group, batch, column_ids))[0]
             odds = log_odds(logps)
             for j, i in enumerate(idx):
                 ranked = sorted(zip(group[j]["candidates"], logps[j].tolist(), odds[j].tolist()), key=lambda t: -t[1])

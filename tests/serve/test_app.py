@@ -100,6 +100,8 @@ BAD = [
     ({"scene_id": "scene0000_00", "question": "What?", "max_new_tokens": 49}, 422, "expected 1 to 48"),
     ({"scene_id": "scene0000_00", "question": "What?", "max_new_tokens": 0}, 422, "expected 1 to 48"),
     ([1, 2, 3], 422, "expected a JSON object"),
+    ({"objects": [{"points": [[0, 0, 0]] * 400}] * 3, "question": "What?"}, 422, "1200 points in all; at most 1000"),
+    ({"scene_id": "scene0000_00", "question": "x" * 250_000}, 413, "at most 200000"),
 ]
 
 
@@ -109,6 +111,27 @@ def test_bad_requests_get_a_clear_4xx_and_the_app_keeps_answering(app, body, sta
     got, detail = raw(url, "/v1/answer", body)
     assert got == status and words in json.dumps(detail), detail
     assert raw(url, "/v1/answer", {"scene_id": "scene0000_00", "question": "What is on the table?"})[0] == 200
+
+
+def test_admission_control_refuses_past_its_bounds_and_recovers():
+    from cl3dor_ray.config import ServeConfig
+    from cl3dor_ray.serve.app import Admission, RequestError
+
+    admission = Admission(ServeConfig(max_in_flight=2, max_body_bytes=100, max_bytes_in_flight=150))
+    first = admission.admit("100")
+    with pytest.raises(RequestError) as refused:  # the bytes in flight would pass 150
+        admission.admit("60")
+    assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+    second = admission.admit("40")
+    with pytest.raises(RequestError) as busy:  # two requests in flight already
+        admission.admit(None)
+    assert busy.value.status == 503 and "2 requests" in busy.value.body["detail"]
+    with pytest.raises(RequestError) as large:
+        admission.admit("101")
+    assert large.value.status == 413
+    admission.release(first)
+    admission.release(second)
+    assert admission.admit("100") == 100 and (admission.requests, admission.bytes) == (1, 100)
 
 
 def test_unknown_object_and_bad_candidates(app):
