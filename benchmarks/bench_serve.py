@@ -1,12 +1,22 @@
-"""Serving throughput and latency, dynamic batching on against off, at concurrency 1, 4 and 16.
+"""Serving throughput and latency with the pretrained LLM: the scene prefix cache and dynamic batching.
 
-    python benchmarks/bench_serve.py [--requests 96] [--max-batch 16] [--new-tokens 8]
+    python benchmarks/bench_serve.py [--requests 48] [--max-batch 16] [--new-tokens 8] [--objects 60]
 
-Deploys the app on a local Ray (one model replica, one CPU) with a tiny model over synthetic
-rooms, twice: max_batch_size = --max-batch (batching on) and 1 (off). The same bounded load of
-`--requests` POST /v1/answer requests goes to 127.0.0.1 from `c` client threads. Prints
-requests/s and p50/p99 latency per setting and the batching throughput ratio at concurrency 16.
-The last line is one JSON object.
+The pretrained-LLM recipe (configs/smollm2.yaml: SmolLM2-135M-Instruct from its local folder, the
+scene encoder built from config) serves rooms of `--objects` objects each: synthetic rooms merged four
+to a scan and prepared by the real pipeline. One model replica on one CPU, on a local Ray, in four
+configurations deployed one after the other in the same run:
+
+    neither        max_batch_size 1,          prefix cache off   (the baseline)
+    batching       max_batch_size --max-batch, prefix cache off
+    cache          max_batch_size 1,          prefix cache on
+    cache_batching max_batch_size --max-batch, prefix cache on
+
+The same bounded load of `--requests` POST /v1/answer requests (questions cycling over the rooms) goes
+to 127.0.0.1 from c = 1, 4 and 16 client threads, after one warm-up round at that concurrency (which
+also fills the cache, as a serving replica's would be). Prints req/s, p50 and p99 per configuration
+and concurrency; the last line is one JSON object with `prefix_cache_speedup_c16` (cache_batching over
+neither, req/s at 16 in flight).
 """
 
 from __future__ import annotations
@@ -14,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -23,34 +32,53 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported
 
+import numpy as np  # noqa: E402
+
 from cl3dor_ray.config import PrepareConfig, ServeConfig, load_config  # noqa: E402
 from cl3dor_ray.data.prepare import prepare  # noqa: E402
 from cl3dor_ray.model.io import build_model, save_model  # noqa: E402
 from cl3dor_ray.runtime import ray_session  # noqa: E402
-from cl3dor_ray.scenes.synth_dataset import synthesize  # noqa: E402
+from cl3dor_ray.scenes.scannet import Scene, SceneObject, STRUCTURE_LABELS, write_scan  # noqa: E402
+from cl3dor_ray.scenes.synth import generate_scene  # noqa: E402
 from cl3dor_ray.serve.client import Cl3dorClient  # noqa: E402
 
 QUESTIONS = ["What color is the chair?", "What is on the table?", "How many books are in the room?",
              "Is there a cup on the desk?", "Where is the lamp placed?", "What is next to the bed?"]
+CONFIGS = {"neither": (False, False), "batching": (True, False), "cache": (False, True),
+           "cache_batching": (True, True)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def merged_scene(scene_id: str, rooms: list[Scene]) -> Scene:
+    """Rooms side by side in one scan (4 m apart), object ids renumbered: a scene with many objects."""
+    verts, colors, faces, inst, objects, offset, next_id = [], [], [], [], [], 0, 0
+    for k, room in enumerate(rooms):
+        remap = {}
+        for o in room.objects:
+            if o.label in STRUCTURE_LABELS and k:  # one room's walls and floor are enough
+                continue
+            remap[o.object_id] = next_id
+            objects.append(SceneObject(next_id, o.label))
+            next_id += 1
+        ids = np.array([remap.get(i, -1) if i >= 0 else -1 for i in room.instance_ids], np.int32)
+        verts.append(room.vertices + np.array([8.0 * k, 0, 0], np.float32))
+        colors.append(room.colors)
+        faces.append(room.faces + offset)
+        inst.append(ids)
+        offset += len(room.vertices)
+    return Scene(scene_id, np.vstack(verts), np.vstack(colors), np.vstack(faces), np.concatenate(inst), objects)
 
 
 def load(url: str, scenes: list[str], requests: int, concurrency: int, new_tokens: int) -> dict:
-    client = Cl3dorClient.over_http(url)
-    jobs = [(scenes[i % len(scenes)], QUESTIONS[i % len(QUESTIONS)]) for i in range(requests)]
+    client = Cl3dorClient.over_http(url, timeout=600)
+    jobs = [(scenes[i % len(scenes)], QUESTIONS[(i // len(scenes)) % len(QUESTIONS)]) for i in range(requests)]
 
     def one(job):
         t = time.perf_counter()
         client.answer(job[1], scene_id=job[0], max_new_tokens=new_tokens)
         return time.perf_counter() - t
 
-    with ThreadPoolExecutor(concurrency) as pool:  # warm-up: one round at this concurrency
-        list(pool.map(one, jobs[:concurrency]))
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, jobs[: max(concurrency, len(scenes))]))  # warm-up: every scene once
         t = time.perf_counter()
         latencies = sorted(pool.map(one, jobs))
         seconds = time.perf_counter() - t
@@ -60,9 +88,12 @@ def load(url: str, scenes: list[str], requests: int, concurrency: int, new_token
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=8)
+    parser.add_argument("--objects", type=int, default=60)
+    parser.add_argument("--scenes", type=int, default=4)
+    parser.add_argument("--config", default="configs/smollm2.yaml")
     args = parser.parse_args()
 
     from ray import serve
@@ -70,30 +101,42 @@ def main():
     from cl3dor_ray.serve.app import build_app
 
     results: dict = {}
+    cfg = load_config(args.config, [f"model.max_objects={args.objects}"])
     with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True):
         tmp = Path(tmp)
-        synthesize(tmp / "raw", 8, seed=0)
-        prepare(tmp / "raw", tmp / "data", PrepareConfig(points_per_object=256, negatives=1, workers=2))
-        cfg = load_config("configs/tiny.yaml")
-        save_model(build_model(cfg.model, QUESTIONS + ["red", "on the table", "2", "yes", "no"]), tmp / "model")
-        scenes = sorted(p.name for p in (tmp / "raw" / "scans").iterdir())
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for label, batch in (("batching", args.max_batch), ("no_batching", 1)):
-            serve.run(build_app(str(tmp / "model"), str(tmp / "data"),
-                                ServeConfig(max_batch_size=batch, batch_wait_timeout_s=0.01)),
-                      name="cl3dor", route_prefix="/")
+        for s in range(args.scenes):  # four synthetic rooms per scan, until each has >= --objects objects
+            rooms = [generate_scene(f"scene{s:04d}_00", 0, 4 * s + k)[1] for k in range(4)]
+            write_scan(merged_scene(f"scene{s:04d}_00", rooms), tmp / "raw" / "scans")
+        prepare(tmp / "raw", tmp / "data", PrepareConfig(points_per_object=cfg.model.num_points, negatives=0,
+                                                          workers=2))
+        save_model(build_model(cfg.model), tmp / "model")
+        from cl3dor_ray.data.prepared import Prepared
+
+        objects = {s: len(o) for s, o in Prepared(tmp / "data").objects(cfg.model.num_points).items()}
+        scenes = sorted(objects)
+        print(f"{len(scenes)} scenes, objects per scene {sorted(objects.values())} (the model reads "
+              f"{args.objects}); LM {cfg.model.lm.path}; {args.requests} requests, {args.new_tokens} new tokens")
+        for label, (batching, cached) in CONFIGS.items():
+            serve_cfg = ServeConfig(max_batch_size=args.max_batch if batching else 1, batch_wait_timeout_s=0.01,
+                                    prefix_cache_mb=256 if cached else 0)
+            serve.start(http_options={"host": "127.0.0.1", "port": 8765})
+            serve.run(build_app(str(tmp / "model"), str(tmp / "data"), serve_cfg), name="cl3dor", route_prefix="/")
             for c in (1, 4, 16):
-                results[f"{label}_c{c}"] = load(f"http://127.0.0.1:{port}", scenes, args.requests, c, args.new_tokens)
-                r = results[f"{label}_c{c}"]
-                print(f"  {label:11s} concurrency {c:2d}: {r['requests_per_s']:6.1f} req/s  "
-                      f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms", flush=True)
+                results[f"{label}_c{c}"] = r = load("http://127.0.0.1:8765", scenes, args.requests, c, args.new_tokens)
+                print(f"  {label:14s} {c:2d} in flight: {r['requests_per_s']:6.2f} req/s  p50 {r['p50_ms']:8.1f} ms  "
+                      f"p99 {r['p99_ms']:8.1f} ms", flush=True)
             serve.delete("cl3dor")
         serve.shutdown()
-    ratio = results["batching_c16"]["requests_per_s"] / results["no_batching_c16"]["requests_per_s"]
-    print(f"batching throughput ratio at concurrency 16: {ratio:.2f}x (baseline: max_batch_size 1)")
-    print(json.dumps({"batching_ratio_c16": ratio, "requests": args.requests, "max_batch_size": args.max_batch,
-                      "new_tokens": args.new_tokens, "results": results}))
+    base = results["neither_c16"]
+    speedup = results["cache_batching_c16"]["requests_per_s"] / base["requests_per_s"]
+    print(f"at 16 in flight, against neither ({base['requests_per_s']:.2f} req/s, p99 {base['p99_ms']:.0f} ms): "
+          + ", ".join(f"{k} {results[f'{k}_c16']['requests_per_s'] / base['requests_per_s']:.2f}x "
+                      f"(p99 {results[f'{k}_c16']['p99_ms']:.0f} ms)" for k in CONFIGS if k != "neither"))
+    print(json.dumps({"prefix_cache_speedup_c16": speedup,
+                      "batching_speedup_c16": results["batching_c16"]["requests_per_s"] / base["requests_per_s"],
+                      "cache_speedup_c16": results["cache_c16"]["requests_per_s"] / base["requests_per_s"],
+                      "requests": args.requests, "max_batch_size": args.max_batch, "new_tokens": args.new_tokens,
+                      "objects": args.objects, "results": results}))
 
 
 if __name__ == "__main__":

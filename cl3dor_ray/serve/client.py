@@ -8,12 +8,14 @@ HTTP from outside, with the same methods either way.
                   situation="I am sitting on the bed facing the desk.", pose=[x, y, z, qx, qy, qz, qw])
     client.caption("scene0000_00", object_id=3)                          -> {"caption", "latency_ms"}
     client.score("Is there a cup?", ["yes", "no"], scene_id="scene0000_00") -> {"ranked", "latency_ms"}
-A refused request raises `Cl3dorRequestError` with the HTTP status and the app's JSON body.
+A refused request raises `Cl3dorRequestError` with the HTTP status and the app's JSON body; a 503
+(the app is at its admission bound) is retried after its Retry-After, `retries` times.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -27,14 +29,17 @@ class Cl3dorRequestError(Exception):
 
 
 class Cl3dorClient:
-    def __init__(self, url: str | None = None, token: str | None = None, handle=None, timeout: float = 120.0):
+    def __init__(self, url: str | None = None, token: str | None = None, handle=None, timeout: float = 120.0,
+                 retries: int = 3):
         if (url is None) == (handle is None):
             raise ValueError("give exactly one of url (HTTP) or handle (DeploymentHandle)")
         self.url, self.token, self.handle, self.timeout = (url or "").rstrip("/"), token, handle, timeout
+        self.retries = retries  # of a 503 (the app's admission control), after its Retry-After
 
     @classmethod
-    def over_http(cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0):
-        return cls(url=url, token=token, timeout=timeout)
+    def over_http(cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0,
+                  retries: int = 3):
+        return cls(url=url, token=token, timeout=timeout, retries=retries)
 
     @classmethod
     def over_handle(cls, app_name: str = APP_NAME, handle=None):
@@ -80,13 +85,17 @@ class Cl3dorClient:
                                          headers={"Content-Type": "application/json"})
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            body = e.read()
+        for attempt in range(self.retries + 1):
             try:
-                parsed = json.loads(body)
-            except json.JSONDecodeError:
-                parsed = {"error": body.decode(errors="replace")}
-            raise Cl3dorRequestError(e.code, parsed) from None
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as e:
+                body = e.read()
+                if e.code == 503 and attempt < self.retries:  # the app is full: come back when it says
+                    time.sleep(float(e.headers.get("Retry-After") or 1))
+                    continue
+                try:
+                    parsed = json.loads(body)
+                except json.JSONDecodeError:
+                    parsed = {"error": body.decode(errors="replace")}
+                raise Cl3dorRequestError(e.code, parsed) from None

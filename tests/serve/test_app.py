@@ -175,6 +175,23 @@ def test_a_situated_question_is_read_from_the_agents_pose(app, prepared_dir):
                                              max_new_tokens=8)["answer"]
 
 
+def test_questions_about_a_scene_reuse_its_cached_prefix(app):
+    from ray import serve
+
+    _, handle = app
+    model = serve.get_deployment_handle("Scene3DLMDeployment", app_name="cl3dor")
+    client = Cl3dorClient.over_handle(handle=handle)
+    before = model.cache_stats.remote().result()
+    first = client.answer("What is on the table?", scene_id="scene0002_00", max_new_tokens=6)["answer"]
+    again = client.answer("What is on the table?", scene_id="scene0002_00", max_new_tokens=6)["answer"]
+    other = client.answer("What color is the chair?", scene_id="scene0002_00", max_new_tokens=6)
+    after = model.cache_stats.remote().result()
+    assert first == again and other["answer"] is not None
+    assert after["hits"] - before["hits"] >= 2 and after["entries"] >= 1 and after["bytes"] <= after["max_bytes"]
+    client.answer("What?", objects=[{"points": [[0, 0, 0], [1, 1, 1]]}], max_new_tokens=2)  # uploads bypass it
+    assert model.cache_stats.remote().result()["misses"] == after["misses"]
+
+
 def test_concurrent_requests_are_batched_without_changing_answers(app):
     url, _ = app
     client = Cl3dorClient.over_http(url, token=TOKEN)
