@@ -160,7 +160,7 @@ def sqa_table(metrics: dict) -> list[str]:
         return []
     types = sorted(k.removeprefix("sqa3d.n.") for k in metrics if k.startswith("sqa3d.n."))
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["", "| SQA3D question | n | EM | EM-refined | text-only prior |", "|---|---:|---:|---:|---:|"]
+    lines = ["", "| SQA3D question | n | EM | EM-refined | text-only prior |", "|:---|---:|---:|---:|---:|"]
     for t in types + ["all"]:
         suffix = "" if t == "all" else f".{t}"
         lines.append(f"| {t} | {metrics.get(f'sqa3d.n{suffix}', '')} | {fmt(metrics.get(f'sqa3d.em{suffix}'))} | "
