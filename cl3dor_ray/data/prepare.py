@@ -37,7 +37,7 @@ from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_alignment, scan_fil
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annotations
 from cl3dor_ray.text.sqa3d import load_sqa3d
 from cl3dor_ray.text.llm_negatives import LLM_KIND
-from cl3dor_ray.text.negatives import GENERATORS
+from cl3dor_ray.text.generators import GENERATORS
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
 OUTPUTS = ("objects", "samples", "errors.jsonl", "manifest.json")

@@ -16,7 +16,8 @@ from cl3dor_ray.data.schema import SAMPLE_SCHEMA, with_errors
 from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.text.annotations import Annotation, caption_instruction
-from cl3dor_ray.text.negatives import SceneContext, Vocabulary, make_generator, sample_rng
+from cl3dor_ray.text.generators import make_generator
+from cl3dor_ray.text.negatives import SceneContext, Vocabulary, sample_rng
 from cl3dor_ray.text.vocab import COLOR_WORDS
 
 STAGED_SAMPLE_SCHEMA = with_errors(SAMPLE_SCHEMA)

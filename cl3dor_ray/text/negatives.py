@@ -19,8 +19,8 @@ the description stays as it was, so it stays fluent).
 Rules: a negative never equals a gold answer after `normalize_answer`; no two negatives of a
 sample are equal after it; there are exactly K; the result is a function of (seed, sample_id).
 
-`NegativeGenerator` is the interface: the data stage builds one per Ray Data actor from a name.
-"llm" (text/llm_negatives.py) has a local LLM write them, in a pool of actors.
+`NegativeGenerator` is the interface: the data stage builds one per Ray Data actor from a name
+(text/generators.py). "llm" (text/llm_negatives.py) has a local LLM write them, in a pool of actors.
 `RandomNegatives` ("random") is the ablation's control: answers of other samples, not hard ones.
 """
 
@@ -193,20 +193,3 @@ class RandomNegatives:
                     return chosen
         raise ValueError(f"only {len(chosen)} distinct answers of other samples differ from {answers!r}; "
                          f"need K = {k}")
-
-
-def _llm(vocabulary: Vocabulary, **options) -> NegativeGenerator:
-    from cl3dor_ray.text.llm_negatives import LLMNegatives  # torch and transformers: only where it runs
-
-    return LLMNegatives(vocabulary, **options)
-
-
-_llm.needs_actor = True
-GENERATORS: dict = {"rule": RuleBasedNegatives, "random": RandomNegatives, "llm": _llm}
-
-
-def make_generator(name: str, vocabulary: Vocabulary, **options) -> NegativeGenerator:
-    """`options` go to generators that take them (the LLM's folder); the rule-based ones take none."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown negative generator {name!r}; expected one of {sorted(GENERATORS)}")
-    return GENERATORS[name](vocabulary, **options) if name == "llm" else GENERATORS[name](vocabulary)

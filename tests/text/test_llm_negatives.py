@@ -86,7 +86,8 @@ def test_llm_negatives_are_the_same_in_another_process_and_batch(llm_prepared):
     """What the actors wrote, a scene at a time, is what this process writes one sample at a time."""
     from cl3dor_ray.data.samples import scene_context
     from cl3dor_ray.text.annotations import Annotation
-    from cl3dor_ray.text.negatives import Vocabulary, make_generator, sample_rng
+    from cl3dor_ray.text.generators import make_generator
+    from cl3dor_ray.text.negatives import Vocabulary, sample_rng
     from cl3dor_ray.text.sqa3d import situated_instruction
 
     out, _ = llm_prepared

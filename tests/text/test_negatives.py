@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cl3dor_ray.text.negatives import (FALLBACK_KINDS, RuleBasedNegatives, SceneContext, Vocabulary, make_generator,
-                                       sample_rng)
+from cl3dor_ray.text.generators import make_generator
+from cl3dor_ray.text.negatives import FALLBACK_KINDS, RuleBasedNegatives, SceneContext, Vocabulary, sample_rng
 from cl3dor_ray.text.normalize import normalize_answer
 
 VOCAB = Vocabulary(("table", "desk", "chair", "cup", "book", "trash can", "bed", "lamp"),
