@@ -33,18 +33,6 @@ def heading(pose) -> float:
     return math.atan2(forward[1], forward[0])
 
 
-def check_pose(pose) -> list[float]:
-    """The pose as 7 floats; ValueError naming what is wrong otherwise."""
-    values = list(pose)
-    if len(values) != 7:
-        raise ValueError(f"a pose is 7 numbers (x, y, z, qx, qy, qz, qw), got {len(values)}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise ValueError(f"a pose's 7 numbers must be finite, got {values}")
-    if math.hypot(*values[3:]) < 1e-6:
-        raise ValueError("the pose's quaternion (qx, qy, qz, qw) is zero; expected a rotation")
-    return [float(v) for v in values]
-
-
 def align_pose(pose, matrix: np.ndarray) -> list[float]:
     """A sensor-frame pose -> the axis-aligned frame, with ScanNet's 4x4 axisAlignment matrix."""
     matrix = np.asarray(matrix, dtype=np.float64)

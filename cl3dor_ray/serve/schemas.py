@@ -11,7 +11,7 @@ import math
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from cl3dor_ray.config import ServeConfig
-from cl3dor_ray.scenes.pose import check_pose
+from cl3dor_ray.text.sqa3d import check_pose
 
 
 def _limits(info: ValidationInfo) -> ServeConfig:

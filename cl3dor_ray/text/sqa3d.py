@@ -20,10 +20,10 @@ prepared objects (scenes/pose.py), and the collator turns the room into the agen
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
-from cl3dor_ray.scenes.pose import check_pose
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, _id, _Invalid, _text
 
 SPLITS = ("train", "val", "test")
@@ -55,6 +55,18 @@ def situated_instruction(question: str, situation: str = "") -> str:
     if not situation:
         return question
     return f"{second_person(situation.strip())} {second_person(question.strip())}"
+
+
+def check_pose(pose) -> list[float]:
+    """The pose as 7 floats; ValueError naming what is wrong otherwise."""
+    values = list(pose)
+    if len(values) != 7:
+        raise ValueError(f"a pose is 7 numbers (x, y, z, qx, qy, qz, qw), got {len(values)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"a pose's 7 numbers must be finite, got {values}")
+    if math.hypot(*values[3:]) < 1e-6:
+        raise ValueError("the pose's quaternion (qx, qy, qz, qw) is zero; expected a rotation")
+    return [float(v) for v in values]
 
 
 def _number(rec: dict, key: str, where: str) -> float:

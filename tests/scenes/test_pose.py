@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from cl3dor_ray.text.sqa3d import second_person, situated_instruction
-from cl3dor_ray.scenes.pose import align_pose, check_pose, heading, quaternion_matrix, to_agent_frame, yaw_quaternion
+from cl3dor_ray.text.sqa3d import check_pose, second_person, situated_instruction
+from cl3dor_ray.scenes.pose import align_pose, heading, quaternion_matrix, to_agent_frame, yaw_quaternion
 
 
 def _turn(theta, shift):
