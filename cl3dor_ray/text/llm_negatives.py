@@ -4,8 +4,9 @@
 folder `make smollm2` builds; on a GPU cluster any larger instruct model) inside a Ray Data actor,
 so the model loads once per actor. For each question it puts the room's facts (its categories and the
 colours said about it) and the correct answer in the prompt and asks for K other short answers of the
-same kind, comma-separated, in one greedy generation. A scene's questions go through the LM together,
-in batches.
+same kind, comma-separated, in one greedy generation. A scene's questions go through the LM together:
+the part of the prompt they share (the instructions, a worked example, the room's facts) runs once and
+its KV cache serves every question, batched.
 
 The rules of text/negatives.py still hold: exactly K, distinct, never equal to a gold answer after
 `normalize_answer`, and a function of (seed, sample_id): greedy decoding of a fixed prompt, with the
@@ -40,6 +41,7 @@ EXAMPLES = {
     "answer": ("Where is the plant?", "next to the sofa", ("on the table", "under the tv", "behind the lamp",
                                                         "beside the book", "in the corner", "on the floor")),
 }
+_QUESTION = "\x00QUESTION\x00"  # where the question goes in the chat template's text
 KIND_WORDS = {"colour": "a colour", "object": "an object", "direction": "a direction", "answer": "a short answer"}
 
 
@@ -94,39 +96,66 @@ class LLMNegatives:
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
-    def prompt(self, question: str, answer: str, scene: SceneContext, k: int) -> str:
-        """A worked example of the same kind of answer, then this question: a 135M model otherwise
-        copies the room's facts back."""
+    def prompt(self, question: str, answer: str, scene: SceneContext, k: int) -> tuple[str, str]:
+        """(shared, own): a worked example of the same kind of answer and the room's facts, which every
+        question of that kind about the room shares, then this question (a 135M model copies the room's
+        facts back without the example)."""
         kind = answer_kind(answer, self.labels)
 
-        def ask(objects, colors, q, a):
-            facts = f"Objects in the room: {', '.join(objects) or 'unknown'}."
-            if colors:
-                facts += f" Colours in the room: {', '.join(colors)}."
-            return (f"{facts}\nQuestion: {q}\nCorrect answer: {a}\nGive {k} different wrong answers, each "
-                    f"{KIND_WORDS[kind]}, separated by commas.")
+        def facts(objects, colors):
+            text = f"Objects in the room: {', '.join(objects) or 'unknown'}."
+            return text + (f" Colours in the room: {', '.join(colors)}." if colors else "")
+
+        def ask(q, a):
+            return f"Question: {q}\nCorrect answer: {a}\nGive {k} different wrong answers, each {KIND_WORDS[kind]}, " \
+                   "separated by commas."
 
         q, a, wrong = EXAMPLES[kind]
         messages = [{"role": "system", "content": "You write wrong but plausible answers for a quiz about a room."},
-                    {"role": "user", "content": ask(*EXAMPLE_ROOM, q, a)},
+                    {"role": "user", "content": f"{facts(*EXAMPLE_ROOM)}\n{ask(q, a)}"},
                     {"role": "assistant", "content": ", ".join(wrong[:k])},
-                    {"role": "user", "content": ask(scene.labels, scene.colors, question, answer)}]
+                    {"role": "user", "content": f"{facts(scene.labels, scene.colors)}\n{_QUESTION}"}]
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n".join(m["content"] for m in messages) + "\n"
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n".join(m["content"] for m in messages) + "\n"
+        shared, rest = text.split(_QUESTION)
+        return shared, ask(question, answer) + rest
 
-    def _replies(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+    def _replies(self, prompts: list[tuple[str, str]], max_new_tokens: int) -> list[str]:
+        """Greedy replies. The shared part of the prompts runs through the LM once per distinct text (its
+        KV cache then serves every question of the group), in batches of the questions' own parts."""
+        import copy
+
         import torch
 
-        replies = []
-        for start in range(0, len(prompts), self.batch_size):
-            enc = self.tokenizer(prompts[start: start + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
+        replies: dict[int, str] = {}
+        groups: dict[str, list[int]] = {}
+        for i, (shared, _) in enumerate(prompts):
+            groups.setdefault(shared, []).append(i)
+        pad = self.tokenizer.pad_token_id
+        for shared, members in groups.items():
+            prefix = self.tokenizer(shared, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
             with torch.no_grad():
-                out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            replies += self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-        return replies
+                cache = self.model(input_ids=prefix, use_cache=True).cache
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start: start + self.batch_size]
+                own = [self.tokenizer(prompts[i][1], add_special_tokens=False).input_ids for i in chunk]
+                width = max(map(len, own))
+                ids = torch.full((len(chunk), prefix.shape[1] + width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                ids[:, : prefix.shape[1]], mask[:, : prefix.shape[1]] = prefix[0].cpu(), 1
+                for row, tokens in enumerate(own):  # left-padded after the shared part; the gap is masked
+                    ids[row, ids.shape[1] - len(tokens):], mask[row, ids.shape[1] - len(tokens):] = torch.tensor(tokens), 1
+                batch_cache = copy.deepcopy(cache)
+                batch_cache.batch_repeat_interleave(len(chunk))
+                with torch.no_grad():
+                    out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                              cache=batch_cache, max_new_tokens=max_new_tokens, do_sample=False,
+                                              pad_token_id=pad)
+                for i, text in zip(chunk, self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)):
+                    replies[i] = text
+        return [replies[i] for i in range(len(prompts))]
 
     @staticmethod
     def _asks_llm(task: str, answers: list[str]) -> bool:
