@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from cl3dor_ray.config import PrepareConfig
+from cl3dor_ray.console import captured
 from cl3dor_ray.data.objects import densify_scans
 from cl3dor_ray.data.samples import BuildSamples, build_samples
 from cl3dor_ray.data.sink import StagedParquetSink
@@ -236,8 +237,10 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
     items = [{"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
              for s, anns in sorted(by_scene.items())]
     sink = StagedParquetSink(path, ["scene_id", "split", "task", "negative_kinds", "error", "error_file"])
-    ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
-        batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf).write_datasink(sink)
+    # an actor pool makes Ray's core worker warn on stderr about its constructor arguments: to the log file
+    with captured() if "compute" in udf else contextlib.nullcontext():
+        ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
+            batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf).write_datasink(sink)
 
     errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
     accepted = [r for r in sink.index if not r["error"]]
