@@ -82,8 +82,12 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)
 
-    for split in ("train", "val"):  # SQA3D's pair of files: questions, and their answers and poses
+    for s, split in enumerate(("train", "val")):  # SQA3D's pair of files: questions, and their answers and poses
         pairs = records.pop(("sqa", split))
+        # balanced as ScanQA's are: "no" would otherwise answer most "Can I reach ...?" questions unseen
+        proxies = [{"question": q["question"], "answers": [a["answers"][0]["answer"]], "pair": k}
+                   for k, (q, a) in enumerate(pairs)]
+        pairs = [pairs[p["pair"]] for p in balance_answers(proxies, np.random.default_rng([seed, 4, s]))]
         for k, (question, annotation) in enumerate(pairs):
             question["question_id"] = annotation["question_id"] = f"{split}-sqa-{k}"
         for name, key, items in ((SQA_QUESTIONS, "questions", [q for q, _ in pairs]),
