@@ -185,6 +185,9 @@ class Cl3dorIngress:
         try:
             size = self.admission.admit(request.headers.get("content-length"))
         except RequestError as e:
+            if e.status == 503:  # read and drop the body (at most max_body_bytes), so the client gets the 503
+                async for _ in request.stream():  # and its Retry-After rather than a reset connection
+                    pass
             return JSONResponse(e.body, status_code=e.status, headers=e.headers)
         try:
             payload = None
