@@ -105,13 +105,11 @@ def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, 
     r2 = rng.random(face.shape, dtype=np.float32)[:, None]
     w1, w2 = r1 * (1 - r2), r1 * r2
     w0 = 1 - w1 - w2
-    corner = np.take(faces, face, axis=0)
-    xyz = np.take(vertices.astype(np.float32, copy=False), corner, axis=0)  # only the sampled triangles
-    rgb = np.take(colors, corner, axis=0).astype(np.float32)
-    points = w0 * xyz[:, 0] + w1 * xyz[:, 1] + w2 * xyz[:, 2]
-    mixed = w0 * rgb[:, 0] + w1 * rgb[:, 1] + w2 * rgb[:, 2]
+    # position and colour mixed in one pass over the sampled triangles' corners only
+    xyzrgb = np.take(np.hstack([vertices, colors], dtype=np.float32), np.take(faces, face, axis=0), axis=0)
+    mixed = w0 * xyzrgb[:, 0] + w1 * xyzrgb[:, 1] + w2 * xyzrgb[:, 2]
     shape = (n_groups, points_per_group, 3)
-    return points.reshape(shape), np.clip(np.rint(mixed), 0, 255).astype(np.uint8).reshape(shape)
+    return mixed[:, :3].reshape(shape), np.clip(np.rint(mixed[:, 3:]), 0, 255).astype(np.uint8).reshape(shape)
 
 
 def densify_objects(scene: Scene, points_per_object: int, seed: int = 0,
@@ -122,10 +120,12 @@ def densify_objects(scene: Scene, points_per_object: int, seed: int = 0,
         return []
     ids = np.array([o.object_id for o in objects])
     # face -> index into `objects` through a lookup table, or dropped (unlabelled, boundary or skipped faces)
-    lookup = np.full(int(max(scene.instance_ids.max(initial=-1), ids.max())) + 2, -1, np.int64)
+    lookup = np.full(int(max(scene.instance_ids.max(initial=-1), ids.max())) + 2, -1, np.int32)
     lookup[ids + 1] = np.arange(len(ids))
-    group = lookup[scene.face_instance_ids() + 1]
-    keep = np.flatnonzero(group >= 0)
+    corners = np.take(lookup[scene.instance_ids + 1], scene.faces)  # each face corner's object, or -1
+    same = (corners[:, 0] == corners[:, 1]) & (corners[:, 1] == corners[:, 2])
+    keep = np.flatnonzero(same & (corners[:, 0] >= 0))
+    group = corners[:, 0]
     try:
         points, colors = sample_surface(scene.vertices, scene.colors, np.take(scene.faces, keep, axis=0), group[keep],
                                         len(ids), points_per_object, scene_rng(scene.scene_id, seed))
