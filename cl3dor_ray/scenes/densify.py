@@ -103,13 +103,13 @@ def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, 
     face = np.minimum(face, ends[:, None] - 1).ravel()
 
     # uniform barycentric weights (1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)
-    r1 = np.sqrt(rng.random(face.shape, dtype=np.float32))[:, None]
-    r2 = rng.random(face.shape, dtype=np.float32)[:, None]
-    w1, w2 = r1 * (1 - r2), r1 * r2
-    w0 = 1 - w1 - w2
+    r1 = np.sqrt(rng.random(face.shape, dtype=np.float32))
+    r2 = rng.random(face.shape, dtype=np.float32)
+    weights = np.empty((len(face), 3), np.float32)
+    weights[:, 1], weights[:, 2] = r1 * (1 - r2), r1 * r2
+    weights[:, 0] = 1 - weights[:, 1] - weights[:, 2]
     # position and colour mixed in one pass over the sampled triangles' corners only
-    xyzrgb = np.take(tri, face, axis=0)
-    mixed = w0 * xyzrgb[:, 0] + w1 * xyzrgb[:, 1] + w2 * xyzrgb[:, 2]
+    mixed = np.einsum("nk,nkd->nd", weights, np.take(tri, face, axis=0))
     shape = (n_groups, points_per_group, 3)
     return mixed[:, :3].reshape(shape), np.clip(np.rint(mixed[:, 3:]), 0, 255).astype(np.uint8).reshape(shape)
 
