@@ -107,6 +107,7 @@ def main():
         "cl3dor_object_points_per_s": n_points / t_object,
         "open3d_points_per_s": n_points / t_o3d,
         "open3d_sample_only_points_per_s": n_points / t_o3d_sample,
+        "densify_vs_open3d": t_o3d / t_scene,  # the per-scene ratio (issue 16's figure)
         "speedup_scene_vs_open3d": t_o3d / t_scene,
         "speedup_object_vs_open3d": t_o3d / t_object,
         "speedup_scene_vs_open3d_sample_only": t_o3d_sample / t_scene,
