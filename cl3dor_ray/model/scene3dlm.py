@@ -38,6 +38,7 @@ from cl3dor_ray.model.grounding import GroundingHead, ObjectClassifier
 from cl3dor_ray.model.pointnet import PointNetPP
 from cl3dor_ray.model.prompt import prompt_for
 
+
 @dataclass
 class ScenePrefix:
     """What every question about a scene shares (Scene3DLM.scene_prefixes): its object tokens (N, H) and
@@ -190,26 +191,35 @@ class Scene3DLM(nn.Module):
             words = words + logits[head].float().softmax(-1).to(table.dtype) @ table
         return _rms(words, self.token_rms)
 
-    def embed_prefix(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prefix embeddings (B, L, H) and attention mask (B, L); `objects` from object_tokens."""
+    def _question_rows(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per sample, the embeddings after the scene: the instruction, its focus tokens, " ASSISTANT:"."""
         embed = self.lm.get_input_embeddings()
-        before, after = embed(self._before_ids), embed(self._after_ids)
-        instruction = embed(batch.instruction_ids)
-        tokens, mask, count = objects["tokens"].to(before.dtype), objects["mask"], objects["focus_count"].tolist()
-        rows = []
-        for i in range(tokens.shape[0]):
-            focus = objects["focus"][i, : count[i]].to(before.dtype) if count[i] else before[:0]
-            rows.append(torch.cat([before, tokens[i][mask[i]], instruction[i][batch.instruction_mask[i].bool()],
-                                   focus, after]))
+        after, instruction = embed(self._after_ids), embed(batch.instruction_ids)
+        count = objects["focus_count"].tolist()
+        return [torch.cat([instruction[i][batch.instruction_mask[i].bool()],
+                           objects["focus"][i, : count[i]].to(after.dtype) if count[i] else after[:0], after])
+                for i in range(len(count))]
+
+    @staticmethod
+    def _left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_i, H) rows -> left-padded (B, L, H) and their attention mask (B, L)."""
         width = max(r.shape[0] for r in rows)
         emb = torch.stack([F.pad(r, (0, 0, width - r.shape[0], 0)) for r in rows])
-        if "focus" in objects and not any(count):
+        mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (width - r.shape[0], 0))
+                            for r in rows])
+        return emb, mask
+
+    def embed_prefix(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prefix embeddings (B, L, H) and attention mask (B, L); `objects` from object_tokens."""
+        before = self.lm.get_input_embeddings()(self._before_ids)
+        tokens, mask = objects["tokens"].to(before.dtype), objects["mask"]
+        emb, mask = self._left_pad([torch.cat([before, tokens[i][mask[i]], question])
+                                    for i, question in enumerate(self._question_rows(batch, objects))])
+        if "focus" in objects and not objects["focus_count"].any():
             # Every trainable parameter must get a gradient on every rank at every step: when no sample of a
             # batch has focus objects, the slots would get none on this rank only, ZeRO's gradient buckets
             # would differ between ranks, and the all-reduce aborts (gloo). Zero-weighted, it changes nothing.
             emb = emb + 0.0 * objects["focus"].sum()
-        mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (width - r.shape[0], 0))
-                            for r in rows])
         return emb, mask
 
     # ------------------------------------------------------------------ the scene's prefix, cached
@@ -241,16 +251,7 @@ class Scene3DLM(nn.Module):
                              device=batch.object_mask.device)
         for i, p in enumerate(prefixes):
             tokens[i][batch.object_mask[i]] = p.tokens
-        objects = self.object_tokens(batch, tokens=tokens)
-        embed = self.lm.get_input_embeddings()
-        after, instruction = embed(self._after_ids), embed(batch.instruction_ids)
-        count = objects["focus_count"].tolist()
-        rows = [torch.cat([instruction[i][batch.instruction_mask[i].bool()],
-                           objects["focus"][i, : count[i]].to(after.dtype) if count[i] else after[:0], after])
-                for i in range(b)]
-        ls = max(r.shape[0] for r in rows)
-        suffix = torch.stack([F.pad(r, (0, 0, ls - r.shape[0], 0)) for r in rows])
-        suffix_mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long), (ls - r.shape[0], 0)) for r in rows])
+        suffix, suffix_mask = self._left_pad(self._question_rows(batch, self.object_tokens(batch, tokens=tokens)))
         lp = max(p.length for p in prefixes)
         prefix_mask = torch.stack([F.pad(torch.ones(p.length, dtype=torch.long), (lp - p.length, 0)) for p in prefixes])
         cache = DynamicCache()
