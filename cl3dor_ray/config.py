@@ -265,6 +265,9 @@ class TrainConfig:
     """Validation loss and answer exact match every N steps (and at the end of a stage)."""
     eval_samples: int = 16
     """Size of the fixed validation subset."""
+    pair_samples: int = 64
+    """Training samples with hard negatives on which a contrastive stage measures, at its start and its end,
+    the share of (gold, negative) pairs it ranks right: how much the odds ratio has to learn, and learned."""
     checkpoint_every: int = 25
     """Checkpoint every N steps (and at the end of a stage)."""
     num_to_keep: int = 2

@@ -39,6 +39,7 @@ from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annota
 from cl3dor_ray.text.sqa3d import load_sqa3d
 from cl3dor_ray.text.llm_negatives import LLM_KIND
 from cl3dor_ray.text.generators import GENERATORS
+from cl3dor_ray.text.kinds import answer_kind
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
 OUTPUTS = ("objects", "samples", "errors.jsonl", "manifest.json")
@@ -65,8 +66,12 @@ class PrepareSummary:
         llm = (f"; negatives by the LLM {self.negatives['llm_share']:.0%}, rule fallbacks "
                f"{self.negatives['fallback_share']:.0%}, {self.negatives['samples_per_s']:.1f} samples/s"
                if self.negatives.get("generator") == "llm" else "")
+        tasks = self.negatives.get("by_task", {}).values()
+        n, negs = sum(t["samples"] for t in tasks), sum(t["samples"] * t["negatives_per_sample"] for t in tasks)
+        same = sum(t["samples"] * t["negatives_per_sample"] * t["of_gold_kind"] for t in tasks)
+        hard = f"; {negs / n:.1f} negatives per sample, {same / max(negs, 1):.0%} of the gold's kind" if n else ""
         return (f"prepared {self.scenes} scenes ({self.scenes_rejected} rejected), {self.objects} objects, "
-                f"{n_samples} samples ({self.annotations_rejected} annotations rejected){llm} -> {out} "
+                f"{n_samples} samples ({self.annotations_rejected} annotations rejected){hard}{llm} -> {out} "
                 f"in {self.seconds:.1f} s")
 
 
@@ -236,7 +241,8 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
         udf = {"fn": build_samples, "fn_kwargs": kwargs}
     items = [{"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
              for s, anns in sorted(by_scene.items())]
-    sink = StagedParquetSink(path, ["scene_id", "split", "task", "negative_kinds", "error", "error_file"])
+    sink = StagedParquetSink(path, ["scene_id", "split", "task", "answers", "answer_kind", "negatives", "negative_kinds",
+                                    "error", "error_file"])
     # an actor pool makes Ray's core worker warn on stderr about its constructor arguments: to the log file
     with captured() if "compute" in udf else contextlib.nullcontext():
         ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
@@ -246,14 +252,25 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
     accepted = [r for r in sink.index if not r["error"]]
     counts = Counter(f"{r['split']}/{r['task']}" for r in accepted)
     seconds = time.perf_counter() - t
-    return dict(sorted(counts.items())), errors, seconds, _negative_stats(accepted, cfg.negative_generator, seconds)
+    stats = _negative_stats(accepted, cfg.negative_generator, seconds, labels) if cfg.negatives else {}
+    return dict(sorted(counts.items())), errors, seconds, stats
 
 
-def _negative_stats(rows: list[dict], generator: str, seconds: float) -> dict:
-    """What wrote the negatives: per kind, the LLM's share and the rules' fallbacks (llm only), samples/s."""
+def _negative_stats(rows: list[dict], generator: str, seconds: float, labels: list[str]) -> dict:
+    """What wrote the negatives and how hard they are: per strategy; per task and per gold answer kind the
+    share of negatives of the gold's kind (text/kinds.py), negatives per sample and samples with none;
+    the LLM's share and the rules' fallbacks (llm only); samples/s."""
     kinds = Counter(k for r in rows for k in r["negative_kinds"])
     total = max(sum(kinds.values()), 1)
     stats = {"generator": generator, "kinds": dict(sorted(kinds.items())), "samples_per_s": len(rows) / max(seconds, 1e-9)}
+    for group, key in (("by_task", "task"), ("by_answer_kind", "answer_kind")):
+        tally: dict[str, list[int]] = {}  # samples, negatives, of the gold's kind, samples without any
+        for r in rows:
+            t = tally.setdefault(r[key], [0, 0, 0, 0])
+            t[0], t[1], t[3] = t[0] + 1, t[1] + len(r["negatives"]), t[3] + (not r["negatives"])
+            t[2] += sum(answer_kind(n, labels, r["task"]) == r["answer_kind"] for n in r["negatives"])
+        stats[group] = {name: {"samples": n, "negatives_per_sample": negs / n, "of_gold_kind": same / max(negs, 1),
+                               "without_negatives": none} for name, (n, negs, same, none) in sorted(tally.items())}
     if generator == "llm":
         stats["llm_share"] = kinds.get(LLM_KIND, 0) / total
         stats["fallback_share"] = 1 - stats["llm_share"] if kinds else 0.0

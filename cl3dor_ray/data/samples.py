@@ -17,6 +17,7 @@ from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.text.annotations import Annotation, caption_instruction
 from cl3dor_ray.text.generators import make_generator
+from cl3dor_ray.text.kinds import answer_kind
 from cl3dor_ray.text.negatives import SceneContext, Vocabulary, sample_rng
 from cl3dor_ray.text.vocab import COLOR_WORDS
 
@@ -38,6 +39,7 @@ class BuildSamples:
     def __init__(self, generator: str, labels: list[str], answers: list[str], negatives: int, seed: int,
                  captions: list[str] = (), generator_options: dict | None = None):
         vocabulary = Vocabulary(tuple(labels), tuple(answers), tuple(captions))
+        self.labels = vocabulary.labels
         self.generator = make_generator(generator, vocabulary, **(generator_options or {}))
         self.k = negatives
         self.seed = seed
@@ -62,24 +64,17 @@ class BuildSamples:
         if hasattr(self.generator, "generate_many"):
             results = self.generator.generate_many(requests)
         else:
-            results = []
-            for r in requests:
-                try:
-                    results.append(self.generator.generate(**r))
-                except ValueError as e:
-                    results.append(e)
+            results = [self.generator.generate(**r) for r in requests]
         for (row, ann), negs in zip(todo, results):
-            if isinstance(negs, ValueError):
-                row["error"] = f"{ann.sample_id}: {negs}"
-            else:
-                row["negatives"] = [n.text for n in negs]
-                row["negative_kinds"] = [n.kind for n in negs]
+            row["negatives"] = [n.text for n in negs]
+            row["negative_kinds"] = [n.kind for n in negs]
         return rows
 
     def _sample(self, ann: Annotation, objects: dict) -> dict:
         row = {"sample_id": ann.sample_id, "split": ann.split, "task": ann.task, "scene_id": ann.scene_id,
                "object_ids": ann.object_ids, "question": ann.question, "answers": ann.answers,
                "negatives": [], "negative_kinds": [], "question_type": ann.question_type,
+               "answer_kind": answer_kind(ann.answers[0], self.labels, ann.task),
                "situation": ann.situation, "pose": ann.pose, "error": "", "error_file": ann.source}
         unknown = [i for i in ann.object_ids if i not in objects]
         if unknown:

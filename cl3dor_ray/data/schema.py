@@ -31,7 +31,8 @@ SAMPLE_SCHEMA = pa.schema([
     ("object_ids", pa.list_(pa.int32())),  # objects the sample is about (relevant ones first)
     ("question", pa.string()),  # the instruction
     ("answers", pa.list_(pa.string())),  # gold answers
-    ("negatives", pa.list_(pa.string())),  # K hard negative answers
+    ("answer_kind", pa.string()),  # the gold answer's kind (text/kinds.py): yes/no, side, count, colour, ...
+    ("negatives", pa.list_(pa.string())),  # 0 to K hard negative answers, of the gold answer's kind
     ("negative_kinds", pa.list_(pa.string())),  # the strategy of each negative
     ("question_type", pa.string()),  # ScanQA type, POPE sampling type or SQA3D first word; "" if unknown
     ("situation", pa.string()),  # SQA3D: the agent's situation, as written; "" for other tasks

@@ -5,7 +5,8 @@
                             sqa3d.em, sqa3d.em_refined, sqa3d.em.<what|is|how|can|which|other>,
                             existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>,
                             prior.scanqa.em.<type>, prior.sqa3d.em.<type> (text-only priors, eval/prior.py),
-                            grounding.scene_swap.{em,drop,...} (the scene-swap probe, eval/probe.py)
+                            grounding.scene_swap.{em,drop,...} (the scene-swap probe, eval/probe.py),
+                            preference.{accuracy,margin,n}[.<task>|.kind.<negative kind>] (eval/preference.py)
     EVAL/report.md          the same as tables; EM per question type beside the prior and the swapped-room EM
 
 QA and SQA3D (with the agent's situation and pose) are answered by generation, captions by generation for the object, existence by scoring "yes"
@@ -34,6 +35,7 @@ from cl3dor_ray.console import bar, say
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
+from cl3dor_ray.eval.preference import preference_metrics, preference_table, score_pairs
 from cl3dor_ray.eval.prior import box_size_prior, language_prior
 from cl3dor_ray.eval.probe import swap_metrics, swap_partners
 from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
@@ -171,7 +173,10 @@ def sqa_table(metrics: dict) -> list[str]:
 def _report(metrics: dict, out: Path, seconds: float, n: int, failed: int) -> None:
     lines = ["# cl3dor evaluation", "", f"{n} validation samples in {seconds:.1f} s ({failed} failed); "
              f"answer normaliser `{NORMALIZER_VERSION}`.", "", "## Does it read the room?", "",
-             *grounded_table(metrics), "", "## All metrics", "", "| metric | value |", "|---|---:|"]
+             *grounded_table(metrics), "", "## Does it prefer the gold answer to its hard negatives?", "",
+             "What the odds ratio optimises, on the validation rooms: the share of (gold, hard negative) pairs whose "
+             "gold answer has the higher log-odds, and the mean log-odds difference.", "",
+             *preference_table(metrics), "", "## All metrics", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
               if not isinstance(v, str)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -211,20 +216,31 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     if not samples:
         raise ValueError(f"{prepared.folder / 'samples'} has no val samples to evaluate")
     qa = [s for s in samples if s["task"] == "qa"]
+    hard = [s for s in samples if s["negatives"]]
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
     say(f"[evaluate] start: {len(samples)} validation samples"
-        f"{f', and {len(qa)} questions again about a swapped room' if partner else ''}")
-    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0), unit="request")
+        f"{f', {len(qa)} questions again about a swapped room' if partner else ''}"
+        f"{f', {len(hard)} gold answers scored against their hard negatives' if hard else ''}")
+    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0) + len(hard), unit="request")
 
     def predict(s: dict) -> dict:
         row = _predict(client, s)
         progress.update(1)
         return row
 
+    def pairs(s: dict) -> dict | None:
+        try:
+            return score_pairs(client, s)
+        except Cl3dorRequestError:
+            return None  # counted below: the pairs it would have given are missing from preference.n
+        finally:
+            progress.update(1)
+
     with progress, ThreadPoolExecutor(max_workers=concurrency) as pool:
         rows = list(pool.map(predict, samples))
         swapped = list(pool.map(lambda s: predict({**s, "scene_id": partner[s["scene_id"]]}), qa) if partner else [])
+        scored = list(pool.map(pairs, hard))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for r in rows:
@@ -232,6 +248,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(prepared))
     true_qa = [r for r in rows if r["task"] == "qa" and "error" not in r]
     metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
+    metrics.update(preference_metrics([r for r in scored if r is not None]))
     if any(s["task"] in ("qa", "sqa") for s in samples):
         metrics.update(language_prior(data_dir))
     metrics.update(box_size_prior(data_dir))
@@ -239,7 +256,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
         with open(out / "predictions_scene_swap.jsonl", "w", encoding="utf-8") as fh:
             for r, s in zip(swapped, qa):
                 fh.write(json.dumps({**r, "asked_about": partner[s["scene_id"]]}, ensure_ascii=False) + "\n")
-    failed = sum("error" in r for r in rows)
+    failed = sum("error" in r for r in rows) + sum(r is None for r in scored)
     seconds = time.perf_counter() - t0
     metrics = {"normalizer_version": NORMALIZER_VERSION, "samples": len(rows), "failed": failed,
                "seconds": seconds, **metrics}

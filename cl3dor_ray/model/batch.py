@@ -43,7 +43,7 @@ class SceneBatch:
     instruction_ids: torch.Tensor  # (B, La) long, right-padded " USER: {instruction}" (the model adds " ASSISTANT:")
     instruction_mask: torch.Tensor  # (B, La) long
     cand_ids: torch.Tensor  # (B, C, Lc) long, right-padded " answer</s>"; C = 0 when only generating
-    cand_mask: torch.Tensor  # (B, C, Lc) long
+    cand_mask: torch.Tensor  # (B, C, Lc) long; a sample with fewer candidates has all-zero rows after its last
     # (B, N, D) precomputed point-encoder features (a serving cache); when given, points may be (B, N, 1, 6) zeros
     features: torch.Tensor | None = None
     # (B, N) 1.0 for the objects the sample is about (the annotation's object_ids, a caption's target)
@@ -72,8 +72,8 @@ class SceneBatch:
             self.given = torch.zeros(b, dtype=torch.bool, device=self.points.device)
         _expect("relevant", self.relevant, torch.float32, (b, n))
         _expect("given", self.given, torch.bool, (b,))
-        if self.cand_ids.shape[1] and not (self.cand_mask[..., 0] == 1).all():
-            raise BatchError("SceneBatch.cand_mask: every candidate needs at least one token")
+        if self.cand_ids.shape[1] and not (self.cand_mask[:, 0, 0] == 1).all():
+            raise BatchError("SceneBatch.cand_mask: every sample's first candidate (the gold answer) needs a token")
 
     def to(self, device) -> "SceneBatch":
         return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k).to(device)
@@ -88,6 +88,11 @@ class SceneBatch:
     @property
     def num_candidates(self) -> int:
         return self.cand_ids.shape[1]
+
+    @property
+    def cand_present(self) -> torch.Tensor:
+        """(B, C) bool: which candidate slots hold an answer (samples carry 1 to K negatives)."""
+        return self.cand_mask[..., 0] == 1
 
 
 def select_objects(objects: list[dict], relevant: list[int], budget: int) -> list[dict]:
@@ -155,7 +160,8 @@ class SceneCollator:
         return ids + [self.tok.eos_token_id]
 
     def __call__(self, samples: list[dict], candidates: list[list[str]] | None = None) -> SceneBatch:
-        """`candidates[i]` are sample i's answers to score; default: gold answer then its negatives."""
+        """`candidates[i]` are sample i's answers to score; default: gold answer then its negatives. Samples
+        may bring different numbers of them: the missing slots are empty (SceneBatch.cand_present)."""
         if candidates is None:
             candidates = [[s["answers"][0], *s["negatives"]] for s in samples]
         chosen = []
@@ -187,11 +193,11 @@ class SceneCollator:
         instr = [self.tok(self.prompt.instruction(situated_instruction(s["question"], s.get("situation") or "")),
                           add_special_tokens=False).input_ids for s in samples]
         instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
-        n_cand = len(candidates[0]) if candidates else 0
-        if any(len(c) != n_cand for c in candidates):
-            raise BatchError("every sample in a batch needs the same number of candidates (K + 1)")
+        n_cand = max((len(c) for c in candidates), default=0)
+        if n_cand and not all(candidates):
+            raise BatchError("a sample with candidates to score needs at least one (the gold answer first)")
         if n_cand:
-            flat = [self.encode_answer(t) for cands in candidates for t in cands]
+            flat = [self.encode_answer(c[j]) if j < len(c) else [] for c in candidates for j in range(n_cand)]
             ids, cmask = _pad(flat, self.tok.pad_token_id)
             cand_ids, cand_mask = ids.view(b, n_cand, -1), cmask.view(b, n_cand, -1)
         else:

@@ -17,9 +17,10 @@ sat on an object token and the tiny LM lost the question's type: "no" to "near o
 scene's prefix can be shared by every question about it. Object tokens are normalised to a fixed
 RMS: unnormalised they were 80x the word embeddings' norm.
 
-`candidate_logps` scores C answers per sample. The shared-prefix path encodes the scene and runs
-the prefix through the LM once, then expands its KV cache over the C continuations; the naive path
-(TRL-style concatenation, kept as the reference) runs everything C times.
+`candidate_logps` scores up to C answers per sample (a sample may bring fewer). The shared-prefix path
+encodes the scene and runs the prefix through the LM once, then gathers its KV cache for each of the
+sample's answers; the naive path (TRL-style concatenation, kept as the reference) runs everything once
+per answer.
 """
 
 from __future__ import annotations
@@ -271,22 +272,27 @@ class Scene3DLM(nn.Module):
 
     def candidate_logps(self, batch: SceneBatch, shared: bool = True,
                         prefixes: list["ScenePrefix"] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors.
+        """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors, 0 in the
+        empty slots of samples with fewer candidates (SceneBatch.cand_present), which are never computed.
         `prefixes`: the samples' cached scene prefixes (scene_prefixes), for scoring without gradients."""
         c = batch.num_candidates
         if c == 0:
             raise ValueError("candidate_logps needs a batch with candidates (SceneBatch.cand_ids is empty)")
-        ids = batch.cand_ids.flatten(0, 1)  # (B*C, Lc)
-        cmask = batch.cand_mask.flatten(0, 1)
-        logits = (self._shared_logits(batch, ids, cmask, prefixes) if shared or prefixes
-                  else self._naive_logits(batch, ids, cmask))
+        present = batch.cand_present
+        rows, cols = present.nonzero(as_tuple=True)  # the candidates there are, sample by sample
+        cmask = batch.cand_mask[rows, cols]
+        width = int(cmask.sum(-1).max())
+        ids, cmask = batch.cand_ids[rows, cols, :width], cmask[:, :width]
+        logits = (self._shared_logits(batch, rows, ids, cmask, prefixes) if shared or prefixes
+                  else self._naive_logits(batch, rows, ids, cmask))
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         summed = (logp * cmask).sum(-1)
-        mean = summed / cmask.sum(-1)
-        return mean.view(-1, c), summed.view(-1, c)
+        grid = torch.zeros(present.shape, dtype=summed.dtype, device=summed.device)
+        return grid.index_put((rows, cols), summed / cmask.sum(-1)), grid.index_put((rows, cols), summed)
 
-    def _shared_logits(self, batch, ids, cmask, prefixes=None) -> torch.Tensor:
-        c = batch.num_candidates
+    def _shared_logits(self, batch, rows, ids, cmask, prefixes=None) -> torch.Tensor:
+        """The prefix (scene, instruction, focus tokens) runs once per sample; its KV cache is then gathered
+        for every candidate (`rows`: each candidate's sample), differentiably, and only the answers run."""
         if prefixes:
             cache, emb, mask = self._with_prefixes(batch, prefixes)
             out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask)[:, -emb.shape[1]:],
@@ -296,23 +302,20 @@ class Scene3DLM(nn.Module):
             out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
                           use_cache=True, logits_to_keep=1)
         cache = out.cache
-        cache.batch_repeat_interleave(c)  # differentiable: gradients of all C answers reach the prefix
-        first = out.logits[:, -1:].repeat_interleave(c, dim=0)  # predicts each candidate's first token
+        cache.batch_select_indices(rows)  # an index gather: gradients of every answer reach its prefix
+        first = out.logits[rows, -1:]  # predicts each candidate's first token
         if ids.shape[1] == 1:
             return first
-        prefix_mask = mask.repeat_interleave(c, dim=0)
+        prefix_mask = mask[rows]
         pos = prefix_mask.sum(-1, keepdim=True) + torch.arange(ids.shape[1] - 1, device=ids.device)
         rest = self.lm(input_ids=ids[:, :-1], attention_mask=torch.cat([prefix_mask, cmask[:, :-1]], dim=1),
                        position_ids=pos, cache=cache, use_cache=False)
         return torch.cat([first, rest.logits], dim=1)
 
-    def _naive_logits(self, batch, ids, cmask) -> torch.Tensor:
+    def _naive_logits(self, batch, rows, ids, cmask) -> torch.Tensor:
         """Reference: the whole scene and prompt once per candidate, as concatenated batches do."""
-        c = batch.num_candidates
-        rep = {f: None if getattr(batch, f) is None else getattr(batch, f).repeat_interleave(c, dim=0)
-               for f in batch.__dataclass_fields__}
-        repeated = SceneBatch(**{**rep, "cand_ids": batch.cand_ids.flatten(0, 1)[:, None],
-                                 "cand_mask": batch.cand_mask.flatten(0, 1)[:, None]})
+        rep = {f: None if getattr(batch, f) is None else getattr(batch, f)[rows] for f in batch.__dataclass_fields__}
+        repeated = SceneBatch(**{**rep, "cand_ids": ids[:, None], "cand_mask": cmask[:, None]})
         emb, mask = self.embed_prefix(repeated, self.object_tokens(repeated))
         emb = torch.cat([emb, self.lm.get_input_embeddings()(ids[:, :-1])], dim=1)
         mask = torch.cat([mask, cmask[:, :-1]], dim=1)

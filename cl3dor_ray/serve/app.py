@@ -3,7 +3,7 @@
     POST /v1/answer   {scene_id | objects, question, situation?, pose?, max_new_tokens?, num_beams?}
                                                                                -> {answer, objects, latency_ms}
     POST /v1/caption  {scene_id, object_id}                                    -> {caption, latency_ms}
-    POST /v1/score    {scene_id | objects, question, situation?, pose?, candidates} -> {ranked, latency_ms}
+    POST /v1/score    {scene_id | objects, question, situation?, pose?, candidates, object_id?} -> {ranked, latency_ms}
     GET  /v1/scenes                                                            -> {scenes}
     GET  /v1/scenes/{scene_id}/points                                          -> {objects: points, colours, boxes}
     GET  /                                                                     -> the interactive web page (3D view)

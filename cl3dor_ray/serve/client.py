@@ -60,9 +60,11 @@ class Cl3dorClient:
         return self._call("caption", "POST", "/v1/caption", payload)
 
     def score(self, question: str, candidates: list[str], scene_id: str | None = None,
-              objects: list[dict] | None = None, situation: str | None = None, pose: list[float] | None = None) -> dict:
+              objects: list[dict] | None = None, situation: str | None = None, pose: list[float] | None = None,
+              object_id: int | None = None) -> dict:
+        """`object_id`: score the candidates as captions of that object (the question is then not read)."""
         payload = {"question": question, "candidates": candidates, "scene_id": scene_id, "objects": objects,
-                   "situation": situation, "pose": pose}
+                   "situation": situation, "pose": pose, "object_id": object_id}
         return self._call("score", "POST", "/v1/score", payload)
 
     def scenes(self) -> list[dict]:

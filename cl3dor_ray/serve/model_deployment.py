@@ -222,14 +222,13 @@ class Scene3DLMDeployment:
 
     @torch.no_grad()
     def _score(self, reqs: list[dict]) -> list[list[dict]]:
-        out: list[list[dict]] = [[] for _ in reqs]
-        for n in sorted({len(r["candidates"]) for r in reqs}):  # a batch needs equal candidate counts
-            idx = [i for i, r in enumerate(reqs) if len(r["candidates"]) == n]
-            group = [reqs[i] for i in idx]
-            batch, column_ids = self._collate(group, [r["candidates"] for r in group], with_ids=True)
-            logps = self.model.candidate_logps(batch, prefixes=self._prefixes(group, batch, column_ids))[0]
-            odds = log_odds(logps)
-            for j, i in enumerate(idx):
-                ranked = sorted(zip(group[j]["candidates"], logps[j].tolist(), odds[j].tolist()), key=lambda t: -t[1])
-                out[i] = [{"text": t, "logp": lp, "log_odds": lo} for t, lp, lo in ranked]
+        """Each request's candidates ranked by mean log-probability; requests with different numbers of
+        candidates share one batch (the empty slots are never computed)."""
+        batch, column_ids = self._collate(reqs, [r["candidates"] for r in reqs], with_ids=True)
+        logps = self.model.candidate_logps(batch, prefixes=self._prefixes(reqs, batch, column_ids))[0]
+        odds = log_odds(logps)
+        out = []
+        for r, lp, lo in zip(reqs, logps.tolist(), odds.tolist()):
+            ranked = sorted(zip(r["candidates"], lp, lo), key=lambda t: -t[1])  # the first len(candidates) slots
+            out.append([{"text": t, "logp": a, "log_odds": b} for t, a, b in ranked])
         return out

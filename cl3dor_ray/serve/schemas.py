@@ -115,6 +115,14 @@ class CaptionRequest(_Generation):
 
 class ScoreRequest(_SceneQuery):
     candidates: list[str]
+    object_id: int | None = Field(None, description="score the candidates as descriptions of this object of the "
+                                  "prepared scene (a caption's target; the question is then not read)")
+
+    @model_validator(mode="after")
+    def _target_in_a_scene(self):
+        if self.object_id is not None and self.scene_id is None:
+            raise ValueError("object_id names an object of a prepared scene: give scene_id with it")
+        return self
 
     @field_validator("candidates")
     @classmethod

@@ -8,12 +8,13 @@ same kind, comma-separated, in one greedy generation. A scene's questions go thr
 the part of the prompt they share (the instructions, a worked example, the room's facts) runs once and
 its KV cache serves every question, batched.
 
-The rules of text/negatives.py still hold: exactly K, distinct, never equal to a gold answer after
-`normalize_answer`, and a function of (seed, sample_id): greedy decoding of a fixed prompt, with the
-rule-based generator filling what the LLM did not give. A reply is kept only when it is of the kind
-asked for (a colour for a colour, a category of the dataset for an object, a direction for one). Every negative keeps its kind: `llm_rewrite`
-for the LLM's, the rule's own kind for a fallback. Yes/no and counts (whose only wrong answers are the
-other word and the neighbouring numbers) and captions (long generations) are left to the rules.
+The rules of text/negatives.py still hold: at most K, of the gold answer's kind (text/kinds.py),
+distinct, never equal to a gold answer after `normalize_answer`, and a function of (seed, sample_id):
+greedy decoding of a fixed prompt, with the rule-based generator filling what the LLM did not give. A
+reply is kept only when it is of the gold's kind (a colour for a colour, a category of the dataset for
+a category, a place for a place). Every negative keeps its kind: `llm_rewrite` for the LLM's, the
+rule's own kind for a fallback. Yes/no, sides, counts (whose only wrong answers are the other word and
+the neighbouring numbers) and captions (long generations) are left to the rules.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cl3dor_ray.text.kinds import CATEGORY, COLOUR, OTHER, PLACE, answer_kind
 from cl3dor_ray.text.negatives import HardNegative, RuleBasedNegatives, SceneContext, Vocabulary
 from cl3dor_ray.text.normalize import normalize_answer
-from cl3dor_ray.text.vocab import COLOR_WORDS, RELATION_FLIPS
 
 LLM_KIND = "llm_rewrite"
 LLM_TASKS = ("qa", "sqa")
+# the kinds the LLM writes; the others (yes/no, sides, counts: a known wrong answer or two) and captions
+# (long generations) are the rules'
+LLM_KINDS = (COLOUR, CATEGORY, PLACE, OTHER)
 MAX_WORDS = 6  # a short answer, as ScanQA's and SQA3D's are
 _SPLIT = re.compile(r"[,;\n]|\s\d+[.)]\s")
 _STRIP = " \t\"'`*.-:!?()[]"
@@ -37,30 +41,16 @@ EXAMPLE_ROOM = (("sofa", "table", "tv", "plant", "lamp", "book"), ("black", "gre
 EXAMPLES = {
     "colour": ("What color is the sofa?", "black", ("green", "white", "gray", "blue", "brown", "red")),
     "object": ("What is on the table?", "tv", ("plant", "lamp", "book", "sofa", "cup", "box")),
-    "direction": ("Which way should you turn to face the tv?", "left", ("right", "behind you", "forward", "back")),
     "answer": ("Where is the plant?", "next to the sofa", ("on the table", "under the tv", "behind the lamp",
                                                         "beside the book", "in the corner", "on the floor")),
 }
 _QUESTION = "\x00QUESTION\x00"  # where the question goes in the chat template's text
-KIND_WORDS = {"colour": "a colour", "object": "an object", "direction": "a direction", "answer": "a short answer"}
+KIND_WORDS = {"colour": "a colour", "object": "an object", "answer": "a short answer"}
 
 
-def answer_kind(answer: str, labels) -> str:
-    """colour, object, direction or answer: what a wrong answer to this one must be."""
-    norm = normalize_answer(answer)
-    words = set(norm.split())
-    if words & set(COLOR_WORDS):
-        return "colour"
-    if words & set(RELATION_FLIPS):
-        return "direction"
-    if any(re.search(rf"\b{re.escape(label)}\b", norm) for label in labels):
-        return "object"
-    return "answer"
-
-
-def fits_kind(text: str, kind: str, labels) -> bool:
-    """A reply is kept only when it is of the kind asked for: a colour names a colour, and so on."""
-    return kind == "answer" or answer_kind(text, labels) == kind
+def prompt_kind(kind: str) -> str:
+    """Which worked example and wording the prompt uses for an answer of this kind (text/kinds.py)."""
+    return {COLOUR: "colour", CATEGORY: "object"}.get(kind, "answer")
 
 
 def parse_reply(reply: str) -> list[str]:
@@ -100,7 +90,7 @@ class LLMNegatives:
         """(shared, own): a worked example of the same kind of answer and the room's facts, which every
         question of that kind about the room shares, then this question (a 135M model copies the room's
         facts back without the example)."""
-        kind = answer_kind(answer, self.labels)
+        kind = prompt_kind(answer_kind(answer, self.labels))
 
         def facts(objects, colors):
             text = f"Objects in the room: {', '.join(objects) or 'unknown'}."
@@ -157,14 +147,11 @@ class LLMNegatives:
                     replies[i] = text
         return [replies[i] for i in range(len(prompts))]
 
-    @staticmethod
-    def _asks_llm(task: str, answers: list[str]) -> bool:
-        norm = normalize_answer(answers[0])
-        return task in LLM_TASKS and norm not in ("yes", "no") and not norm.isdigit()
+    def _asks_llm(self, task: str, answers: list[str]) -> bool:
+        return task in LLM_TASKS and answer_kind(answers[0], self.labels, task) in LLM_KINDS
 
-    def generate_many(self, requests: list[dict]) -> list[list[HardNegative] | ValueError]:
-        """requests: {task, answers, scene, k, rng, question}. The LLM's answers first, the rules' after;
-        a ValueError in place of a sample the vocabulary cannot give K negatives for."""
+    def generate_many(self, requests: list[dict]) -> list[list[HardNegative]]:
+        """requests: {task, answers, scene, k, rng, question}. The LLM's answers first, the rules' after."""
         asked = [i for i, r in enumerate(requests) if r["k"] and self._asks_llm(r["task"], r["answers"])]
         prompts = [self.prompt(requests[i]["question"], requests[i]["answers"][0], requests[i]["scene"], requests[i]["k"])
                    for i in asked]
@@ -174,23 +161,18 @@ class LLMNegatives:
         out = []
         for i, r in enumerate(requests):
             seen = {normalize_answer(a) for a in r["answers"]}
-            kind = answer_kind(r["answers"][0], self.labels)
+            kind = answer_kind(r["answers"][0], self.labels, r["task"])
             chosen: list[HardNegative] = []
             for text in parse_reply(replies.get(i, "")):
                 norm = normalize_answer(text)
-                if norm and norm not in seen and len(chosen) < r["k"] and fits_kind(text, kind, self.labels):
+                if (norm and norm not in seen and len(chosen) < r["k"]
+                        and answer_kind(text, self.labels, r["task"]) == kind):  # of the gold's kind, or dropped
                     seen.add(norm)
                     chosen.append(HardNegative(text, LLM_KIND))
             # the rules fill the rest, each negative keeping its rule's kind
-            try:
-                out.append(self.rules.fill(chosen, r["task"], r["answers"], r["scene"], r["k"], r["rng"]))
-            except ValueError as e:
-                out.append(e)
+            out.append(self.rules.fill(chosen, r["task"], r["answers"], r["scene"], r["k"], r["rng"]))
         return out
 
     def generate(self, task, answers, scene, k, rng: np.random.Generator, question: str = ""):
-        result = self.generate_many([{"task": task, "answers": answers, "scene": scene, "k": k, "rng": rng,
-                                      "question": question}])[0]
-        if isinstance(result, ValueError):
-            raise result
-        return result
+        return self.generate_many([{"task": task, "answers": answers, "scene": scene, "k": k, "rng": rng,
+                                    "question": question}])[0]

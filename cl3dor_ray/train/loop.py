@@ -107,7 +107,10 @@ def train_loop_per_worker(config: dict) -> None:
     collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
     val_collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
     val_rows = config["val_samples"][rank::world]
+    pair_rows = config.get("pair_samples", [])[rank::world]
     shard = ray.train.get_dataset_shard("train")
+    if config.get("pair_samples") and not start:  # what the odds ratio has to learn, before it starts
+        metrics.write(0, _pair_accuracy(engine, collate, pair_rows, dist, "start"))
 
     def candidates(rows):
         return None if stage.contrastive else [[r["answers"][0]] for r in rows]
@@ -121,7 +124,8 @@ def train_loop_per_worker(config: dict) -> None:
                                         local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
             rows = table.to_pylist()
             batch = collate(rows, candidates(rows)).to(engine.device)
-            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.contrastive else 0.0)
+            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.contrastive else 0.0,
+                                     present=batch.cand_present)
             engine.backward(loss)
             engine.step()
             seen, tokens = seen + len(rows), tokens + batch_tokens(batch)
@@ -151,6 +155,8 @@ def train_loop_per_worker(config: dict) -> None:
         epoch += 1
     if last_ckpt != step:
         _checkpoint(engine, {"step": step}, ray.train)
+    if config.get("pair_samples"):
+        metrics.write(step, _pair_accuracy(engine, collate, pair_rows, dist, "end"))
 
     # ---- export
     if rank == 0:
@@ -194,6 +200,26 @@ def _evaluate(engine, collate, rows: list[dict], dist) -> dict:
     if em_n:
         out["val_em"] = em_hits / em_n
     return out
+
+
+@torch.no_grad()
+def _pair_accuracy(engine, collate, rows: list[dict], dist, when: str) -> dict:
+    """The share of (gold, hard negative) pairs of these training samples whose gold answer the model
+    ranks higher (teacher-forced, as it trains), over all ranks: `train_pairs.<when>` (start or end)."""
+    model = engine.module
+    model.eval()
+    right = pairs = 0.0
+    for i in range(0, len(rows), 8):
+        batch = collate(rows[i: i + 8]).to(engine.device)
+        logps = model(batch)
+        valid = batch.cand_present[:, 1:]
+        right += ((logps[:, :1] > logps[:, 1:]) & valid).sum().item()
+        pairs += valid.sum().item()
+    model.train()
+    totals = torch.tensor([right, pairs], dtype=torch.float64, device=engine.device)
+    dist.all_reduce(totals)
+    right, pairs = totals.tolist()
+    return {f"train_pairs.{when}": right / max(pairs, 1), "train_pairs.n": int(pairs)}
 
 
 def _maybe_fail(cfg: TrainConfig, stage: str, step: int, rank: int, world: int, run_dir: Path) -> None:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import yaml
 
@@ -89,6 +90,18 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
     return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
 
 
+def _pair_samples(name: str, stage, cfg: Config, train_rows: pa.Table) -> list[dict]:
+    """A contrastive stage's fixed set of training samples with hard negatives, spread over the sorted ids,
+    on which it measures its preference accuracy at its start and its end."""
+    if name in PRETRAIN_STAGES or not stage.contrastive or not cfg.train.pair_samples:
+        return []
+    with_negatives = [i for i, n in enumerate(train_rows.column("negatives").to_pylist()) if n]
+    if not with_negatives:
+        return []
+    picks = sorted({with_negatives[int(j)] for j in np.linspace(0, len(with_negatives) - 1, cfg.train.pair_samples)})
+    return train_rows.take(picks).to_pylist()
+
+
 def _resume_step(run_dir: Path, name: str) -> int:
     """The step of the stage's latest Ray Train checkpoint, which fit() resumes from; 0 for a fresh start."""
     snapshot = run_dir / "ray" / name / "checkpoint_manager_snapshot.json"
@@ -104,6 +117,10 @@ def _stage_summary(run_dir: Path, name: str) -> str:
         if (run_dir / "metrics.jsonl").exists() else []
     losses = [r["loss"] for r in rows if r["stage"] == name and "loss" in r]
     out = f": loss {losses[-1]:.4f}" if losses else ""
+    pairs = {k: r[k] for r in rows if r["stage"] == name for k in ("train_pairs.start", "train_pairs.end") if k in r}
+    if "train_pairs.end" in pairs:
+        out += (f", hard pairs ranked right {pairs.get('train_pairs.start', float('nan')):.2f} -> "
+                f"{pairs['train_pairs.end']:.2f}")
     figures = run_dir / "stages" / name / "metrics.json"
     if figures.is_file():
         m = json.loads(figures.read_text())
@@ -150,7 +167,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
         trainer = TorchTrainer(
             pretrain_loop_per_worker if name in PRETRAIN_STAGES else train_loop_per_worker,
             train_loop_config={"train": cfg.train, "stage": name, "run_dir": str(run_dir),
-                               "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val},
+                               "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val,
+                               "pair_samples": _pair_samples(name, stage, cfg, train_rows)},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
             run_config=ray.train.RunConfig(
                 name=name, storage_path=str(run_dir / "ray"),

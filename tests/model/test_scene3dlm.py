@@ -50,6 +50,34 @@ def test_shared_prefix_matches_naive_concatenation_in_loss_and_gradients(setup, 
     assert any("point_encoder" in n for n in g_s)  # the scene encoding is trained through the shared path
 
 
+def test_ragged_negatives_score_as_each_sample_alone_on_both_paths(setup):
+    """Samples with 1, 3, 0 and 2 negatives in one batch: each present answer scores what it scores in a
+    batch of its own sample alone, the empty slots are 0 and never computed, and the odds-ratio term's
+    gradients agree between the shared-prefix and the naive path."""
+    model, collate, samples = setup
+    keep = [1, 3, 0, 2]
+    ragged = [{**s, "negatives": s["negatives"][:k]} for s, k in zip(samples, keep)]
+    batch = collate(ragged)
+    assert batch.cand_present.tolist() == [[j <= k for j in range(4)] for k in keep]
+    results = []
+    for shared in (True, False):
+        model.zero_grad()
+        logps, _ = model.candidate_logps(batch, shared=shared)
+        loss, metrics = orpo_loss(logps, lam=0.1, present=batch.cand_present)
+        loss.backward()
+        results.append((logps.detach(), loss.item(), _grads(model)))
+    (lp_s, loss_s, g_s), (lp_n, loss_n, g_n) = results
+    torch.testing.assert_close(lp_s, lp_n, rtol=0, atol=1e-5)
+    assert loss_s == pytest.approx(loss_n, abs=1e-5) and metrics["negatives_per_sample"] == pytest.approx(1.5)
+    for name in g_s:
+        torch.testing.assert_close(g_s[name], g_n[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert (lp_s[~batch.cand_present] == 0).all()
+    with torch.no_grad():
+        for i, s in enumerate(ragged):
+            alone = model.candidate_logps(collate([s]))[0][0]
+            torch.testing.assert_close(lp_s[i, : keep[i] + 1], alone, rtol=0, atol=1e-5)
+
+
 def test_save_load_round_trip_gives_identical_outputs(setup, tmp_path):
     model, collate, samples = setup
     batch = collate(samples)

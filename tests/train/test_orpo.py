@@ -69,3 +69,22 @@ def test_total_loss_is_nll_plus_lambda_times_or_term_and_sft_without_negatives()
     sft_l0, m0 = orpo_loss(logps, lam=0.0)
     assert sft_k0.item() == pytest.approx(0.75) and sft_l0.item() == pytest.approx(0.75)
     assert "or_loss" not in m0 and "pref_accuracy" in m0
+
+
+def test_each_sample_averages_over_its_own_negatives_only():
+    """Ragged K: padding never enters the mean, and a sample without negatives adds nothing to the term."""
+    logps = torch.tensor([[-0.5, -2.0, -9.0, -9.0], [-1.0, -3.0, -0.2, -4.0], [-0.7, -9.0, -9.0, -9.0]])
+    present = torch.tensor([[True, True, False, False], [True, True, True, True], [True, False, False, False]])
+    loss, m = orpo_loss(logps, lam=0.1, present=present)
+    first = odds_ratio_loss(logps[:1, 0], logps[:1, 1:2])
+    second = odds_ratio_loss(logps[1:2, 0], logps[1:2, 1:])
+    expected_or = (first + second).item() / 2  # the third sample has no negative
+    nll = -logps[:, 0].mean().item()
+    assert m["or_loss"] == pytest.approx(expected_or, rel=1e-6)
+    assert loss.item() == pytest.approx(nll + 0.1 * expected_or, rel=1e-6)
+    assert m["pref_accuracy"] == pytest.approx(3 / 4)  # 4 real pairs; -1.0 < -0.2 is the one miss
+    assert m["negatives_per_sample"] == pytest.approx(4 / 3)
+    per_sample = odds_ratio_loss(logps[:, 0], logps[:, 1:], present[:, 1:])
+    assert per_sample[2].item() == 0.0
+    none, m0 = orpo_loss(logps, lam=0.1, present=torch.tensor([[True, False, False, False]] * 3))
+    assert none.item() == pytest.approx(nll) and "or_loss" not in m0
