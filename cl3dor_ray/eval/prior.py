@@ -1,8 +1,11 @@
 """Baselines that do not look at the scene the way a 3D LMM should.
 
-The text-only prior: what ScanQA EM a model gets from the question alone. For each validation question, the most frequent training answer of questions with the same template
-(the question with category and colour words masked: "what color is the _ on the _?"), else of its
-question type. A 3D LMM that scores near this has learned the answer distribution, not the rooms.
+The text-only prior: what EM a model gets from the question alone. For each validation question, the
+most frequent training answer of the same question text (lower-cased, its category words kept: "where
+is the pillow placed?" is answered "on the bed" if that is what training said most often), else of
+questions with the same template (category and colour words masked: "what color is the _ on the _?"),
+else of its question type. A 3D LMM that scores near this has learned the answer distribution, not
+the rooms.
 
 The box-size prior: how well an object's category follows from its bounding box alone (k nearest
 training objects by footprint and height). Where it is low, telling categories apart takes their shape,
@@ -19,21 +22,23 @@ import numpy as np
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import exact_match
-from cl3dor_ray.text.vocab import masking_pattern, question_template
+from cl3dor_ray.text.vocab import masking_pattern, question_template, question_text
 
 
 def text_prior(train: list[dict], val: list[dict], labels, benchmark: str = "scanqa") -> dict[str, float]:
     """EM of answering each val question {question, answers, question_type} with the majority training
-    answer of its template (category names `labels` and colour words masked), else of its type.
-    Keys `prior.<benchmark>.em[.<type>]`."""
+    answer of the same question text, else of its template (category names `labels` and colour words
+    masked), else of its type. Keys `prior.<benchmark>.em[.<type>]`."""
     words = masking_pattern(labels)
-    by_template, by_type = defaultdict(Counter), defaultdict(Counter)
+    by_text, by_template, by_type = defaultdict(Counter), defaultdict(Counter), defaultdict(Counter)
     for s in train:
+        by_text[question_text(s["question"])][s["answers"][0]] += 1
         by_template[question_template(s["question"], words)][s["answers"][0]] += 1
         by_type[s["question_type"]][s["answers"][0]] += 1
     hits = defaultdict(list)
     for s in val:
-        counts = by_template.get(question_template(s["question"], words)) or by_type.get(s["question_type"])
+        counts = (by_text.get(question_text(s["question"])) or by_template.get(question_template(s["question"], words))
+                  or by_type.get(s["question_type"]))
         hit = bool(counts) and exact_match(counts.most_common(1)[0][0], s["answers"])
         hits["all"].append(hit)
         hits[s["question_type"]].append(hit)

@@ -1,8 +1,11 @@
-"""Mesh primitives with the irregular, sparse vertex density of reconstructed scans.
+"""Mesh primitives, and the two steps that make a scan of them: decimation and noise.
 
-Each primitive is tessellated at a target density (vertices per square metre) with jittered
-vertices, so a cup ends up with a few dozen vertices and a wall with a coarse, uneven grid, like a
-decimated ScanNet `vh_clean_2` mesh. Every function returns (vertices (V,3) float64, faces (F,3) int64).
+Each primitive is tessellated at a given density (vertices per square metre) with jittered vertices.
+synth.py builds objects finely and then treats them as a reconstruction is treated: `decimate`
+(open3d's quadric decimation, as ScanNet's `vh_clean_2` meshes are decimated to a budget) and
+`jitter` (the reconstruction's error on every vertex), so a cup ends up a few dozen vertices wherever
+the decimation kept them, not on the parts a modeller would have placed them on. Every function
+returns (vertices (V,3) float64, faces (F,3) int64).
 """
 
 from __future__ import annotations
@@ -107,10 +110,15 @@ def ellipsoid(center, radii, density: float, rng: np.random.Generator) -> Part:
     return verts, np.concatenate(faces)
 
 
-def strip(polyline, width, rng: np.random.Generator) -> Part:
-    """A ribbon along a polyline, `width` (a vector) across: a mug's handle or a row of keys in a scan,
-    where a thin part is a handful of vertices, not a closed tube."""
+def strip(polyline, width, rng: np.random.Generator, density: float | None = None) -> Part:
+    """A ribbon along a polyline, `width` (a vector) across: a mug's handle or a row of keys; with
+    `density`, the polyline is resampled to that many vertices per square metre's spacing."""
     line = np.asarray(polyline, dtype=np.float64)
+    if density is not None:
+        seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
+        t = np.r_[0, np.cumsum(seg)]
+        at = np.linspace(0, t[-1], max(len(line), _steps(t[-1], density) + 1))
+        line = np.stack([np.interp(at, t, line[:, i]) for i in range(3)], axis=1)
     line = line + rng.normal(0, 0.001, line.shape)  # scan noise; keeps the strip from being perfectly planar
     half = np.asarray(width, dtype=np.float64) / 2
     verts = np.concatenate([line - half, line + half])  # vertex i and i + k face each other
@@ -118,6 +126,33 @@ def strip(polyline, width, rng: np.random.Generator) -> Part:
     i = np.arange(k - 1)
     faces = np.concatenate([np.stack([i, i + 1, k + i + 1], -1), np.stack([i, k + i + 1, k + i], -1)])
     return verts, faces
+
+
+def area(part: Part) -> float:
+    """Total area of the triangles, m^2."""
+    v, f = part
+    return float(0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum())
+
+
+def decimate(part: Part, vertices: int) -> Part:
+    """Quadric-error decimation (Garland and Heckbert, open3d's) to about `vertices` vertices: edges collapse
+    where the surface is flattest, so what survives is where the shape bends. Deterministic for a given mesh."""
+    import open3d as o3d
+
+    v, f = part
+    if len(v) <= vertices:
+        return part
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(f.astype(np.int32)))
+    mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=max(2 * vertices, 4))
+    mesh.remove_degenerate_triangles()
+    mesh.remove_unreferenced_vertices()
+    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.triangles, dtype=np.int64)
+
+
+def jitter(part: Part, sigma: float, rng: np.random.Generator) -> Part:
+    """Every vertex moved by isotropic Gaussian noise of `sigma` metres: a reconstruction's error."""
+    v, f = part
+    return v + rng.normal(0.0, sigma, v.shape), f
 
 
 def merge(parts: list[Part]) -> Part:

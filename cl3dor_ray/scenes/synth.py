@@ -17,6 +17,11 @@ from cl3dor_ray.scenes.scannet import Scene, SceneObject, apply_alignment
 
 OBJECT_DENSITY = 600.0  # scan vertices per m^2 on furniture; ScanNet's decimated meshes are of this order
 STRUCTURE_DENSITY = 120.0  # floors and walls are decimated harder
+# the surface is built this many times denser (small objects, large ones), then decimated to OBJECT_DENSITY;
+# large furniture is mostly flat and costs most of the decimation's time, so it starts coarser
+FINE = (4.0, 1.5)
+SCAN_NOISE = 0.003  # metres: the reconstruction's error on every vertex
+SEGMENT_TILE = 0.5  # metres: an object's over-segmentation, like ScanNet's graph-cut segments
 MIN_OBJECTS, MAX_OBJECTS = 8, 25
 _GAP = 0.08  # metres between floor-standing footprints
 
@@ -180,8 +185,19 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
 
 # ----------------------------------------------------------------------------------------- meshes
 
-def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
-    parts = _upright_parts(obj, rng)
+def _scanned(obj: SynthObject, rng) -> prim.Part:
+    """The object as a reconstruction has it: its surface built finely, every vertex moved by the scan's
+    noise, then decimated to the scan's vertex budget for its area (the decimation, not the modeller,
+    decides which parts keep vertices), as ScanNet's fused meshes are decimated into `vh_clean_2`."""
+    density = OBJECT_DENSITY * rng.uniform(0.6, 1.4)
+    fine_density = FINE[0 if CATEGORIES[obj.label].small else 1] * density
+    fine = prim.jitter(prim.merge(_object_parts(obj, fine_density, rng)), SCAN_NOISE, rng)
+    return prim.decimate(fine, max(8, int(round(prim.area(fine) * density))))
+
+
+def _object_parts(obj: SynthObject, d: float, rng) -> list[prim.Part]:
+    """The object's parts at `d` vertices per m^2, small objects turned about the vertical."""
+    parts = _upright_parts(obj, d, rng)
     if CATEGORIES[obj.label].small:  # small things stand at any angle, within a quarter turn's third
         yaw = rng.uniform(-0.5, 0.5)
         rot = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
@@ -189,9 +205,9 @@ def _object_parts(obj: SynthObject, rng) -> list[prim.Part]:
     return parts
 
 
-def _upright_parts(obj: SynthObject, rng) -> list[prim.Part]:
+def _upright_parts(obj: SynthObject, d: float, rng) -> list[prim.Part]:
     """The object's mesh parts, axis-aligned in its box."""
-    c, (dx, dy, dz), d = obj.center, obj.dims, OBJECT_DENSITY * rng.uniform(0.6, 1.4)
+    c, (dx, dy, dz) = obj.center, obj.dims
     base = c - np.array([0, 0, dz / 2])
     shape = CATEGORIES[obj.label].shape
     if shape in ("table", "chair"):
@@ -262,7 +278,8 @@ def _mug(base, dims, d, rng) -> list[prim.Part]:
     rim = body + out * r
     loop = [rim + [0, 0, 0.8 * dz], rim + out * handle + [0, 0, 0.75 * dz], rim + out * handle + [0, 0, 0.3 * dz],
             rim + [0, 0, 0.25 * dz]]
-    return [prim.frustum(body, 0.92 * r, r, dz, d, rng, top_cap=False, bottom_cap=True), prim.strip(loop, width, rng)]
+    return [prim.frustum(body, 0.92 * r, r, dz, d, rng, top_cap=False, bottom_cap=True),
+            prim.strip(loop, width, rng, density=d)]
 
 
 def _glass(base, dims, d, rng) -> list[prim.Part]:
@@ -306,7 +323,7 @@ def _keyboard(base, dims, d, rng) -> list[prim.Part]:
     for k in range(rows):  # each row of keys is a raised strip with a gap to the next
         at = base + across * short * ((k + 0.5) / rows - 0.5) + [0, 0, dz]
         ends = [at - along * 0.45 * long, at, at + along * 0.45 * long]
-        parts.append(prim.strip(ends, across * 0.6 * short / rows, rng))
+        parts.append(prim.strip(ends, across * 0.6 * short / rows, rng, density=d))
     return parts
 
 
@@ -374,15 +391,15 @@ def build_scene(graph: SceneGraph, rng: np.random.Generator) -> tuple[Scene, np.
 
     for obj in graph.objects:
         z_range = (obj.center[2] - obj.dims[2] / 2, obj.center[2] + obj.dims[2] / 2)
-        for part in _object_parts(obj, rng):
-            add(part, COLORS[obj.color], obj.object_id, z_range)
+        add(_scanned(obj, rng), COLORS[obj.color], obj.object_id, z_range, tile=SEGMENT_TILE)
     objects = [SceneObject(o.object_id, o.label) for o in graph.objects]
     floor_rgb = (rng.integers(150, 210),) * 2 + (rng.integers(120, 170),)
     wall_rgb = (rng.integers(200, 240),) * 3
     for label, part in _structure_parts(graph.room, rng):
         object_id = len(objects)
         objects.append(SceneObject(object_id, label))
-        add(part, floor_rgb if label == "floor" else wall_rgb, object_id, (0.0, float(graph.room[2])), tile=1.5)
+        add(prim.jitter(part, SCAN_NOISE, rng), floor_rgb if label == "floor" else wall_rgb, object_id,
+            (0.0, float(graph.room[2])), tile=1.5)
 
     vertices = np.vstack(verts)
     instance_ids = np.concatenate(inst)

@@ -18,12 +18,14 @@ import numpy as np
 
 from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS, CO_OCCURRENCE, plural
 from cl3dor_ray.scenes.synth import SceneGraph, SynthObject
-from cl3dor_ray.text.vocab import masking_pattern, question_template
+from cl3dor_ray.text.vocab import masking_pattern, question_template, question_text
 
 NEAR, FAR = 1.0, 2.5  # metres between centres for "near" and "far"
 POPE_PER_TYPE = 3
-MAX_PAIR_QUESTIONS = 12  # location questions per scene
+MAX_PAIR_QUESTIONS = 12  # location questions per scene, and as many above/below ones
+VERTICAL_GAP = 0.05  # metres between one object's bottom and the other's top for "above" / "below"
 MAX_ANSWER_SHARE = 0.2  # after balancing, no answer is more than this share of its template (1/2 for yes/no)
+MAX_COUNT_SHARE = 1 / 3  # counts: "1" is most rooms' answer; a tighter cap would leave too few to learn from
 
 
 def refer(graph: SceneGraph, obj: SynthObject, avoid: tuple[str, ...] = ()) -> str | None:
@@ -73,9 +75,6 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
         if obj.support is not None and (ref := refer(graph, obj, avoid=("support",))) is not None:
             support = graph.get(obj.support)
             out.append(_qa(graph, "relation", f"Where is {ref} placed?", [f"on the {support.label}"], [obj, support]))
-            if (sref := refer(graph, support)) is not None:
-                out.append(_qa(graph, "relation", f"Is {ref} above or below {sref}?", ["above"], [obj, support]))
-                out.append(_qa(graph, "relation", f"Is {sref} above or below {ref}?", ["below"], [support, obj]))
         items = graph.on_top_of(obj.object_id)
         if items and (ref := refer(graph, obj)) is not None:
             if len(items) == 1:
@@ -100,6 +99,7 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
         group = [o for o in objs if o.label == label]
         out.append(_qa(graph, "counting", f"How many {plural(label)} are in the room?", [str(len(group))], group))
 
+    out += _vertical_pairs(graph, rng)
     floor = [o for o in objs if o.support is None]
     pairs = []
     for a in floor:
@@ -118,6 +118,26 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
     # pairs grow quadratically with the room; keep them from swamping the other question types
     keep = sorted(rng.choice(len(pairs), size=min(len(pairs), MAX_PAIR_QUESTIONS), replace=False)) if pairs else []
     return out + [pairs[i] for i in keep]
+
+
+def _vertical_pairs(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
+    """"Is A above or below B?" for two objects on different supports, one clear of the other: which one
+    is higher depends on the furniture they rest on, which only the room tells (an object is never asked
+    about against its own support, which the categories alone would answer)."""
+    raised = [o for o in graph.objects if o.support is not None and refer(graph, o) is not None]
+    pairs = []
+    for a in raised:
+        for b in raised:
+            if a.support == b.support:
+                continue
+            a_lo, a_hi = a.center[2] - a.dims[2] / 2, a.center[2] + a.dims[2] / 2
+            b_lo, b_hi = b.center[2] - b.dims[2] / 2, b.center[2] + b.dims[2] / 2
+            answer = "above" if a_lo > b_hi + VERTICAL_GAP else "below" if a_hi < b_lo - VERTICAL_GAP else None
+            if answer:
+                pairs.append(_qa(graph, "relation", f"Is {refer(graph, a)} above or below {refer(graph, b)}?",
+                                 [answer], [a, b]))
+    keep = sorted(rng.choice(len(pairs), size=min(len(pairs), MAX_PAIR_QUESTIONS), replace=False)) if pairs else []
+    return [pairs[i] for i in keep]
 
 
 def _place_phrase(graph: SceneGraph, obj: SynthObject) -> str:
@@ -190,27 +210,70 @@ def _answer_cap(counts: list[int], share: float) -> int:
     return best
 
 
-def balance_answers(questions: list[dict], rng: np.random.Generator) -> list[dict]:
-    """Drop questions until no answer dominates its template, so the question alone does not answer it.
-
-    A template is the question with category and colour words masked ("what color is the _ on the _?"),
-    the same key the text-only prior (eval/prior.py) answers from. Each answer keeps at most the cap
-    of `_answer_cap`, chosen at random; the kept questions stay in their original order.
-    """
-    pattern = masking_pattern(list(CATEGORIES) + list(COLORS))
+def _cap_answers(questions: list[dict], key, share_of, rng: np.random.Generator) -> list[int]:
+    """The indices kept: within each group of questions with the same key, each answer keeps at most the
+    cap of `_answer_cap` (share: `share_of(question_type, answer counts)`), chosen at random; in order."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, q in enumerate(questions):
-        groups[question_template(q["question"], pattern)].append(i)
+        groups[key(q["question"])].append(i)
     keep: list[int] = []
-    for template in sorted(groups):  # sorted: never set or hash order
-        members = groups[template]
+    for name in sorted(groups):  # sorted: never set or hash order
+        members = groups[name]
         counts = Counter(questions[i]["answers"][0] for i in members)
-        share = max(MAX_ANSWER_SHARE, 1 / len(counts)) if len(counts) > 2 else 0.5
-        cap = _answer_cap(list(counts.values()), share)
+        cap = _answer_cap(list(counts.values()), share_of(questions[members[0]].get("question_type"), counts))
         taken: Counter = Counter()
         for i in rng.permutation(members).tolist():
             answer = questions[i]["answers"][0]
             if taken[answer] < cap:
                 taken[answer] += 1
                 keep.append(i)
-    return [questions[i] for i in sorted(keep)]
+    return sorted(keep)
+
+
+def _share(question_type: str | None, counts: Counter) -> float:
+    if len(counts) <= 2:
+        return 0.5
+    return MAX_COUNT_SHARE if question_type == "counting" else max(MAX_ANSWER_SHARE, 1 / len(counts))
+
+
+def balance_answers(questions: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Drop questions until no answer dominates its template, so the question's form does not answer it.
+
+    A template is the question with category and colour words masked ("what color is the _ on the _?"),
+    a key the text-only prior (eval/prior.py) answers from. Counts keep up to a third each ("1" is most
+    rooms' answer: a fifth would leave too few to learn from).
+    """
+    pattern = masking_pattern(list(CATEGORIES) + list(COLORS))
+    return [questions[i] for i in _cap_answers(questions, lambda q: question_template(q, pattern), _share, rng)]
+
+
+def balance_question_words(splits: dict[str, list[dict]], rng: np.random.Generator) -> dict[str, list[dict]]:
+    """Drop questions until the question's own words, its categories kept, do not give the answer.
+
+    Grouped by the exact question text ("where is the pillow placed?"). A text with one answer in the
+    whole world keeps one question, in one split, so what its words imply is never learned and then
+    asked again. A text with several keeps them balanced within each split (at most half each for two
+    answers, a fifth or 1/n for more), so its training answers say nothing about its validation ones,
+    neither for them nor against them. Counting questions are left to the template balance (their prior
+    is reported, not bounded).
+    """
+    answers: dict[str, set] = defaultdict(set)
+    where: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for split in sorted(splits):
+        for i, q in enumerate(splits[split]):
+            if q.get("question_type") != "counting":
+                answers[question_text(q["question"])].add(q["answers"][0])
+                where[question_text(q["question"])].append((split, i))
+    dropped = set()
+    for text in sorted(where):  # one answer in the world: one question of it survives, anywhere
+        if len(answers[text]) == 1 and len(where[text]) > 1:
+            keep = int(rng.integers(len(where[text])))
+            dropped |= {at for j, at in enumerate(where[text]) if j != keep}
+    out = {}
+    for split in sorted(splits):
+        rest = [q for i, q in enumerate(splits[split]) if (split, i) not in dropped]
+        words = [i for i, q in enumerate(rest) if q.get("question_type") != "counting"]
+        kept = {words[j] for j in _cap_answers([rest[i] for i in words], question_text,
+                                                lambda t, counts: _share(None, counts), rng)}
+        out[split] = [q for i, q in enumerate(rest) if q.get("question_type") == "counting" or i in kept]
+    return out

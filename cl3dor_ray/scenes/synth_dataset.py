@@ -6,7 +6,8 @@
     DIR/annotations/existence_{train,val}.json
 Splits are by scene: the last fifth of the scenes (at least one, when there are two or more) is val,
 or the last `val_scenes`.
-ScanQA answers are balanced per question template within each split (synth_annotations.balance_answers).
+ScanQA and SQA3D answers are balanced by the question's own words over both splits, then per question
+template within each split (synth_annotations.balance_question_words, balance_answers).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from cl3dor_ray.scenes.synth import generate_scene
 from cl3dor_ray.scenes.synth_situated import sqa_questions, to_sensor_frame
 from cl3dor_ray.text.sqa3d import ANSWERS as SQA_ANNOTATIONS
 from cl3dor_ray.text.sqa3d import QUESTIONS as SQA_QUESTIONS
-from cl3dor_ray.scenes.synth_annotations import (balance_answers, existence_questions, scanqa_questions,
-                                                 scanrefer_descriptions)
+from cl3dor_ray.scenes.synth_annotations import (balance_answers, balance_question_words, existence_questions,
+                                                 scanqa_questions, scanrefer_descriptions)
 
 ANNOTATION_FILES = {
     "scanqa": "ScanQA_v1.0_{split}.json",
@@ -82,12 +83,14 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)
 
+    # balanced as ScanQA's are: "no" would otherwise answer most "Can I reach ...?" questions unseen; first
+    # by the question's own words over both splits, then by template within each
+    proxies = {split: [{"question": q["question"], "answers": [a["answers"][0]["answer"]], "pair": k}
+                       for k, (q, a) in enumerate(records["sqa", split])] for split in ("train", "val")}
+    proxies = balance_question_words(proxies, np.random.default_rng([seed, 5]))
     for s, split in enumerate(("train", "val")):  # SQA3D's pair of files: questions, and their answers and poses
         pairs = records.pop(("sqa", split))
-        # balanced as ScanQA's are: "no" would otherwise answer most "Can I reach ...?" questions unseen
-        proxies = [{"question": q["question"], "answers": [a["answers"][0]["answer"]], "pair": k}
-                   for k, (q, a) in enumerate(pairs)]
-        pairs = [pairs[p["pair"]] for p in balance_answers(proxies, np.random.default_rng([seed, 4, s]))]
+        pairs = [pairs[p["pair"]] for p in balance_answers(proxies[split], np.random.default_rng([seed, 4, s]))]
         for k, (question, annotation) in enumerate(pairs):
             question["question_id"] = annotation["question_id"] = f"{split}-sqa-{k}"
         for name, key, items in ((SQA_QUESTIONS, "questions", [q for q, _ in pairs]),
@@ -95,8 +98,10 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
             name = name.format(split=split)
             (out / "annotations" / name).write_text(json.dumps({key: items}, indent=1), encoding="utf-8")
             counts[name] = len(items)
+    qa = balance_question_words({split: records["scanqa", split] for split in ("train", "val")},
+                                np.random.default_rng([seed, 6]))
     for s, split in enumerate(("train", "val")):  # per split, so validation answers are balanced too
-        records["scanqa", split] = balance_answers(records["scanqa", split], np.random.default_rng([seed, 2, s]))
+        records["scanqa", split] = balance_answers(qa[split], np.random.default_rng([seed, 2, s]))
     for (kind, split), items in records.items():
         name = ANNOTATION_FILES[kind].format(split=split)
         (out / "annotations" / name).write_text(json.dumps(items, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -20,6 +20,11 @@ def masking_pattern(labels) -> re.Pattern:
     return re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in vocab) + r")(e?s)?\b")
 
 
+def question_text(question: str) -> str:
+    """The question as a reader of its words alone sees it: lower-cased, spaces collapsed, categories kept."""
+    return " ".join(question.lower().split())
+
+
 def question_template(question: str, pattern: re.Pattern) -> str:
     """The question with its category and colour words masked: "what color is the _ on the _?"."""
     return pattern.sub("_", question.lower())

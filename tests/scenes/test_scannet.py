@@ -5,7 +5,7 @@ import pytest
 
 from cl3dor_ray.scenes.errors import ScanFormatError
 from cl3dor_ray.scenes.scannet import read_scan, scan_files, write_scan
-from cl3dor_ray.scenes.synth import generate_scene
+from cl3dor_ray.scenes.synth import SCAN_NOISE, generate_scene
 from tests.helpers import MALFORMED, break_scan
 
 
@@ -39,8 +39,11 @@ def test_stored_mesh_is_in_sensor_frame_and_alignment_is_applied(generated):
     assert not np.allclose(raw, scene.vertices, atol=1e-2)  # a real rotation + shift was stored
     aligned = raw @ scene.axis_alignment[:3, :3].T + scene.axis_alignment[:3, 3]
     np.testing.assert_allclose(read_scan(folder).vertices, aligned, atol=1e-5)
-    # the aligned room stands on z = 0, as ScanNet's aligned scans do
-    assert abs(read_scan(folder).vertices[:, 2].min()) < 1e-5
+    # the aligned room stands on z = 0, as ScanNet's aligned scans do, within the scan's noise
+    back = read_scan(folder)
+    floor = next(o.object_id for o in back.objects if o.label == "floor")
+    z = back.vertices[back.instance_ids == floor, 2]
+    assert abs(np.median(z)) < 1e-3 and z.min() > -6 * SCAN_NOISE and z.std() < 2 * SCAN_NOISE
 
 
 def test_missing_alignment_file_falls_back_to_identity_and_says_so(generated):

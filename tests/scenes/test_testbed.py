@@ -11,7 +11,7 @@ from cl3dor_ray.eval.prior import box_features, knn_labels, text_prior
 from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS
 from cl3dor_ray.scenes.densify import densify_objects
 from cl3dor_ray.scenes.synth import generate_scene
-from cl3dor_ray.scenes.synth_annotations import balance_answers
+from cl3dor_ray.scenes.synth_annotations import balance_answers, balance_question_words
 from cl3dor_ray.scenes.synth_dataset import synthesize
 
 SMALL_TABLETOP = ("cup", "glass", "can", "bottle", "book", "box", "keyboard")
@@ -70,13 +70,55 @@ def test_balancing_caps_every_answer_of_a_template():
     assert balance_answers(qs, np.random.default_rng(0)) == kept
 
 
-def test_the_question_alone_does_not_answer_it(tmp_path):
-    synthesize(tmp_path, 40, seed=4, val_scenes=12)
-    qa = {split: json.loads((tmp_path / "annotations" / f"ScanQA_v1.0_{split}.json").read_text())
-          for split in ("train", "val")}
-    assert len(qa["val"]) >= 250
-    prior = text_prior(qa["train"], qa["val"], list(CATEGORIES))
-    assert prior["prior.scanqa.em.color"] <= 0.3 and prior["prior.scanqa.em.category"] <= 0.35
-    assert prior["prior.scanqa.em.existence"] <= 0.65
-    answers = Counter(q["answers"][0] for q in qa["val"] if q["question_type"] == "color")
-    assert set(answers) <= set(COLORS) and max(answers.values()) / sum(answers.values()) <= 0.25
+def test_balancing_by_the_question_words_keeps_each_text_balanced_within_each_split():
+    def q(text, answer, kind="relation"):
+        return {"question": text, "answers": [answer], "question_type": kind}
+
+    splits = {"train": [q("Where is the pillow placed?", "on the bed")] * 5 + [q("Is the cup near the bed?", "yes")] * 3
+              + [q("Is the cup near the bed?", "no")] + [q("How many cups are in the room?", "1", "counting")] * 4,
+              "val": [q("Where is the pillow placed?", "on the bed")] * 2 + [q("Is the cup near the bed?", "yes")] * 2}
+    out = balance_question_words(splits, np.random.default_rng(0))
+    pillow = [(s, r) for s in out for r in out[s] if "pillow" in r["question"]]
+    assert len(pillow) == 1  # one answer in the whole world: one question of it, in one split
+    assert Counter(r["answers"][0] for r in out["train"] if "cup near" in r["question"]) == {"yes": 1, "no": 1}
+    assert len([r for r in out["val"] if "cup near" in r["question"]]) == 1  # one answer within the split
+    assert sum(r["question_type"] == "counting" for r in out["train"]) == 4  # left to the template balance
+    assert balance_question_words(splits, np.random.default_rng(0)) == out
+
+
+def test_the_question_words_do_not_answer_it_in_the_ablation_world(tmp_path):
+    """configs/ablation.yaml's world: the majority training answer of the exact question text (its
+    categories kept; else its template, else its type) on the validation questions, per type."""
+    from cl3dor_ray.ablation.plan import load_ablation_config
+    from cl3dor_ray.text.annotations import load_annotations
+    from cl3dor_ray.text.kinds import answer_kind
+    from cl3dor_ray.text.sqa3d import load_sqa3d
+
+    acfg = load_ablation_config("configs/ablation.yaml")
+    synthesize(tmp_path, acfg.scenes, acfg.synth_seed, acfg.val_scenes)
+    qa, _, _ = load_annotations(tmp_path / "annotations")
+    sqa, _, _ = load_sqa3d(tmp_path / "annotations")
+    labels = list(CATEGORIES)
+
+    def prior(rows, benchmark):
+        rows = [r.to_dict() for r in rows]
+        return text_prior([r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"],
+                          labels, benchmark)
+
+    scanqa = prior([a for a in qa if a.task == "qa"], "scanqa")
+    # situated questions by the kind of their answer: yes/no (is / can ...?) and which way to turn
+    situated = [a for a in sqa if answer_kind(a.answers[0], labels) in ("yes/no", "side")]
+    for a in situated:
+        a.question_type = answer_kind(a.answers[0], labels)
+    sqa3d = prior(situated, "sqa3d")
+    print({k: round(v, 3) for k, v in {**scanqa, **sqa3d}.items()})
+    for kind in ("existence", "relation", "location"):
+        assert scanqa[f"prior.scanqa.em.{kind}"] <= 0.6, kind
+    for kind in ("yes/no", "side"):
+        assert sqa3d[f"prior.sqa3d.em.{kind}"] <= 0.6, kind
+    assert scanqa["prior.scanqa.em.color"] <= 0.3 and scanqa["prior.scanqa.em.category"] <= 0.3
+    assert sum(a.task == "qa" and a.split == "train" and a.question_type == "counting" for a in qa) >= 100
+    val = [a for a in qa if a.task == "qa" and a.split == "val"]
+    assert len(val) >= 800
+    colours = Counter(a.answers[0] for a in val if a.question_type == "color")
+    assert set(colours) <= set(COLORS) and max(colours.values()) / sum(colours.values()) <= 0.25
