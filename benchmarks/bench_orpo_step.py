@@ -53,7 +53,7 @@ def step_seconds(model, batch, shared: bool, repeats: int) -> float:
     for i in range(repeats + 1):
         model.zero_grad()
         t = time.perf_counter()
-        loss, _ = orpo_loss(model.candidate_logps(batch, shared=shared)[0], lam=0.1)
+        loss, _ = orpo_loss(model.candidate_logps(batch, shared=shared)[0], lam=0.1, present=batch.cand_present)
         loss.backward()
         if i:  # the first step warms up allocator and kernels
             times.append(time.perf_counter() - t)

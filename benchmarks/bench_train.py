@@ -68,7 +68,7 @@ def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
                             teacher_forcing=True)
     batch = collate(rows)
     with FlopCounterMode(display=False) as counter:
-        loss, _ = orpo_loss(model(batch), lam=0.1)
+        loss, _ = orpo_loss(model(batch), lam=0.1, present=batch.cand_present)
         loss.backward()
     return counter.get_total_flops() / len(rows)
 

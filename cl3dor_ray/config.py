@@ -284,8 +284,10 @@ class TrainConfig:
     grounding: PretrainStageConfig = field(default_factory=lambda: PretrainStageConfig(steps=1500, lr=1e-3))
     object_alignment: StageConfig = field(default_factory=_stage(
         tasks=["caption"], trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze")))
+    # the paper's recipe: the alignment stages teach descriptions, the questions are learned in instruction
+    # tuning, where the odds ratio acts from its first step
     scene_alignment: StageConfig = field(default_factory=_stage(
-        tasks=["caption", "qa", "sqa"], trainable=Trainable(point_encoder="freeze", lm="lora")))
+        tasks=["caption"], trainable=Trainable(point_encoder="freeze", lm="lora")))
     instruction_tuning: StageConfig = field(default_factory=_stage(
         tasks=["qa", "caption", "existence", "sqa"], contrastive=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
 

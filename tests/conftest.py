@@ -65,7 +65,8 @@ def trained_model_dir(prepared_dir, tmp_path_factory):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(30):
         batch = rows[(step * 8) % len(rows):][:8]
-        loss, _ = orpo_loss(model(collate(batch)), lam=0.1)
+        scored = collate(batch)
+        loss, _ = orpo_loss(model(scored), lam=0.1, present=scored.cand_present)
         opt.zero_grad()
         loss.backward()
         opt.step()

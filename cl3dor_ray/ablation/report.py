@@ -21,9 +21,13 @@ from cl3dor_ray.eval.prior import box_size_prior, language_prior
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HEADLINE = [("scanqa.em", "ScanQA EM"), ("scanqa.cider", "ScanQA CIDEr"), ("scan2cap.cider", "Scan2Cap CIDEr"),
-            ("existence.adversarial.f1", "Existence F1 (adversarial)")]
-SPLITS = [("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_objects", "QA EM large obj."),
+HEADLINE = [("scanqa.em", "ScanQA EM"), ("existence.adversarial.f1", "POPE F1 (adversarial)"),
+            ("sqa3d.em", "SQA3D EM"), ("preference.accuracy", "val. preference accuracy")]
+SPLITS = [("scanqa.cider", "ScanQA CIDEr"), ("scan2cap.cider", "Scan2Cap CIDEr"), ("preference.accuracy.qa",
+                                                                                    "pref. acc. QA"),
+          ("preference.accuracy.sqa", "pref. acc. SQA3D"), ("preference.accuracy.existence", "pref. acc. existence"),
+          ("preference.accuracy.caption", "pref. acc. captions"), ("sqa3d.em.is", "SQA3D EM is"),
+          ("sqa3d.em.which", "SQA3D EM which"), ("scanqa.em.small_objects", "QA EM small obj."), ("scanqa.em.large_objects", "QA EM large obj."),
           ("scan2cap.cider.small_objects", "Cap CIDEr small obj."), ("scan2cap.cider.large_objects",
                                                                      "Cap CIDEr large obj."),
           ("scanqa.em.color", "EM color"), ("scanqa.em.category", "EM category"), ("scanqa.em.existence", "EM existence"),
@@ -38,7 +42,9 @@ ENCODER = [("encoder.accuracy", "category acc."), ("encoder.accuracy.small_objec
            ("encoder.accuracy.large_objects", "large objects"), ("encoder.majority_baseline", "majority class"),
            ("grounding_head.all.exact", "grounding head exact set")]
 TRAINING = [("train.nll", "final NLL"), ("train.or_loss", "final odds-ratio term"),
-            ("train.pref_accuracy", "final preference accuracy (share of (gold, negative) pairs ranked right)")]
+            ("train.pref_accuracy", "final preference accuracy (share of (gold, negative) pairs ranked right)"),
+            ("train.pairs_start", "hard pairs ranked right at the stage's start"),
+            ("train.pairs_end", "at its end")]
 CLAIMS = [("sparse", "denser per-object point clouds help (full vs sparse scan vertices)"),
           ("no_negatives", "hard negatives help (full vs no negatives, i.e. supervised fine-tuning)"),
           ("random_negatives", "hard negatives help more than random ones (full vs random negatives)"),
@@ -95,7 +101,13 @@ def fmt(mean: float, sd: float) -> str:
     return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
 
 
-SAMPLE_SIZE = {"scanqa.em": "scanqa.n", "existence.adversarial.f1": "existence.adversarial.n"}
+SAMPLE_SIZE = {"scanqa.em": "scanqa.n", "existence.adversarial.f1": "existence.adversarial.n", "sqa3d.em": "sqa3d.n",
+               "preference.accuracy": "preference.n"}
+
+
+def _sizes(rows, reference) -> dict[str, float | None]:
+    """Per headline proportion, the reference's number of validation questions (or pairs) behind it."""
+    return {m: summarise(rows, n).get(reference, (None,))[0] for m, n in SAMPLE_SIZE.items()}
 
 
 def noise_floor(ref, var, n: float | None = None) -> float:
@@ -131,10 +143,11 @@ def _table(rows, metrics, variants, describe) -> list[str]:
     return lines
 
 
-def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
+def _differences(rows, reference, variants) -> list[str]:
+    """Full minus variant, unpaired: the means over seeds, within noise under the issue-8 rule."""
     stats = {m: summarise(rows, m) for m, _ in HEADLINE}
-    sizes = {m: summarise(rows, n).get(reference, (None,))[0] for m, n in SAMPLE_SIZE.items()}
-    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * 4]
+    sizes = _sizes(rows, reference)
+    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * len(HEADLINE)]
     for v in variants:
         if v == reference:
             continue
@@ -147,33 +160,36 @@ def _differences(rows, reference, variants) -> tuple[list[str], list[str]]:
             else:
                 cells.append("–")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    verdicts = []
+    return lines
+
+
+def _claims(rows, reference, variants) -> list[str]:
+    """Per claim, the verdict as measured: from the differences paired by seed on the headline metrics
+    (ScanQA EM, POPE adversarial F1, SQA3D EM, validation preference accuracy), each against its own floor."""
+    sizes = _sizes(rows, reference)
+    out = []
     for v, claim in CLAIMS:
         if v not in variants:
             continue
-        notes = {label: _delta(stats[m][reference], stats[m][v], sizes.get(m)) for m, label in HEADLINE
-                 if v in stats[m] and reference in stats[m]}
-        better = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full better"]
-        worse = [f"{k} {d:+.3f}" for k, (d, n) in notes.items() if n == "full worse"]
-        if any(n.startswith("1 seed") for _, n in notes.values()):
-            verdict = "not tested (one seed: no noise estimate)"
-        elif better and not worse:
+        paired = {label: paired_delta(rows, reference, v, m, sizes.get(m)) for m, label in HEADLINE}
+        measured = {label: p for label, p in paired.items() if p is not None}
+        if not measured:
+            out.append(f"- {claim}: **not tested** (fewer than two seeds with both runs: no noise estimate)")
+            continue
+        notes = {label: (d, _verdict(d, floor), floor) for label, (d, _, floor, _) in measured.items()}
+        better = [f"{k} {d:+.3f}" for k, (d, n, _) in notes.items() if n == "full better"]
+        worse = [f"{k} {d:+.3f}" for k, (d, n, _) in notes.items() if n == "full worse"]
+        if better and not worse:
             verdict = "SUPPORTED on " + ", ".join(better)
         elif worse and not better:
             verdict = "CONTRADICTED: the full method is worse on " + ", ".join(worse)
         elif better and worse:
             verdict = f"MIXED: better on {', '.join(better)}; worse on {', '.join(worse)}"
         else:
-            verdict = "NOT SHOWN: every difference is within noise"
-        em = "scanqa.em"
-        floor = noise_floor(stats[em][reference], stats[em][v], sizes.get(em)) if v in stats[em] else math.nan
-        line = f"- {claim}: **{verdict}**" + ("" if math.isnan(floor) else f" (noise floor of ScanQA EM: {floor:.3f})")
-        paired = paired_delta(rows, reference, v, em, sizes.get(em))
-        if paired is not None:
-            d, _, pfloor, _ = paired
-            line += f"; paired by seed, ScanQA EM {d:+.3f}: {_verdict(d, pfloor)} (floor {pfloor:.3f})"
-        verdicts.append(line)
-    return lines, verdicts
+            verdict = "NOT SHOWN: every difference is within its noise floor"
+        figures = "; ".join(f"{k} {d:+.3f} (floor {floor:.3f})" for k, (d, _, floor) in notes.items())
+        out.append(f"- {claim}: **{verdict}**. Paired by seed: {figures}")
+    return out
 
 
 def paired_delta(rows: list[dict], reference: str, variant: str, metric: str, n: float | None = None):
@@ -199,8 +215,8 @@ def paired_delta(rows: list[dict], reference: str, variant: str, metric: str, n:
 
 
 def _paired(rows, reference, variants) -> list[str]:
-    sizes = {m: summarise(rows, n).get(reference, (None,))[0] for m, n in SAMPLE_SIZE.items()}
-    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * 4]
+    sizes = _sizes(rows, reference)
+    lines = ["| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |", "|---|" + "---:|" * len(HEADLINE)]
     for v in variants:
         if v == reference:
             continue
@@ -308,7 +324,7 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
                        extra={"sparse": "sparse (scan vertices)"}, log=False)
     lam = _sweep_plot(rows, lambdas, out / "ablation_lambda.png", "λ (odds-ratio weight)",
                       extra={"no_negatives": "no negatives"}, log=True)
-    diffs, verdicts = _differences(rows, reference, variants)
+    diffs, verdicts = _differences(rows, reference, variants), _claims(rows, reference, variants)
     val = rows[0]
     md = [
         "# CL3DOR ablation" + (" (quick)" if quick else ""), "",
@@ -325,7 +341,10 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
         "Each variant minus nothing but its own change: the per-seed difference to the full method of the same "
         "seed, its mean, and within noise when |Δ| ≤ max(sd of the per-seed differences, sqrt(2p(1−p)/n)).", "",
         *_paired(rows, reference, variants), "",
-        "## The claims", "", *verdicts, "",
+        "## The claims", "", "Each verdict as measured, from the differences paired by seed on ScanQA EM, POPE "
+        "adversarial F1, SQA3D EM and the validation preference accuracy (the share of hard pairs whose gold "
+        "answer has the higher log-odds on rooms the model never saw), each against its own noise floor.", "",
+        *verdicts, "",
         "## By question type and object size (small: longest box side < 0.5 m)", "",
         *_table(rows + [prior], SPLITS, variants + [PRIOR], {}), "",
         "## Does it read the room? The scene-swap probe", "",

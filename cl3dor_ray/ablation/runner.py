@@ -49,20 +49,26 @@ def aligned_model(run_dir: Path, cfg) -> Path:
 def train_stats(run_dir: Path, cfg) -> dict[str, float]:
     """From RUN/metrics.jsonl: ms per optimizer step of each stage (its last logged throughput), and the
     contrastive stage's final training figures (mean of its last 3 logs): how well the model tells the
-    gold answer from its negatives while training (`train.pref_accuracy`), and the odds-ratio term."""
+    gold answer from its negatives while training (`train.pref_accuracy`), and the odds-ratio term; and
+    its fixed hard pairs ranked right at its start and end (`train.pairs_start`, `train.pairs_end`)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return {}
     logs: dict[str, list[dict]] = {}
+    pairs: dict[str, float] = {}  # the contrastive stage's hard pairs ranked right, at its start and end
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if "samples_per_s" in row:
             logs.setdefault(row["stage"], []).append(row)
+        for when in ("start", "end"):
+            if row["stage"] == "instruction_tuning" and f"train_pairs.{when}" in row:
+                pairs[f"train.pairs_{when}"] = row[f"train_pairs.{when}"]
     t = cfg.train
     # the pretraining stages have their own batch size and no accumulation
     per_step = {name: (getattr(t, name).batch_size if name in PRETRAIN_STAGES else t.batch_size * t.grad_accum)
                 * t.workers for name in logs}
     out = {f"step_ms.{stage}": 1000 * per_step[stage] / rows[-1]["samples_per_s"] for stage, rows in logs.items()}
+    out.update(pairs)
     last = logs.get("instruction_tuning", [])[-3:]
     for key in ("nll", "or_loss", "pref_accuracy"):
         values = [r[key] for r in last if key in r]

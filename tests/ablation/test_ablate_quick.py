@@ -81,7 +81,7 @@ def test_plots_are_written_and_linked(quick):
 def test_branches_train_only_the_contrastive_stage_from_the_reference(quick):
     out, _ = quick
     runs = out / "runs"
-    reference_stages = ["encoder_pretraining", "grounding", "instruction_tuning", "object_alignment", "scene_alignment"]
+    reference_stages = ["encoder_pretraining", "grounding", "instruction_tuning", "object_alignment"]
     assert sorted(p.name for p in (runs / "full" / "seed0" / "stages").iterdir()) == reference_stages
     assert sorted(p.name for p in (runs / "sparse" / "seed0" / "stages").iterdir()) == reference_stages
     for branch in ("no_negatives", "random_negatives", "lambda_0"):

@@ -14,6 +14,7 @@ from cl3dor_ray.data.prepare import prepare
 from cl3dor_ray.data.schema import OBJECT_SCHEMA, SAMPLE_SCHEMA
 from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_scan, write_scan
 from cl3dor_ray.scenes.synth import generate_scene
+from cl3dor_ray.text.kinds import CLOSED_KINDS, KINDS, PAIRS, answer_kind
 from cl3dor_ray.text.normalize import normalize_answer
 from tests.helpers import MALFORMED, break_scan, point_triangle_distance
 
@@ -84,15 +85,36 @@ def test_every_object_present_with_p_points_on_its_surface(prepared, raw):
     assert summary.objects == len(objects)
 
 
-def test_samples_have_k_negatives_none_equal_to_gold(prepared, raw):
+def test_samples_have_up_to_k_negatives_of_the_gold_kind_none_equal_to_gold(prepared, raw):
     out, summary = prepared
     samples = pq.read_table(out / "samples").to_pylist()
+    labels = sorted(set(pq.read_table(out / "objects", columns=["label"]).column("label").to_pylist()))
     assert len({s["sample_id"] for s in samples}) == len(samples)
     for s in samples:
-        assert len(s["negatives"]) == K == len(s["negative_kinds"])
+        assert len(s["negatives"]) <= K and len(s["negatives"]) == len(s["negative_kinds"])
+        # an answer of no known kind with nothing to swap ("marrón café") has no plausible negative: none
+        assert s["negatives"] or (s["answer_kind"] == "other" and s["sample_id"].endswith("x-6")), s
         gold = {normalize_answer(a) for a in s["answers"]}
         negs = [normalize_answer(n) for n in s["negatives"]]
-        assert len(set(negs)) == K and not gold & set(negs), s
+        assert len(set(negs)) == len(negs) and not gold & set(negs), s
+        assert s["answer_kind"] == answer_kind(s["answers"][0], labels, s["task"])
+        if s["answer_kind"] in PAIRS:  # yes/no, a side, above/below, near/far: the other word, alone
+            assert len(negs) == 1
+    # the manifest's share of negatives of the gold's kind is what the samples hold: 1.00 on every closed kind
+    stats = json.loads((out / "manifest.json").read_text())["summary"]["negatives"]
+    by_kind = stats["by_answer_kind"]
+    assert {"yes/no", "count", "colour"} <= set(by_kind) and set(by_kind) <= set(KINDS)
+    assert by_kind["other"]["without_negatives"] == 1
+    for kind, figures in by_kind.items():
+        mine = [s for s in samples if s["answer_kind"] == kind]
+        same = sum(answer_kind(n, labels, s["task"]) == kind for s in mine for n in s["negatives"])
+        assert figures["samples"] == len(mine)
+        assert figures["of_gold_kind"] == same / max(sum(len(s["negatives"]) for s in mine), 1)
+        assert figures["negatives_per_sample"] == pytest.approx(sum(len(s["negatives"]) for s in mine) / len(mine))
+    for kind in CLOSED_KINDS:
+        if kind in by_kind:
+            assert by_kind[kind]["of_gold_kind"] == 1.0, kind
+    assert stats["by_task"]["existence"]["negatives_per_sample"] == 1.0
     tasks = {s["task"] for s in samples}
     assert tasks == {"qa", "caption", "existence", "sqa"}
     captions = [s for s in samples if s["task"] == "caption"]

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 SHORT = ["train.batch_size=2", "train.eval_samples=4", "train.log_every=1", "train.eval_every=2",
          "train.checkpoint_every=2", "train.num_to_keep=2", "train.encoder_pretraining.steps=150",
          "train.encoder_pretraining.batch_size=16", "train.grounding.steps=4", "train.grounding.batch_size=8",
-         "train.object_alignment.steps=4", "train.scene_alignment.steps=4", "train.instruction_tuning.steps=4"]
+         "train.object_alignment.steps=4", "train.scene_alignment.steps=4", "train.instruction_tuning.steps=4",
+         "train.scene_alignment.enabled=true", "train.pair_samples=8"]  # tiny.yaml has no scene alignment: all five here
 STAGES = ["encoder_pretraining", "grounding", "object_alignment", "scene_alignment", "instruction_tuning"]
 
 
@@ -55,6 +56,12 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     contrastive = [r for r in rows if r["stage"] == "instruction_tuning" and "or_loss" in r]
     assert contrastive and all(0 <= r["pref_accuracy"] <= 1 for r in contrastive)
+    # the contrastive stage measured its hard pairs before its first step and after its last
+    pairs = {k: (r["step"], r[k], r["train_pairs.n"]) for r in rows if r["stage"] == "instruction_tuning"
+             for k in ("train_pairs.start", "train_pairs.end") if k in r}
+    assert pairs["train_pairs.start"][0] == 0 and pairs["train_pairs.end"][0] == 4
+    assert pairs["train_pairs.start"][2] == pairs["train_pairs.end"][2] >= 8  # 8 samples, at least a pair each
+    assert not any(k.startswith("train_pairs") for r in rows if r["stage"] != "instruction_tuning" for k in r)
     assert any("val_em" in r for r in rows) and (run / "curves.png").stat().st_size > 10_000
     # all ranks' DeepSpeed shards are in each checkpoint, and only num_to_keep are kept
     ckpts = sorted(p for p in (run / "ray" / "instruction_tuning").glob("checkpoint_*") if p.is_dir())
