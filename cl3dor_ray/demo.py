@@ -119,6 +119,7 @@ def run_demo(cfg: Config, out: Path) -> int:
     from cl3dor_ray.console import say
     from cl3dor_ray.data.prepare import prepare
     from cl3dor_ray.eval.evaluate import deployment, evaluate, grounded_table
+    from cl3dor_ray.eval.preference import preference_table
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.scenes.synth_dataset import synthesize
     from cl3dor_ray.train.trainer import train
@@ -170,6 +171,10 @@ def run_demo(cfg: Config, out: Path) -> int:
         "Exact match per question type beside the text-only prior (the most frequent training answer of "
         "the question's template) and beside the EM when the same question is asked about another room:",
         "", *grounded, "",
+        "## Does it prefer the gold answer to its hard negatives? (validation rooms)", "",
+        "What the odds ratio optimises, measured on rooms the model never saw: the share of (gold, hard negative) "
+        "pairs whose gold answer has the higher log-odds, through the deployment's /v1/score.", "",
+        *preference_table(metrics), "",
         "## The pretrained point encoder (validation objects)", "", *encoder, "",
         "## The grounding head (which objects each validation question is about)", "",
         *_grounding_table(out / "run"), "",
@@ -177,5 +182,8 @@ def run_demo(cfg: Config, out: Path) -> int:
     ]
     (out / "report.md").write_text("\n".join(report))
     say("\n".join(grounded))
+    if "preference.accuracy" in metrics:
+        say(f"hard pairs ranked right on the validation rooms: {metrics['preference.accuracy']:.3f} of "
+            f"{metrics['preference.n']} (log-odds margin {metrics['preference.margin']:+.3f})")
     say(f"report: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
     return 0

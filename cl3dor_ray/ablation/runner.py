@@ -99,7 +99,8 @@ def train_and_evaluate(job: dict) -> dict:
     # Serve stays up between jobs: others run beside this one (run_ablation shuts it down at the end)
     with deployment(trained.model_dir, data_dir, cfg.serve, f"ablation-{job['name']}-{job['seed']}",
                     keep_serve=True) as client:
-        metrics = evaluate(client, data_dir, run_dir / "eval", limit=job["eval_limit"])
+        # every variant is measured on the reference's hard pairs, whatever negatives it trained with
+        metrics = evaluate(client, data_dir, run_dir / "eval", limit=job["eval_limit"], pairs_from=job["pairs_from"])
     return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **train_stats(run_dir, cfg),
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
@@ -151,7 +152,7 @@ def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
                 continue
             spec = {"name": job.variant.name, "seed": job.seed, "eval_limit": eval_limit,
                     "config": job.variant.cfg, "run_dir": str(job.run_dir),
-                    "data_dir": str(job.data_dir),
+                    "data_dir": str(job.data_dir), "pairs_from": str(jobs[0].data_dir),
                     "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None}
             running[remote.remote(spec)] = (job, time.perf_counter())
             print(f"[ablate] start  {job.key}{' (from the reference aligned model)' if job.after else ''}", flush=True)

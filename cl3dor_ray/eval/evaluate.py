@@ -205,9 +205,11 @@ def deployment(model_dir: str | Path, data_dir: str | Path, serve_cfg, name: str
 
 
 def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, concurrency: int = 16,
-             limit: int | None = None, probe: bool = True) -> dict:
+             limit: int | None = None, probe: bool = True, pairs_from: str | Path | None = None) -> dict:
     """Every validation sample (or `limit` of them) through the client; with `probe`, every QA question
-    again about a swapped room (eval/probe.py)."""
+    again about a swapped room (eval/probe.py). The gold answers are scored against the hard negatives of
+    `pairs_from` (another prepared folder of the same annotations, e.g. the ablation's reference, so that
+    a model trained without negatives or with random ones is measured on the same hard pairs), else their own."""
     t0 = time.perf_counter()
     prepared, out = Prepared(data_dir), Path(out_dir)
     samples = prepared.samples("val").to_pylist()
@@ -216,7 +218,13 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     if not samples:
         raise ValueError(f"{prepared.folder / 'samples'} has no val samples to evaluate")
     qa = [s for s in samples if s["task"] == "qa"]
-    hard = [s for s in samples if s["negatives"]]
+    if pairs_from is not None:
+        theirs = {r["sample_id"]: r for r in Prepared(pairs_from).samples(
+            "val", columns=["sample_id", "negatives", "negative_kinds"]).to_pylist()}
+        hard = [{**s, **theirs[s["sample_id"]]} for s in samples if s["sample_id"] in theirs]
+    else:
+        hard = samples
+    hard = [s for s in hard if s["negatives"]]
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
     say(f"[evaluate] start: {len(samples)} validation samples"
