@@ -3,7 +3,8 @@
     points (B, N, P, 6) --PointNet++--> (B, N, d) point features + location(centre, size)
         --spatial transformer (optional)--> --projector--> (B, N, H) object tokens, RMS-normalised
     grounding head (point features, boxes, instruction) --> the objects the instruction is about
-        --> their tokens again, most relevant first, each + a learned slot embedding: the focus tokens
+        --> their tokens again, most relevant first, each + a learned slot embedding + an embedding of
+            where it is (from the agent, and from the first focus object): the focus tokens
     prefix = <s> "SYSTEM: ... SCENE:" [object tokens] " USER: {instruction}" [focus tokens] " ASSISTANT:"
     the LM scores or writes " {answer}</s>" after the prefix (left-padded).
 
@@ -58,6 +59,24 @@ class ScenePrefix:
 
 
 PARTS = ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier")
+FOCUS_GEOMETRY = 15  # focus_geometry's features per focus object
+
+
+def focus_geometry_features(centers: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) boxes of the focus objects, in focus order and in the batch's frame (the agent's for a
+    situated question: the agent at the origin facing +x) -> (B, N, 15): each object's centre and size;
+    its offset from the first focus object, their horizontal distance, and how far its bottom is above
+    the first one's top and its top below the first one's bottom; its bearing from the origin (sine,
+    cosine) and horizontal range. "Which way to turn", "is it in front", "above or below", "which side",
+    "near or far" are each a simple function of a few of these."""
+    c, s = centers.float(), sizes.float()
+    first_c, first_s = c[:, :1], s[:, :1]
+    offset = c - first_c
+    above = (c[..., 2:] - s[..., 2:] / 2) - (first_c[..., 2:] + first_s[..., 2:] / 2)
+    below = (first_c[..., 2:] - first_s[..., 2:] / 2) - (c[..., 2:] + s[..., 2:] / 2)
+    reach = c[..., :2].norm(dim=-1, keepdim=True)
+    bearing = c[..., :2] / reach.clamp_min(1e-6)  # (cos, sin) of the direction from the origin
+    return torch.cat([c, s, offset, offset[..., :2].norm(dim=-1, keepdim=True), above, below, bearing, reach], -1)
 MODES = ("train", "freeze", "lora")
 
 
@@ -113,6 +132,8 @@ class Scene3DLM(nn.Module):
         if cfg.grounding.enabled:
             self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
+            # where each focus object is: from the agent (or the room's origin), and from the first focus object
+            self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
         self.word_heads = []  # (classifier output, its words' token ids, mask)
         if cfg.object_words and cfg.object_labels:
             for head, words in (("label", cfg.object_labels), ("color", cfg.object_colors)):
@@ -177,7 +198,10 @@ class Scene3DLM(nn.Module):
         if self.grounding is not None:
             order, out["focus_count"] = self.focus_order(batch, feats)
             focus = torch.gather(tokens, 1, order.unsqueeze(-1).expand_as(tokens))
-            out["focus"] = focus + (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
+            index = order.unsqueeze(-1).expand(-1, -1, 3)
+            where = focus_geometry_features(torch.gather(batch.centers, 1, index), torch.gather(batch.sizes, 1, index))
+            geometry = _rms(self.focus_geometry(where.to(focus.dtype)), self.token_rms)
+            out["focus"] = focus + geometry + (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
         return out
 
     def object_words(self, feats: torch.Tensor) -> torch.Tensor:
@@ -368,7 +392,7 @@ class Scene3DLM(nn.Module):
         """Per part ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier"):
         "train", "freeze", or "lora" (LM only). Parts not named keep their state.
 
-        The location encoder and the focus slots train with the spatial transformer.
+        The location encoder, the focus slots and the focus geometry train with the spatial transformer.
         """
         from cl3dor_ray.model.lora import attach_lora
 
@@ -386,7 +410,7 @@ class Scene3DLM(nn.Module):
                 continue
             if part == "spatial":
                 params = [*self.location.parameters(), *(self.spatial.parameters() if self.spatial else [])]
-                params += [self.slots] if self.grounding is not None else []
+                params += [self.slots, *self.focus_geometry.parameters()] if self.grounding is not None else []
             else:
                 module = getattr(self, part)
                 params = [] if module is None else list(module.parameters())

@@ -41,7 +41,7 @@ from cl3dor_ray.text.vocab import caption_color
 from cl3dor_ray.train.deepspeed_config import deepspeed_config
 from cl3dor_ray.train.loop import _checkpoint, _Metrics, lr_lambda
 
-GROUNDING_TASKS = ("qa", "existence")
+GROUNDING_TASKS = ("qa", "existence", "sqa")  # SQA3D where its annotations name objects (ours do)
 
 
 # ---------------------------------------------------------------------- data

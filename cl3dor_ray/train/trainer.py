@@ -87,7 +87,17 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
     tasks = list(GROUNDING_TASKS) if name == "grounding" else stage.tasks
     train_rows = stage_samples(data_dir, "train", tasks)
     val = stage_samples(data_dir, "val", tasks)
+    if name == "grounding":  # SQA3D as released names no objects: only questions that do teach the head
+        train_rows, val = _naming_objects(train_rows), _naming_objects(val)
     return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
+
+
+def _naming_objects(rows: pa.Table) -> pa.Table:
+    """The rows minus the situated questions without object_ids."""
+    import pyarrow.compute as pc
+
+    named = pc.greater(pc.list_value_length(rows["object_ids"]), 0)
+    return rows.filter(pc.or_(pc.not_equal(rows["task"], "sqa"), named))
 
 
 def _pair_samples(name: str, stage, cfg: Config, train_rows: pa.Table) -> list[dict]:
