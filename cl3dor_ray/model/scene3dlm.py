@@ -130,7 +130,10 @@ class Scene3DLM(nn.Module):
                                   if cfg.object_labels else None)
         self.grounding = None
         if cfg.grounding.enabled:
-            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d)
+            # the head reads each object's features and the classifier's category and colour beliefs: a
+            # question names categories, and beliefs generalise to unseen rooms where raw features overfit
+            beliefs = len(cfg.object_labels) + max(len(cfg.object_colors), 1) if self.object_classifier else 0
+            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + beliefs)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
             # where each focus object is: from the agent (or the room's origin), and from the first focus object
             self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
@@ -165,6 +168,10 @@ class Scene3DLM(nn.Module):
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats
+        if self.object_classifier is not None:
+            with torch.no_grad():  # trained with the encoder, frozen since
+                label, color = self.object_classifier(feats)
+            feats = torch.cat([feats, label.softmax(-1).to(feats.dtype), color.softmax(-1).to(feats.dtype)], dim=-1)
         return self.grounding(feats, torch.cat([batch.centers, batch.sizes], dim=-1), batch.object_mask,
                               batch.instruction_ids, batch.instruction_mask)
 
