@@ -177,14 +177,16 @@ class Scene3DLM(nn.Module):
 
     def focus_order(self, batch: SceneBatch, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) object indices, the instruction's objects first (most relevant first), and (B,) how many
-        there are: the given ones where `batch.given`, else those the grounding head scores above 0."""
+        there are: the given ones where `batch.given`, else those the grounding head scores above 0; at
+        most model.grounding.max_focus."""
         with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
             logits = self.relevance_logits(batch, feats)
         given = batch.given.unsqueeze(1)
         chosen = torch.where(given, batch.relevant > 0, logits > 0) & batch.object_mask
         score = torch.where(given, batch.relevant, torch.sigmoid(logits))
         key = chosen.float() * 2 + score * chosen - (~batch.object_mask).float() * 4
-        return torch.argsort(key, dim=1, descending=True, stable=True), chosen.sum(1)
+        count = chosen.sum(1).clamp(max=self.cfg.grounding.max_focus)
+        return torch.argsort(key, dim=1, descending=True, stable=True), count
 
     def scene_tokens(self, batch: SceneBatch, feats: torch.Tensor) -> torch.Tensor:
         """(B, N, H) the scene's object tokens: what every question about the scene shares."""

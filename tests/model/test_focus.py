@@ -49,3 +49,15 @@ def test_teacher_forced_focus_puts_the_subject_first_and_moves_with_the_pose():
     turned = collate([{**samples[1], "pose": [0.5, 0.5, 0.0, 0.0, 0.0, 1.0, 0.0]}])
     moved = model.object_tokens(turned)["focus"][0, :2]
     assert not torch.allclose(still, moved)
+
+
+def test_focus_tokens_are_bounded_whatever_the_head_scores():
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    cfg = load_config(None, TINY_MODEL + ["model.grounding.max_focus=2"]).model
+    model = build_model(cfg, corpus)
+    with torch.no_grad():  # a head that calls every object relevant
+        model.grounding.score[1].bias.fill_(50.0)
+    batch = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects)([samples[2]])  # 5 objects
+    order, count = model.focus_order(batch, model.point_feats(batch))
+    assert count.tolist() == [2] and batch.object_mask.sum().item() == 5
