@@ -122,10 +122,15 @@ class GroundingConfig:
     """Attention heads of both."""
     max_question_tokens: int = 96
     """Question tokens the head reads (the rest are cut off)."""
+    max_focus: int = 8
+    """Most focus tokens per question, the most relevant first, whatever the head scores: a weak head that
+    picks half the room must not make every prompt as long as the scene (counts in the data go to 6)."""
 
     def __post_init__(self):
         if self.width % self.heads:
             raise ConfigError("model.grounding.width must divide by model.grounding.heads")
+        if self.max_focus < 1:
+            raise ConfigError(f"model.grounding.max_focus must be >= 1, got {self.max_focus}")
 
 
 @dataclass

@@ -168,8 +168,9 @@ def run_demo(cfg: Config, out: Path) -> int:
         "## Training", "", f"{', '.join(trained.stages_run) or 'No stages (all finished before)'} on "
         f"{cfg.train.workers} Ray Train workers with DeepSpeed ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
         "## Does it read the room? (validation rooms, through Ray Serve)", "",
-        "Exact match per question type beside the text-only prior (the most frequent training answer of "
-        "the question's template) and beside the EM when the same question is asked about another room:",
+        "Exact match per question type beside the text-only prior (the most frequent training answer of the "
+        "same question text, else of its template) and beside the EM when the same question is asked about "
+        "another room:",
         "", *grounded, "",
         "## Does it prefer the gold answer to its hard negatives? (validation rooms)", "",
         "What the odds ratio optimises, measured on rooms the model never saw: the share of (gold, hard negative) "

@@ -318,7 +318,7 @@ def write_report(acfg, jobs, out: Path, seconds: float, quick: bool) -> Path:
     prior = {"variant": PRIOR, **{k.removeprefix("prior."): v for k, v in language_prior(jobs[0].data_dir).items()}}
     box = box_size_prior(jobs[0].data_dir)
     box_row = {"variant": BOX_PRIOR, **{k.replace("prior.box.", "encoder."): v for k, v in box.items()}}
-    describe[PRIOR] = "no scene: the majority training answer of the question's template (eval/prior.py)"
+    describe[PRIOR] = "no scene: the majority training answer of the same question text, else its template (eval/prior.py)"
     bar = _bar_chart(rows, variants, reference, prior, out / "ablation_bars.png")
     dens = _sweep_plot(rows, density, out / "ablation_density.png", "points per object (P)",
                        extra={"sparse": "sparse (scan vertices)"}, log=False)

@@ -6,6 +6,7 @@
                             existence.<random|popular|adversarial|all>.<accuracy|precision|recall|f1|yes_ratio>,
                             prior.scanqa.em.<type>, prior.sqa3d.em.<type> (text-only priors, eval/prior.py),
                             grounding.scene_swap.{em,drop,...} (the scene-swap probe, eval/probe.py),
+                            grounding.pose.{follows,changed,n}[.<which|is>] (the pose probe, eval/probe.py),
                             preference.{accuracy,margin,n}[.<task>|.kind.<negative kind>] (eval/preference.py)
     EVAL/report.md          the same as tables; EM per question type beside the prior and the swapped-room EM
 
@@ -37,7 +38,7 @@ from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.eval.metrics import caption_metrics, exact_match, exact_match_refined, pope_metrics
 from cl3dor_ray.eval.preference import preference_metrics, preference_table, score_pairs
 from cl3dor_ray.eval.prior import box_size_prior, language_prior
-from cl3dor_ray.eval.probe import swap_metrics, swap_partners
+from cl3dor_ray.eval.probe import pose_metrics, pose_probes, swap_metrics, swap_partners
 from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
 
@@ -60,6 +61,12 @@ def _predict(client: Cl3dorClient, s: dict) -> dict:
     except Cl3dorRequestError as e:
         row["prediction"], row["error"] = "", f"{e.status}: {e.body}"
     return row
+
+
+def object_centers(prepared: Prepared) -> dict[tuple[str, int], list[float]]:
+    """(scene_id, object_id) -> the centre of the object's box, in the prepared (axis-aligned) frame."""
+    t = prepared.object_table(["scene_id", "object_id", "center"]).to_pydict()
+    return {(s, i): c for s, i, c in zip(t["scene_id"], t["object_id"], t["center"])}
 
 
 def object_sizes(prepared: Prepared) -> dict[tuple[str, int], float]:
@@ -144,6 +151,13 @@ def grounded_table(metrics: dict) -> list[str]:
     elif "scanqa.em" in metrics:  # say why the column is empty rather than leave it blank
         lines += ["", "Scene-swap probe not run: it needs at least 2 validation rooms (or it was turned off)."]
     lines += sqa_table(metrics)
+    if "grounding.pose.follows" in metrics:
+        per = ", ".join(f"{k.rsplit('.', 1)[1]} {metrics[k]:.3f}" for k in sorted(metrics)
+                        if k.startswith("grounding.pose.follows."))
+        lines += ["", f"Pose probe (the agent turned around; the answer the geometry then gives): "
+                      f"**{metrics['grounding.pose.follows']:.3f}** of {metrics['grounding.pose.n']} follow the pose"
+                      f" ({per}); answers that changed where the expected one did: "
+                      f"{metrics.get('grounding.pose.changed', float('nan')):.3f}."]
     splits = sorted({k.split(".")[1] for k in metrics if k.startswith("existence.")})
     if splits:
         lines += ["", "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",
@@ -227,10 +241,13 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     hard = [s for s in hard if s["negatives"]]
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
+    turned = pose_probes(samples, object_centers(prepared)) if probe else []
     say(f"[evaluate] start: {len(samples)} validation samples"
         f"{f', {len(qa)} questions again about a swapped room' if partner else ''}"
+        f"{f', {len(turned)} situated questions again with the agent turned around' if turned else ''}"
         f"{f', {len(hard)} gold answers scored against their hard negatives' if hard else ''}")
-    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0) + len(hard), unit="request")
+    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0) + len(turned) + len(hard),
+                   unit="request")
 
     def predict(s: dict) -> dict:
         row = _predict(client, s)
@@ -248,6 +265,7 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     with progress, ThreadPoolExecutor(max_workers=concurrency) as pool:
         rows = list(pool.map(predict, samples))
         swapped = list(pool.map(lambda s: predict({**s, "scene_id": partner[s["scene_id"]]}), qa) if partner else [])
+        turned_rows = list(pool.map(predict, [s for s, _ in turned]))
         scored = list(pool.map(pairs, hard))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
@@ -256,10 +274,15 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     metrics = compute_metrics([r for r in rows if "error" not in r], object_sizes(prepared))
     true_qa = [r for r in rows if r["task"] == "qa" and "error" not in r]
     metrics.update(swap_metrics(true_qa, [r for r in swapped if "error" not in r]))
+    metrics.update(pose_metrics([r for r in rows if "error" not in r], turned_rows, [want for _, want in turned]))
     metrics.update(preference_metrics([r for r in scored if r is not None]))
     if any(s["task"] in ("qa", "sqa") for s in samples):
         metrics.update(language_prior(data_dir))
     metrics.update(box_size_prior(data_dir))
+    if turned_rows:
+        with open(out / "predictions_pose_turned.jsonl", "w", encoding="utf-8") as fh:
+            for r, (_, want) in zip(turned_rows, turned):
+                fh.write(json.dumps({**r, "expected": want}, ensure_ascii=False) + "\n")
     if swapped:
         with open(out / "predictions_scene_swap.jsonl", "w", encoding="utf-8") as fh:
             for r, s in zip(swapped, qa):

@@ -21,6 +21,9 @@ from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.scenes.pose import to_agent_frame
 
 
+SECONDARY = 0.75  # the relevance of an object a question names beside its subject: ranked after it, still chosen
+
+
 class BatchError(ValueError):
     """A SceneBatch field has the wrong shape or dtype."""
 
@@ -46,7 +49,9 @@ class SceneBatch:
     cand_mask: torch.Tensor  # (B, C, Lc) long; a sample with fewer candidates has all-zero rows after its last
     # (B, N, D) precomputed point-encoder features (a serving cache); when given, points may be (B, N, 1, 6) zeros
     features: torch.Tensor | None = None
-    # (B, N) 1.0 for the objects the sample is about (the annotation's object_ids, a caption's target)
+    # (B, N) for the objects the sample is about (the annotation's object_ids, a caption's target): 1.0 for
+    # the first one and those of its category, SECONDARY for the others ("the cup" before "the table" in
+    # "Is the cup above or below the table?"), 0 elsewhere
     relevant: torch.Tensor | None = None
     # (B,) True where `relevant` is known and used as is (a caption's target; every sample under teacher
     # forcing); elsewhere the model's grounding head decides
@@ -106,6 +111,15 @@ def select_objects(objects: list[dict], relevant: list[int], budget: int) -> lis
     anchor = np.mean([o["center"] for o in objects], axis=0)
     rest.sort(key=lambda o: (float(np.linalg.norm(np.asarray(o["center"]) - anchor)), o["object_id"]))
     return (first + rest)[:budget]
+
+
+def subject_roles(object_ids: list[int], objects: list[dict]) -> dict[int, float]:
+    """object id -> its relevance: 1.0 for the question's subject (the first of its object_ids, and the
+    others of that category: "How many cups ...?"), SECONDARY for the rest it names."""
+    labels = {o["object_id"]: o.get("label") for o in objects}
+    subject = labels.get(object_ids[0]) if object_ids else None
+    return {oid: 1.0 if k == 0 or (subject and labels.get(oid) == subject) else SECONDARY
+            for k, oid in enumerate(object_ids)}
 
 
 def even_subset(n: int, num_points: int) -> np.ndarray:
@@ -178,14 +192,14 @@ class SceneCollator:
         mask = np.zeros((b, n), bool)
         relevant = np.zeros((b, n), np.float32)
         for i, (s, objs) in enumerate(zip(samples, chosen)):
-            wanted = set(s["object_ids"])
+            roles = subject_roles(list(s["object_ids"]), objs)
             for j, o in enumerate(objs):
                 if cached:
                     features[i, j] = o["feature"]
                 else:
                     points[i, j] = self._cloud(o)
                 centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
-                relevant[i, j] = o["object_id"] in wanted
+                relevant[i, j] = roles.get(o["object_id"], 0.0)
             if s.get("pose"):  # a situated question: the layout as the agent sees it (scenes/pose.py)
                 centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
                     centers[i, : len(objs)], sizes[i, : len(objs)], s["pose"])

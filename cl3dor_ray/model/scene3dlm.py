@@ -3,7 +3,8 @@
     points (B, N, P, 6) --PointNet++--> (B, N, d) point features + location(centre, size)
         --spatial transformer (optional)--> --projector--> (B, N, H) object tokens, RMS-normalised
     grounding head (point features, boxes, instruction) --> the objects the instruction is about
-        --> their tokens again, most relevant first, each + a learned slot embedding: the focus tokens
+        --> their tokens again, most relevant first, each + a learned slot embedding + an embedding of
+            where it is (from the agent, and from the first focus object): the focus tokens
     prefix = <s> "SYSTEM: ... SCENE:" [object tokens] " USER: {instruction}" [focus tokens] " ASSISTANT:"
     the LM scores or writes " {answer}</s>" after the prefix (left-padded).
 
@@ -58,6 +59,24 @@ class ScenePrefix:
 
 
 PARTS = ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier")
+FOCUS_GEOMETRY = 15  # focus_geometry's features per focus object
+
+
+def focus_geometry_features(centers: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) boxes of the focus objects, in focus order and in the batch's frame (the agent's for a
+    situated question: the agent at the origin facing +x) -> (B, N, 15): each object's centre and size;
+    its offset from the first focus object, their horizontal distance, and how far its bottom is above
+    the first one's top and its top below the first one's bottom; its bearing from the origin (sine,
+    cosine) and horizontal range. "Which way to turn", "is it in front", "above or below", "which side",
+    "near or far" are each a simple function of a few of these."""
+    c, s = centers.float(), sizes.float()
+    first_c, first_s = c[:, :1], s[:, :1]
+    offset = c - first_c
+    above = (c[..., 2:] - s[..., 2:] / 2) - (first_c[..., 2:] + first_s[..., 2:] / 2)
+    below = (first_c[..., 2:] - first_s[..., 2:] / 2) - (c[..., 2:] + s[..., 2:] / 2)
+    reach = c[..., :2].norm(dim=-1, keepdim=True)
+    bearing = c[..., :2] / reach.clamp_min(1e-6)  # (cos, sin) of the direction from the origin
+    return torch.cat([c, s, offset, offset[..., :2].norm(dim=-1, keepdim=True), above, below, bearing, reach], -1)
 MODES = ("train", "freeze", "lora")
 
 
@@ -111,8 +130,13 @@ class Scene3DLM(nn.Module):
                                   if cfg.object_labels else None)
         self.grounding = None
         if cfg.grounding.enabled:
-            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d)
+            # the head reads each object's features and the classifier's category and colour beliefs: a
+            # question names categories, and beliefs generalise to unseen rooms where raw features overfit
+            beliefs = len(cfg.object_labels) + max(len(cfg.object_colors), 1) if self.object_classifier else 0
+            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + beliefs)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
+            # where each focus object is: from the agent (or the room's origin), and from the first focus object
+            self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
         self.word_heads = []  # (classifier output, its words' token ids, mask)
         if cfg.object_words and cfg.object_labels:
             for head, words in (("label", cfg.object_labels), ("color", cfg.object_colors)):
@@ -144,19 +168,25 @@ class Scene3DLM(nn.Module):
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats
+        if self.object_classifier is not None:
+            with torch.no_grad():  # trained with the encoder, frozen since
+                label, color = self.object_classifier(feats)
+            feats = torch.cat([feats, label.softmax(-1).to(feats.dtype), color.softmax(-1).to(feats.dtype)], dim=-1)
         return self.grounding(feats, torch.cat([batch.centers, batch.sizes], dim=-1), batch.object_mask,
                               batch.instruction_ids, batch.instruction_mask)
 
     def focus_order(self, batch: SceneBatch, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) object indices, the instruction's objects first (most relevant first), and (B,) how many
-        there are: the given ones where `batch.given`, else those the grounding head scores above 0."""
+        there are: the given ones where `batch.given`, else those the grounding head scores above 0; at
+        most model.grounding.max_focus."""
         with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
             logits = self.relevance_logits(batch, feats)
         given = batch.given.unsqueeze(1)
         chosen = torch.where(given, batch.relevant > 0, logits > 0) & batch.object_mask
         score = torch.where(given, batch.relevant, torch.sigmoid(logits))
         key = chosen.float() * 2 + score * chosen - (~batch.object_mask).float() * 4
-        return torch.argsort(key, dim=1, descending=True, stable=True), chosen.sum(1)
+        count = chosen.sum(1).clamp(max=self.cfg.grounding.max_focus)
+        return torch.argsort(key, dim=1, descending=True, stable=True), count
 
     def scene_tokens(self, batch: SceneBatch, feats: torch.Tensor) -> torch.Tensor:
         """(B, N, H) the scene's object tokens: what every question about the scene shares."""
@@ -177,7 +207,10 @@ class Scene3DLM(nn.Module):
         if self.grounding is not None:
             order, out["focus_count"] = self.focus_order(batch, feats)
             focus = torch.gather(tokens, 1, order.unsqueeze(-1).expand_as(tokens))
-            out["focus"] = focus + (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
+            index = order.unsqueeze(-1).expand(-1, -1, 3)
+            where = focus_geometry_features(torch.gather(batch.centers, 1, index), torch.gather(batch.sizes, 1, index))
+            geometry = _rms(self.focus_geometry(where.to(focus.dtype)), self.token_rms)
+            out["focus"] = focus + geometry + (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
         return out
 
     def object_words(self, feats: torch.Tensor) -> torch.Tensor:
@@ -368,7 +401,7 @@ class Scene3DLM(nn.Module):
         """Per part ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier"):
         "train", "freeze", or "lora" (LM only). Parts not named keep their state.
 
-        The location encoder and the focus slots train with the spatial transformer.
+        The location encoder, the focus slots and the focus geometry train with the spatial transformer.
         """
         from cl3dor_ray.model.lora import attach_lora
 
@@ -386,7 +419,7 @@ class Scene3DLM(nn.Module):
                 continue
             if part == "spatial":
                 params = [*self.location.parameters(), *(self.spatial.parameters() if self.spatial else [])]
-                params += [self.slots] if self.grounding is not None else []
+                params += [self.slots, *self.focus_geometry.parameters()] if self.grounding is not None else []
             else:
                 module = getattr(self, part)
                 params = [] if module is None else list(module.parameters())

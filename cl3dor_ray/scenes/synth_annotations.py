@@ -78,7 +78,8 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
         items = graph.on_top_of(obj.object_id)
         if items and (ref := refer(graph, obj)) is not None:
             if len(items) == 1:
-                out.append(_qa(graph, "category", f"What is on {ref}?", [items[0].label], [items[0]]))
+                # the answer's object first, then the one the question names: the grounding head finds both
+                out.append(_qa(graph, "category", f"What is on {ref}?", [items[0].label], [items[0], obj]))
             labels = sorted({i.label for i in items})
             for label in labels:
                 n = sum(i.label == label for i in items)
@@ -93,7 +94,7 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
                 out.append(_qa(graph, "existence", f"Is there a {label} on {ref}?", ["no"], [obj]))
         if obj.support is None and (near := _nearest(graph, obj)) is not None:
             if (ref := refer(graph, obj)) is not None and near.support is None:
-                out.append(_qa(graph, "category", f"What is next to {ref}?", [near.label], [near]))
+                out.append(_qa(graph, "category", f"What is next to {ref}?", [near.label], [near, obj]))
 
     for label in sorted({o.label for o in objs}):
         group = [o for o in objs if o.label == label]

@@ -11,7 +11,9 @@ a quaternion about the vertical axis. Every question is answered from that pose 
     Can I reach the <x> without standing up?         (sitting) yes when its box is within REACH metres
 
 Bearings are measured counter-clockwise from the heading (z is up), so left is +90 degrees. Poses
-are computed in the room frame and written in the scan's sensor frame, as SQA3D's are.
+are computed in the room frame and written in the scan's sensor frame, as SQA3D's are. Each
+annotation also carries `object_ids`, the objects the question names (or, for "what is on my left?",
+the answer's), which SQA3D's release does not have; the reader takes them where present.
 An answer that a small change of pose could flip (an object on a sector's edge, two nearest objects
 at about the same distance) is not asked.
 """
@@ -68,7 +70,7 @@ def _others(graph: SceneGraph, *exclude: SynthObject) -> list[SynthObject]:
     return [o for o in graph.objects if o.object_id not in ids]
 
 
-def _sector_answer(graph, position, yaw, anchor, sector) -> str | None:
+def _sector_answer(graph, position, yaw, anchor, sector) -> SynthObject | None:
     """The nearest object within 45 degrees of the sector's direction, when that is unambiguous."""
     inside = []
     for o in _others(graph, anchor):
@@ -83,7 +85,7 @@ def _sector_answer(graph, position, yaw, anchor, sector) -> str | None:
     inside.sort(key=lambda t: (t[0], t[1].object_id))
     if len(inside) > 1 and inside[1][0] - inside[0][0] < 0.3 and inside[1][1].label != inside[0][1].label:
         return None
-    return inside[0][1].label
+    return inside[0][1]
 
 
 def situations(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[str, np.ndarray, float, SynthObject, bool]]:
@@ -115,33 +117,36 @@ def sqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[dic
     for situation, position, yaw, anchor, sitting in situations(graph, rng):
         asked = []
         for phrase, sector in SECTORS.items():
-            if (label := _sector_answer(graph, position, yaw, anchor, sector)) is not None:
-                asked.append((f"What is {phrase}?", label, "other"))
+            if (found := _sector_answer(graph, position, yaw, anchor, sector)) is not None:
+                asked.append((f"What is {phrase}?", found.label, "other", [found]))
         for o in _others(graph, anchor):
             name = refer(graph, o)
             b = bearing(position, yaw, o.center)
             if name is None:
                 continue
             if abs(abs(b) - math.pi / 4) > MARGIN:
-                asked.append((f"Is {name} in front of me?", "yes" if abs(b) < math.pi / 4 else "no", "yes/no"))
+                asked.append((f"Is {name} in front of me?", "yes" if abs(b) < math.pi / 4 else "no", "yes/no", [o]))
             if math.pi / 6 < abs(b) < math.pi - MARGIN:
-                asked.append((f"Which way should I turn to face {name}?", "left" if b > 0 else "right", "other"))
+                asked.append((f"Which way should I turn to face {name}?", "left" if b > 0 else "right", "other", [o]))
             if sitting and abs(box_distance(position, o) - REACH) > 0.2:
                 asked.append((f"Can I reach {name} without standing up?",
-                              "yes" if box_distance(position, o) < REACH else "no", "yes/no"))
+                              "yes" if box_distance(position, o) < REACH else "no", "yes/no", [o]))
         for label in sorted({o.label for o in _others(graph, anchor)}):
             same = [o for o in _others(graph, anchor) if o.label == label]
             bearings = [abs(bearing(position, yaw, o.center)) for o in same]
             if all(abs(b - math.pi / 2) > MARGIN for b in bearings):
                 asked.append((f"How many {plural(label)} are in front of me?",
-                              str(sum(b < math.pi / 2 for b in bearings)), "number"))
+                              str(sum(b < math.pi / 2 for b in bearings)), "number", same))
         position_record, rotation = pose_records([position[0], position[1], 0.0, *yaw_quaternion(yaw)])
         for k in rng.permutation(len(asked))[:8]:  # a handful per situation, as SQA3D has
-            question, answer, answer_type = asked[int(k)]
+            question, answer, answer_type, about = asked[int(k)]
             pairs.append((
                 {"scene_id": graph.scene_id, "situation": situation, "alternative_situation": [],
                  "question": question},
                 {"scene_id": graph.scene_id, "answers": [{"answer": answer, "answer_confidence": "yes",
                                                           "answer_id": 1}],
-                 "position": position_record, "rotation": rotation, "answer_type": answer_type, "question_type": "N/A"}))
+                 "position": position_record, "rotation": rotation, "answer_type": answer_type, "question_type": "N/A",
+                 # ours, beside SQA3D's fields (its release has none): the objects the question is about,
+                 # known when the room is generated, for the grounding head
+                 "object_ids": [o.object_id for o in about]}))
     return pairs

@@ -7,7 +7,9 @@
                                                           position: {x, y, z}, rotation: {_x, _y, _z, _w},
                                                           answer_type, question_type}]}
 
-The two files of a split are joined on question_id. Each question becomes an `Annotation` of task
+The two files of a split are joined on question_id. An annotation may carry `object_ids` (the
+objects the question is about), which the release does not have and our synthetic rooms write; it is
+read where present and is [] otherwise. Each question becomes an `Annotation` of task
 "sqa" whose `situation` is the agent's description of where it is ("I am sitting on the bed facing
 the desk") and whose `pose` is its position and orientation (x, y, z, qx, qy, qz, qw) in the scan's
 frame; `question_type` is LEO's split by the question's first word. A bad record becomes an
@@ -24,7 +26,7 @@ import math
 import re
 from pathlib import Path
 
-from cl3dor_ray.text.annotations import Annotation, AnnotationError, _id, _Invalid, _text
+from cl3dor_ray.text.annotations import Annotation, AnnotationError, _id, _int_list, _Invalid, _text
 
 SPLITS = ("train", "val", "test")
 QUESTIONS = "v1_balanced_questions_{split}_scannetv2.json"
@@ -149,9 +151,10 @@ def load_sqa3d(folder: str | Path, splits=SPLITS) -> tuple[list[Annotation], lis
                 scene_id, question = _text(rec, "scene_id"), _text(rec, "question")
                 if ann.get("scene_id", scene_id) != scene_id:
                     raise _Invalid(f"scene_id {scene_id!r} but {a_path.name} says {ann.get('scene_id')!r}")
+                # `object_ids` is not in SQA3D's release; our synthetic rooms write it (absent: [])
                 annotations.append(Annotation(
-                    "sqa", split, scene_id, f"sqa3d-{qid}", question, _answers(ann), [], question_type(question),
-                    q_path.name, situation=_text(rec, "situation"), pose=_pose(ann)))
+                    "sqa", split, scene_id, f"sqa3d-{qid}", question, _answers(ann), _int_list(ann, "object_ids"),
+                    question_type(question), q_path.name, situation=_text(rec, "situation"), pose=_pose(ann)))
             except _Invalid as e:
                 errors.append(AnnotationError(scene, q_path.name, f"record {i}: {e}"))
     return annotations, errors, read

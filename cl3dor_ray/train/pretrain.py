@@ -7,8 +7,9 @@
                          encoder collapsed (features of a nightstand, a bottle and a book at cosine
                          0.996); trained here it separates them (issue 12).
     grounding            the grounding head learns which objects a question is about, from the
-                         annotations' object_ids; the point encoder is frozen and each worker
-                         computes every object's feature once.
+                         annotations' object_ids and the object descriptions read as referring
+                         expressions; the point encoder is frozen and each worker computes every
+                         object's feature once.
 
 Both export the whole model folder, like every stage, and write their validation figures to
 RUN/stages/<stage>/metrics.json.
@@ -41,7 +42,8 @@ from cl3dor_ray.text.vocab import caption_color
 from cl3dor_ray.train.deepspeed_config import deepspeed_config
 from cl3dor_ray.train.loop import _checkpoint, _Metrics, lr_lambda
 
-GROUNDING_TASKS = ("qa", "existence")
+GROUNDING_TASKS = ("qa", "existence", "sqa")  # SQA3D where its annotations name objects (ours do)
+REFER = "refer"  # a description read as a referring expression (ScanRefer's own task)
 
 
 # ---------------------------------------------------------------------- data
@@ -76,6 +78,23 @@ def object_rows(data_dir: str | Path, split: str, labels: list[str], colors: lis
         r["small"] = max(r["size"]) < SMALL_OBJECT_M
         rows.append(r)
     return rows
+
+
+def grounding_rows(data_dir: str | Path, split: str, columns: list[str]) -> pa.Table:
+    """What the grounding head learns from: the QA, existence and SQA3D questions that name their objects
+    (SQA3D as released names none), and every object description as a referring expression for its
+    object (ScanRefer's grounding task: "this is a red cup. it is on the desk." -> that cup), which
+    teaches the category, colour and place words on many more objects than the questions name."""
+    import pyarrow.compute as pc
+
+    prepared = Prepared(data_dir)
+    questions = prepared.samples(split, GROUNDING_TASKS, columns)
+    named = pc.greater(pc.list_value_length(questions["object_ids"]), 0)
+    questions = questions.filter(pc.or_(pc.not_equal(questions["task"], "sqa"), named))
+    captions = prepared.samples(split, ["caption"], columns).to_pylist()
+    refer = [{**c, "sample_id": f"{c['sample_id']}-{k}", "task": REFER, "question": text, "question_type": REFER,
+              "answers": [], "negatives": []} for c in captions for k, text in enumerate(c["answers"])]
+    return pa.concat_tables([questions, pa.Table.from_pylist(refer, schema=questions.schema)])
 
 
 def _clouds(rows: list[dict], num_points: int, rng: np.random.Generator | None = None,
@@ -252,8 +271,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
             figures = classification_metrics(model, object_rows(data_dir, "val", labels, colors))
             summary = f"val accuracy {figures['accuracy']:.3f} (majority class {figures['majority_baseline']:.3f})"
         else:
-            val = [r for r in config["val_samples"] if r["task"] in GROUNDING_TASKS]
-            figures = grounding_metrics(model, collate, val)
+            figures = grounding_metrics(model, collate, config["val_samples"])
             summary = f"val exact-set {figures.get('all.exact', 0):.3f}, recall {figures.get('all.recall', 0):.3f}"
         export = run_dir / "stages" / name / "model"
         tmp = export.with_name("model.tmp")

@@ -37,7 +37,7 @@ from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
 from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
-from cl3dor_ray.train.pretrain import GROUNDING_TASKS, object_rows, object_vocabulary, pretrain_loop_per_worker
+from cl3dor_ray.train.pretrain import grounding_rows, object_rows, object_vocabulary, pretrain_loop_per_worker
 
 SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives",
                   "question_type", "situation", "pose"]
@@ -84,10 +84,10 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
         table["points"] = nested([r["points"] for r in rows], pa.float32())
         table["colors"] = nested([r["colors"] for r in rows], pa.uint8())
         return pa.table(table), []
-    tasks = list(GROUNDING_TASKS) if name == "grounding" else stage.tasks
-    train_rows = stage_samples(data_dir, "train", tasks)
-    val = stage_samples(data_dir, "val", tasks)
-    return train_rows, (val if name == "grounding" else val.slice(0, cfg.train.eval_samples)).to_pylist()
+    if name == "grounding":
+        return grounding_rows(data_dir, "train", SAMPLE_COLUMNS), grounding_rows(data_dir, "val", SAMPLE_COLUMNS).to_pylist()
+    train_rows = stage_samples(data_dir, "train", stage.tasks)
+    return train_rows, stage_samples(data_dir, "val", stage.tasks).slice(0, cfg.train.eval_samples).to_pylist()
 
 
 def _pair_samples(name: str, stage, cfg: Config, train_rows: pa.Table) -> list[dict]:

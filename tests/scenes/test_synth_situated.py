@@ -79,3 +79,30 @@ def test_answers_agree_with_the_scans(world):
             continue
         checked += 1
     assert checked > 30 and moved > checked / 2
+
+
+def test_each_question_names_its_objects(world):
+    """Our extra field: the object a question names (the answer's, for "what is on my left?"), whose
+    bearing agrees with the answer, and every object of the category counted in front."""
+    out, annotations, _ = world
+    scans = {}
+    checked = 0
+    for a in annotations:
+        scan = scans.setdefault(a.scene_id, read_scan(out / "scans" / a.scene_id))
+        labels = {o.object_id: o.label for o in scan.objects}
+        assert a.object_ids and all(i in labels for i in a.object_ids), a
+        pose = align_pose(a.pose, scan.axis_alignment)
+        centre = scan.vertices[scan.instance_ids == a.object_ids[0]]
+        centre = (centre.min(0) + centre.max(0)) / 2
+        if a.question.startswith("What is"):
+            assert labels[a.object_ids[0]] == a.answers[0]
+        elif a.question.startswith("Which way"):
+            assert labels[a.object_ids[0]] in a.question
+            assert ("left" if _bearing(pose, centre) > 0 else "right") == a.answers[0], a
+            checked += 1
+        elif "in front of me" in a.question and a.question.startswith("Is"):
+            assert (abs(_bearing(pose, centre)) < math.pi / 4) == (a.answers[0] == "yes"), a
+            checked += 1
+        elif a.question.startswith("How many"):
+            assert len({labels[i] for i in a.object_ids}) == 1
+    assert checked > 20

@@ -55,3 +55,16 @@ def test_the_released_pair_is_read_joined_and_checked(tmp_path):
 def test_question_types_follow_leo():
     assert [question_type(q) for q in ("What is it?", "is it red?", "How many?", "Can I sit?", "Which one?",
                                        "Where am I?", "")] == ["what", "is", "how", "can", "which", "other", "other"]
+
+
+def test_object_ids_beside_the_released_fields_are_read_and_may_be_absent(tmp_path):
+    annotations = json.loads(json.dumps(ANNOTATIONS))
+    annotations["annotations"][1]["object_ids"] = [7]  # ours (synthetic rooms); the release has none
+    annotations["annotations"][0]["object_ids"] = ["seven"]  # wrong: reported, the rest kept
+    (tmp_path / "v1_balanced_questions_train_scannetv2.json").write_text(json.dumps(QUESTIONS))
+    (tmp_path / "v1_balanced_sqa_annotations_train_scannetv2.json").write_text(json.dumps(annotations))
+    read, errors, _ = load_sqa3d(tmp_path)
+    assert [(a.sample_id, a.object_ids) for a in read] == [("sqa3d-220602000001", [7])]
+    assert any("field 'object_ids' must be a list of integers" in e.reason for e in errors)
+    (tmp_path / "v1_balanced_sqa_annotations_train_scannetv2.json").write_text(json.dumps(ANNOTATIONS))
+    assert [a.object_ids for a in load_sqa3d(tmp_path)[0]] == [[], []]
