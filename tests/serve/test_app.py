@@ -249,8 +249,8 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
     import signal
     import time
 
+    import ray
     from ray import serve
-    from ray.util.state import list_actors
 
     from cl3dor_ray.serve.app import build_app
 
@@ -259,8 +259,10 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
     try:
         client = Cl3dorClient.over_http(url + "/kill-me", retries=40)
         client.answer("What color is the chair?", scene_id="scene0000_00", max_new_tokens=4)
-        replica = next(a for a in list_actors(filters=[("state", "=", "ALIVE")])
-                       if "kill-me" in a.class_name and "Scene3DLMDeployment" in a.class_name)
+        name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if "kill-me" in a["name"] and "Scene3DLMDeployment" in a["name"])
+        replica = ray.get_actor(name, namespace="serve")
+        pid = ray.get(replica.__ray_call__.remote(lambda self: os.getpid()))
         statuses = []
 
         def ask(i):
@@ -274,7 +276,7 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
             futures = [pool.submit(ask, i) for i in range(48)]
             time.sleep(0.5)  # some answered, others in flight
             killed_at = time.time()
-            os.kill(replica.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             answers = [f.result() for f in futures]
         assert statuses == [] and all(a is not None for a in answers)
         assert time.time() - killed_at < 60
