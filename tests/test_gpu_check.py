@@ -6,7 +6,7 @@ import sys
 
 
 def test_gpu_check_runs_without_ray_and_its_prefix_cache_answers_the_same():
-    # `-S`-free but Ray hidden: the check must not need it (the GPU machine's image has none)
+    # Ray made unimportable: the check must not need it (the GPU machine's image has none)
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['gpu_check', '--small', '--repeats', '1'];"
             "import runpy; runpy.run_path('benchmarks/gpu_check.py', run_name='__main__')")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
