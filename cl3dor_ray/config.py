@@ -339,6 +339,9 @@ class ServeConfig:
     """Scene prefix cache per model replica (serve/prefix_cache.py), in MiB; 0 turns it off."""
     max_body_bytes: int = 8_000_000
     """Largest request body accepted (413 beyond), checked before the body is read into Python."""
+    max_drain_bytes: int = 64_000_000
+    """How much of a refused body (413, 503) is read and dropped before the answer, so an ordinary HTTP client
+    sees the status and its message rather than a reset connection; past it the connection is closed."""
     max_total_points: int = 200_000
     """Most uploaded points in one request, all objects together (422 beyond)."""
     max_in_flight: int = 64

@@ -136,6 +136,15 @@ def bar(desc: str, total: int, unit: str = "step", initial: int = 0) -> tqdm:
                 dynamic_ncols=True, mininterval=0.5, leave=True)
 
 
+def _row(line: str) -> dict | None:
+    """A metrics.jsonl row, or None for a line that is not one (a rewrite caught mid-line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
 @contextlib.contextmanager
 def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
     """A bar for one training stage (resuming at step `start`), fed by the rows rank 0 appends to metrics.jsonl."""
@@ -147,14 +156,18 @@ def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
         while True:
             finished = stop.wait(0.5)
             if metrics_path.exists():
-                with open(metrics_path, encoding="utf-8") as fh:
+                if metrics_path.stat().st_size < offset:
+                    # rewritten shorter (a restarted worker drops the rows past its checkpoint): start again
+                    # from the top; the bar only moves forward, so rows seen before change nothing
+                    offset = 0
+                with open(metrics_path, "rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read()
-                complete = chunk[: chunk.rfind("\n") + 1]
-                offset += len(complete.encode("utf-8"))
-                for line in complete.splitlines():
-                    row = json.loads(line)
-                    if row.get("stage") != stage or "loss" not in row:
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                for line in complete.decode("utf-8", errors="replace").splitlines():
+                    row = _row(line)
+                    if row is None or row.get("stage") != stage or "loss" not in row:
                         continue
                     progress.update(max(0, row["step"] - progress.n))
                     progress.set_postfix_str(f"loss {row['loss']:.4f}, "

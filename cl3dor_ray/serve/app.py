@@ -35,7 +35,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import ClientDisconnect
 
 from cl3dor_ray.config import ServeConfig, from_dict
 from cl3dor_ray.serve.model_deployment import Scene3DLMDeployment, UnknownTarget
@@ -62,6 +65,8 @@ class RequestError(Exception):
         return type(self), (self.status, self.body, self.headers)
 
 
+# what a DeploymentHandle call raises when the replica serving it dies or cannot be reached
+LOST_REPLICA = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 UNAUTHORISED = JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
                             status_code=401)
 
@@ -146,6 +151,9 @@ class Cl3dorIngress:
             return await getattr(self.model, method).remote(request)
         except UnknownTarget as e:
             raise RequestError(404, {"error": "not found", "field": e.field, "detail": e.detail}) from None
+        except LOST_REPLICA as e:  # the replica died under the request: Serve starts another, so come back
+            raise RequestError(503, {"error": "model replica lost", "detail": f"{type(e).__name__}: the replica "
+                                     "serving this request stopped; retry shortly"}, headers={"Retry-After": "2"}) from None
 
     async def answer(self, payload: dict) -> dict:
         t = time.perf_counter()
@@ -185,14 +193,14 @@ class Cl3dorIngress:
         try:
             size = self.admission.admit(request.headers.get("content-length"))
         except RequestError as e:
-            if e.status == 503:  # read and drop the body (at most max_body_bytes), so the client gets the 503
-                async for _ in request.stream():  # and its Retry-After rather than a reset connection
-                    pass
-            return JSONResponse(e.body, status_code=e.status, headers=e.headers)
+            return await self._refuse(request, e)
         try:
             payload = None
             if request.method == "POST":
-                raw = await self._body(request)
+                try:
+                    raw = await self._body(request)
+                except RequestError as e:  # a chunked body past the limit: the rest is still coming
+                    return await self._refuse(request, e)
                 try:
                     payload = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -203,6 +211,21 @@ class Cl3dorIngress:
             return JSONResponse(e.body, status_code=e.status, headers=e.headers)
         finally:
             self.admission.release(size)
+
+    async def _refuse(self, request: Request, e: RequestError) -> JSONResponse:
+        """Answer a refused request (413, 503) only after reading and dropping its body, up to
+        serve.max_drain_bytes: a client still sending would otherwise see its connection reset, not the
+        answer and its message. A body larger than that is cut off, and the connection closed."""
+        drained, headers = 0, dict(e.headers or {})
+        try:
+            async for chunk in request.stream():
+                drained += len(chunk)
+                if drained > self.limits.max_drain_bytes:
+                    headers["Connection"] = "close"
+                    break
+        except (ClientDisconnect, RuntimeError):  # gone, or the whole body was read already
+            pass
+        return JSONResponse(e.body, status_code=e.status, headers=headers)
 
     async def _body(self, request: Request) -> bytes:
         """The body, read no further than serve.max_body_bytes (a chunked body declares no length)."""

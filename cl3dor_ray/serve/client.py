@@ -9,7 +9,8 @@ HTTP from outside, with the same methods either way.
     client.caption("scene0000_00", object_id=3)                          -> {"caption", "latency_ms"}
     client.score("Is there a cup?", ["yes", "no"], scene_id="scene0000_00") -> {"ranked", "latency_ms"}
 A refused request raises `Cl3dorRequestError` with the HTTP status and the app's JSON body; a 503
-(the app is at its admission bound) is retried after its Retry-After, `retries` times.
+(the app is at its admission bound, or the replica serving the request was lost) is retried after
+its Retry-After, `retries` times, over HTTP and through the handle alike.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ APP_NAME = "cl3dor"
 
 
 class Cl3dorRequestError(Exception):
-    def __init__(self, status: int, body: dict):
+    def __init__(self, status: int, body: dict, retry_after: str | None = None):
         self.status, self.body = status, body
+        self.retry_after = float(retry_after or 1)  # seconds, for a 503
         super().__init__(f"{status}: {body}")
 
 
@@ -34,7 +36,7 @@ class Cl3dorClient:
         if (url is None) == (handle is None):
             raise ValueError("give exactly one of url (HTTP) or handle (DeploymentHandle)")
         self.url, self.token, self.handle, self.timeout = (url or "").rstrip("/"), token, handle, timeout
-        self.retries = retries  # of a 503 (the app's admission control), after its Retry-After
+        self.retries = retries  # of a 503 (admission control, a lost replica), after its Retry-After
 
     @classmethod
     def over_http(cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0,
@@ -74,30 +76,39 @@ class Cl3dorClient:
     def _call(self, method: str, http_method: str, path: str, payload: dict | None) -> dict:
         if payload is not None:
             payload = {k: v for k, v in payload.items() if v is not None}
-        if self.handle is not None:
-            from cl3dor_ray.serve.app import RequestError
-
+        for attempt in range(self.retries + 1):
             try:
-                call = getattr(self.handle, method)
-                return (call.remote(payload) if payload is not None else call.remote()).result(timeout_s=self.timeout)
-            except RequestError as e:
-                raise Cl3dorRequestError(e.status, e.body) from None
+                if self.handle is not None:
+                    return self._over_handle(method, payload)
+                return self._over_http(http_method, path, payload)
+            except Cl3dorRequestError as e:
+                # 503: the app is full, or the replica serving the request was lost; come back when it says
+                if e.status != 503 or attempt == self.retries:
+                    raise
+                time.sleep(e.retry_after)
+
+    def _over_handle(self, method: str, payload: dict | None) -> dict:
+        from cl3dor_ray.serve.app import RequestError
+
+        try:
+            call = getattr(self.handle, method)
+            return (call.remote(payload) if payload is not None else call.remote()).result(timeout_s=self.timeout)
+        except RequestError as e:
+            raise Cl3dorRequestError(e.status, e.body, (e.headers or {}).get("Retry-After")) from None
+
+    def _over_http(self, http_method: str, path: str, payload: dict | None) -> dict:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=http_method,
                                          headers={"Content-Type": "application/json"})
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
-        for attempt in range(self.retries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            body = e.read()
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as e:
-                body = e.read()
-                if e.code == 503 and attempt < self.retries:  # the app is full: come back when it says
-                    time.sleep(float(e.headers.get("Retry-After") or 1))
-                    continue
-                try:
-                    parsed = json.loads(body)
-                except json.JSONDecodeError:
-                    parsed = {"error": body.decode(errors="replace")}
-                raise Cl3dorRequestError(e.code, parsed) from None
+                parsed = json.loads(body)
+            except json.JSONDecodeError:
+                parsed = {"error": body.decode(errors="replace")}
+            raise Cl3dorRequestError(e.code, parsed, e.headers.get("Retry-After")) from None

@@ -217,3 +217,68 @@ def test_evaluation_through_the_deployment(app, prepared_dir, tmp_path):
     pope_keys = [k for k in saved if k.startswith("existence.") and k.endswith(".f1")]
     assert pope_keys or not any(r["task"] == "existence" for r in rows)
     assert "| scanqa.em |" in (tmp_path / "report.md").read_text()
+
+
+def test_an_oversized_upload_gets_a_readable_413_over_plain_urllib_and_the_app_lives(app):
+    """20 MB sent to an app that takes 200 kB: the client reads the 413 and its message, by declared
+    length and chunked alike (the body is drained, not left unread behind a reset connection)."""
+    url, _ = app
+    body = b'{"scene_id": "scene0000_00", "question": "' + b"x" * 20_000_000 + b'"}'
+    status, reply = raw(url, "/v1/answer", body)
+    assert status == 413 and "serve.max_body_bytes" in reply["detail"]
+
+    def chunks():
+        for i in range(0, len(body), 1 << 20):
+            yield body[i: i + (1 << 20)]
+
+    req = urllib.request.Request(url + "/v1/answer", data=chunks(), method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"})
+    try:
+        urllib.request.urlopen(req, timeout=60)
+        raise AssertionError("expected 413")
+    except urllib.error.HTTPError as e:
+        assert e.code == 413 and "serve.max_body_bytes" in json.loads(e.read())["detail"]
+    assert raw(url, "/v1/answer", {"scene_id": "scene0000_00", "question": "What color is the chair?"})[0] == 200
+
+
+def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained_model_dir, prepared_dir, app):
+    """SIGKILL of the model replica with questions in flight: every request that lost it gets 503 with
+    Retry-After, which the client retries, so all of them are answered and none is a 500; Serve starts a
+    new replica, and the app answers again within 60 s."""
+    import os
+    import signal
+    import time
+
+    import ray
+    from ray import serve
+
+    from cl3dor_ray.serve.app import build_app
+
+    url, _ = app
+    serve.run(build_app(str(trained_model_dir), str(prepared_dir)), name="kill-me", route_prefix="/kill-me")
+    try:
+        client = Cl3dorClient.over_http(url + "/kill-me", retries=40)
+        client.answer("What color is the chair?", scene_id="scene0000_00", max_new_tokens=4)
+        name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if "kill-me" in a["name"] and "Scene3DLMDeployment" in a["name"])
+        replica = ray.get_actor(name, namespace="serve")
+        pid = ray.get(replica.__ray_call__.remote(lambda self: os.getpid()))
+        statuses = []
+
+        def ask(i):
+            try:
+                return client.answer(f"What is on the table? {i}", scene_id="scene0000_00", max_new_tokens=48)["answer"]
+            except Cl3dorRequestError as e:
+                statuses.append(e.status)
+                return None
+
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(ask, i) for i in range(48)]
+            time.sleep(0.5)  # some answered, others in flight
+            killed_at = time.time()
+            os.kill(pid, signal.SIGKILL)
+            answers = [f.result() for f in futures]
+        assert statuses == [] and all(a is not None for a in answers)
+        assert time.time() - killed_at < 60
+    finally:
+        serve.delete("kill-me")
