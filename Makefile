@@ -72,11 +72,12 @@ test: $(STAMP) $(SMOLLM2)/config.json $(THREE) browser-deps
 test-fast: $(STAMP) $(SMOLLM2)/config.json $(THREE)
 	$(PY) -m pytest -q -m 'not slow'
 
-demo: $(STAMP)
+# three.js too: `cl3dor serve` afterwards serves the page's 3D view
+demo: $(STAMP) $(THREE)
 	$(VENV)/bin/cl3dor demo --out runs/demo
 
 # the same pipeline with the pretrained LLM (frozen, LoRA): configs/smollm2.yaml
-demo-llm: $(STAMP) $(SMOLLM2)/config.json
+demo-llm: $(STAMP) $(SMOLLM2)/config.json $(THREE)
 	$(VENV)/bin/cl3dor demo --config configs/smollm2.yaml --out runs/demo-llm
 
 bench: $(STAMP)

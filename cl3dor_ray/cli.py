@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from cl3dor_ray.config import ConfigError, check_own_preparation, load_config
+from cl3dor_ray.config import LM_STAGES, ConfigError, PrepareConfig, SynthConfig, check_own_preparation, load_config
 from cl3dor_ray.console import set_verbose
 from cl3dor_ray.runtime import prefer_loopback
 from cl3dor_ray.scenes.errors import ScanFormatError
@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="generate synthetic scans and annotations in ScanNet/ScanQA/ScanRefer format")
     p.add_argument("--out", required=True, help="output folder (gets scans/ and annotations/)")
-    p.add_argument("--scenes", type=int, default=12, help="number of rooms")
-    p.add_argument("--seed", type=int, default=0, help="generator seed; same seed, same bytes")
+    p.add_argument("--scenes", type=int, default=SynthConfig.scenes, help="number of rooms")
+    p.add_argument("--seed", type=int, default=SynthConfig.seed, help="generator seed; same seed, same bytes")
     p.add_argument("--val-scenes", type=int, default=None, help="validation rooms (default: a fifth)")
     p.set_defaults(func=cmd_synth)
 
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", required=True, help="folder holding scans/")
     p.add_argument("--scene", required=True, help="scene id, e.g. scene0000_00")
     p.add_argument("--object", type=int, help="one object id; default: the whole scene")
-    p.add_argument("--points-per-object", type=int, default=1024)
+    p.add_argument("--points-per-object", type=int, default=PrepareConfig.points_per_object)
     p.add_argument("--out", required=True, help="PNG path")
     p.set_defaults(func=cmd_render)
 
@@ -220,11 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_and_config(p, "prepare", "prepare.negative_generator=rule")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="the three training stages with Ray Train + DeepSpeed")
+    p = sub.add_parser("train", help="the training stages with Ray Train + DeepSpeed")
     p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
     p.add_argument("--out", required=True, help="run folder; re-running with the same folder resumes")
-    p.add_argument("--stage", choices=["object_alignment", "scene_alignment", "instruction_tuning"],
-                   help="run only this stage")
+    p.add_argument("--stage", choices=list(LM_STAGES), help="run only this stage")
     p.add_argument("--init", help="model folder to start from (default: RUN/init_model, or the previous stage)")
     _cluster_and_config(p, "model: and train:", "train.zero_stage=1 train.workers=2", "configs/tiny.yaml")
     p.set_defaults(func=cmd_train)
@@ -237,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("evaluate", help="ScanQA, Scan2Cap and existence metrics through the served model")
+    p = sub.add_parser("evaluate", help="ScanQA, Scan2Cap, SQA3D, existence, probe and preference metrics through "
+                       "the served model")
     p.add_argument("--model", help="model folder to deploy (not needed with --url)")
     p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.jsonl, report.md")

@@ -1,9 +1,9 @@
-"""Triangle-mesh PLY files, as ScanNet writes them (`*_vh_clean_2.ply`).
+"""Triangle-mesh PLY files, as ScanNet writes them (`*_vh_clean_2.ply`), through plyfile.
 
-Reads binary (little or big endian) and ASCII PLY with per-vertex colours and triangle faces, and
-writes ScanNet's own layout: float x,y,z; uchar red,green,blue,alpha; face list uchar int.
-A hand-written reader rather than open3d's, because a truncated or odd file must fail with a
-message that names the file and what was wrong, not come back as an empty mesh.
+plyfile is what ScanNet's own scripts read their meshes with. It reads binary (either endianness)
+and ASCII PLY, and raises on a truncated or malformed file (open3d returns an empty mesh instead);
+here every such error becomes a `ScanFormatError` that names the file and what was wrong. Written in
+ScanNet's own layout: float x,y,z; uchar red,green,blue,alpha; face list uchar int.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError
 
 from cl3dor_ray.scenes.errors import ScanFormatError
 
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
+FACE_LISTS = ("vertex_indices", "vertex_index")  # ScanNet's name, and the other one in use
 
 
 @dataclass
@@ -30,105 +26,44 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int32
 
 
-@dataclass
-class _Element:
-    name: str
-    count: int
-    # (name, dtype) for scalars; (name, count dtype, item dtype) for lists
-    properties: list[tuple]
+def _parse(path: Path) -> PlyData:
+    with open(path, "rb") as fh:
+        if fh.read(3) != b"ply":
+            raise ScanFormatError(path, "not a PLY file: it does not start with 'ply'")
+        fh.seek(0)
+        try:  # faces as one (F, 3) array, read at numpy's speed; another length is an error, not a quad
+            return PlyData.read(fh, known_list_len={"face": {name: 3 for name in FACE_LISTS}})
+        except PlyHeaderParseError as e:
+            raise ScanFormatError(path, f"bad PLY header: {e}") from None
+        except PlyElementParseError as e:
+            if "end-of-file" in str(e):
+                raise ScanFormatError(path, f"truncated PLY: {e}") from None
+            if "list length" in str(e):
+                raise ScanFormatError(path, f"{e}; expected triangles (3 vertex indices per face)") from None
+            raise ScanFormatError(path, f"malformed PLY: {e}") from None
+        except (ValueError, TypeError, KeyError) as e:  # plyfile's own checks of types and counts
+            raise ScanFormatError(path, f"malformed PLY: {e}") from None
 
 
-def _parse_header(path: Path, data: bytes) -> tuple[str, list[_Element], int]:
-    if not data.startswith(b"ply"):
-        raise ScanFormatError(path, "not a PLY file: it does not start with 'ply'")
-    end = data.find(b"end_header")
-    if end < 0:
-        raise ScanFormatError(path, "PLY header has no 'end_header' line (file truncated?)")
-    body_start = data.index(b"\n", end) + 1
-    fmt = None
-    elements: list[_Element] = []
-    for raw in data[:end].decode("ascii", errors="replace").splitlines()[1:]:
-        words = raw.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format":
-            fmt = words[1]
-        elif words[0] == "element":
-            elements.append(_Element(words[1], int(words[2]), []))
-        elif words[0] == "property":
-            if not elements:
-                raise ScanFormatError(path, f"PLY property before any element: {raw!r}")
-            try:
-                if words[1] == "list":
-                    elements[-1].properties.append((words[4], _PLY_TYPES[words[2]], _PLY_TYPES[words[3]]))
-                else:
-                    elements[-1].properties.append((words[2], _PLY_TYPES[words[1]]))
-            except (KeyError, IndexError):
-                raise ScanFormatError(path, f"unsupported PLY property line {raw!r}") from None
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise ScanFormatError(path, f"unsupported PLY format {fmt!r}; expected ascii or binary_*_endian")
-    return fmt, elements, body_start
-
-
-def _record_dtype(element: _Element, endian: str) -> np.dtype:
-    # Faces are fixed-size records once every list holds 3 indices; that is checked after reading.
-    fields = []
-    for prop in element.properties:
-        if len(prop) == 2:
-            fields.append((prop[0], endian + prop[1]))
-        else:
-            fields.append((prop[0] + "__count", endian + prop[1]))
-            fields.append((prop[0], endian + prop[2], (3,)))
-    return np.dtype(fields)
-
-
-def _read_binary(path, data, offset, elements, endian) -> dict[str, np.ndarray]:
-    arrays = {}
-    for el in elements:
-        dtype = _record_dtype(el, endian)
-        need = dtype.itemsize * el.count
-        if len(data) - offset < need:
-            raise ScanFormatError(
-                path,
-                f"truncated PLY: element '{el.name}' needs {need} bytes for {el.count} records, "
-                f"only {len(data) - offset} remain",
-            )
-        arrays[el.name] = np.frombuffer(data, dtype=dtype, count=el.count, offset=offset)
-        offset += need
-    return arrays
-
-
-def _read_ascii(path, data, offset, elements) -> dict[str, np.ndarray]:
-    lines = data[offset:].decode("ascii", errors="replace").splitlines()
-    arrays, row = {}, 0
-    for el in elements:
-        dtype = _record_dtype(el, "<")
-        width = sum(1 if len(p) == 2 else 4 for p in el.properties)
-        chunk = lines[row: row + el.count]
-        if len(chunk) < el.count:
-            raise ScanFormatError(
-                path, f"truncated PLY: element '{el.name}' declares {el.count} lines, found {len(chunk)}"
-            )
-        try:
-            table = np.array([ln.split() for ln in chunk], dtype=np.float64).reshape(el.count, width)
-        except ValueError:
-            raise ScanFormatError(
-                path, f"malformed ASCII PLY element '{el.name}': expected {width} numbers per line "
-                "(faces must be triangles)"
-            ) from None
-        out = np.zeros(el.count, dtype=dtype)
-        col = 0
-        for prop in el.properties:
-            if len(prop) == 2:
-                out[prop[0]] = table[:, col]
-                col += 1
-            else:
-                out[prop[0] + "__count"] = table[:, col]
-                out[prop[0]] = table[:, col + 1: col + 4]
-                col += 4
-        arrays[el.name] = out
-        row += el.count
-    return arrays
+def _faces(path: Path, ply: PlyData, n_vertices: int) -> np.ndarray:
+    if "face" not in ply:
+        return np.zeros((0, 3), dtype=np.int32)
+    face = ply["face"]
+    names = [p.name for p in face.properties if p.name in FACE_LISTS] or \
+        [p.name for p in face.properties if hasattr(p, "len_dtype")]
+    if not names:
+        raise ScanFormatError(path, "face element has no vertex index list")
+    lists = face[names[0]]
+    if lists.dtype == object:  # ASCII: one array per face, of any length
+        lengths = np.array([len(x) for x in lists])
+        bad = np.flatnonzero(lengths != 3)
+        if bad.size:
+            raise ScanFormatError(path, f"face {bad[0]} has {lengths[bad[0]]} vertices; expected triangles")
+        lists = np.stack(lists) if len(lists) else np.zeros((0, 3))
+    faces = np.asarray(lists).astype(np.int32).reshape(-1, 3)
+    if faces.size and (faces.min() < 0 or faces.max() >= n_vertices):
+        raise ScanFormatError(path, f"face indices span [{faces.min()}, {faces.max()}]; expected [0, {n_vertices - 1}]")
+    return faces
 
 
 def read_ply(path: str | Path) -> Mesh:
@@ -136,68 +71,29 @@ def read_ply(path: str | Path) -> Mesh:
     path = Path(path)
     if not path.is_file():
         raise ScanFormatError(path, "missing file")
-    data = path.read_bytes()
-    fmt, elements, offset = _parse_header(path, data)
-    if fmt == "ascii":
-        arrays = _read_ascii(path, data, offset, elements)
-    else:
-        arrays = _read_binary(path, data, offset, elements, "<" if fmt == "binary_little_endian" else ">")
-
-    if "vertex" not in arrays:
+    ply = _parse(path)
+    if "vertex" not in ply:
         raise ScanFormatError(path, "PLY has no 'vertex' element")
-    v = arrays["vertex"]
+    v = ply["vertex"].data
     missing = [p for p in ("x", "y", "z", "red", "green", "blue") if p not in v.dtype.names]
     if missing:
         raise ScanFormatError(path, f"vertex element lacks properties {missing}; expected x,y,z,red,green,blue")
     vertices = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
     colors = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.uint8)
-
-    faces = np.zeros((0, 3), dtype=np.int32)
-    if "face" in arrays:
-        f = arrays["face"]
-        list_props = [n for n in f.dtype.names if n + "__count" in f.dtype.names]
-        if not list_props:
-            raise ScanFormatError(path, "face element has no vertex index list")
-        counts = f[list_props[0] + "__count"]
-        bad = np.flatnonzero(counts != 3)
-        if bad.size:
-            raise ScanFormatError(path, f"face {bad[0]} has {counts[bad[0]]} vertices; expected triangles")
-        faces = f[list_props[0]].astype(np.int32)
-        if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-            raise ScanFormatError(
-                path, f"face indices span [{faces.min()}, {faces.max()}]; expected [0, {len(vertices) - 1}]"
-            )
-    return Mesh(vertices, colors, faces)
+    return Mesh(vertices, colors, _faces(path, ply, len(vertices)))
 
 
 def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
     """Write ScanNet's vh_clean_2 layout (binary little endian by default)."""
-    n, f = len(mesh.vertices), len(mesh.faces)
-    header = (
-        "ply\n"
-        f"format {'binary_little_endian' if binary else 'ascii'} 1.0\n"
-        f"element vertex {n}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty uchar alpha\n"
-        f"element face {f}\n"
-        "property list uchar int vertex_indices\n"
-        "end_header\n"
-    )
-    vrec = np.zeros(n, dtype=[("xyz", "<f4", (3,)), ("rgba", "u1", (4,))])
-    vrec["xyz"] = mesh.vertices
-    vrec["rgba"][:, :3] = mesh.colors
-    vrec["rgba"][:, 3] = 255
-    frec = np.zeros(f, dtype=[("n", "u1"), ("idx", "<i4", (3,))])
-    frec["n"] = 3
-    frec["idx"] = mesh.faces
-    with open(path, "wb") as fh:
-        fh.write(header.encode("ascii"))
-        if binary:
-            fh.write(vrec.tobytes())
-            fh.write(frec.tobytes())
-        else:
-            # repr-exact float32 text so ASCII files round-trip bit for bit
-            for xyz, rgba in zip(vrec["xyz"], vrec["rgba"]):
-                fh.write((" ".join(repr(float(c)) for c in xyz) + " " + " ".join(map(str, rgba)) + "\n").encode())
-            for idx in frec["idx"]:
-                fh.write(("3 " + " ".join(map(str, idx)) + "\n").encode())
+    vertex = np.zeros(len(mesh.vertices), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
+                                                 ("green", "u1"), ("blue", "u1"), ("alpha", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = mesh.vertices[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = mesh.colors[:, i]
+    vertex["alpha"] = 255
+    face = np.zeros(len(mesh.faces), dtype=[("vertex_indices", "<i4", (3,))])
+    face["vertex_indices"] = mesh.faces
+    PlyData([PlyElement.describe(vertex, "vertex"),
+             PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"})],
+            text=not binary, byte_order="<").write(str(path))

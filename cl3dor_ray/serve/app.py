@@ -25,6 +25,7 @@ use the same methods (`answer`, `caption`, `score`, `scenes`) through a Deployme
 import dataclasses
 import hmac
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -47,10 +48,25 @@ from cl3dor_ray.serve.schemas import (AnswerRequest, AnswerResponse, CaptionRequ
 
 TOKEN_ENV = "CL3DOR_API_TOKEN"
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
-# three.js from npm (`make web`), served by the app itself: the page works offline and behind the token
-THREE = Path(__file__).parent / "web" / "node_modules" / "three"
-STATIC = {"three.module.js": THREE / "build" / "three.module.js", "three.core.js": THREE / "build" / "three.core.js",
-          "addons/OrbitControls.js": THREE / "examples" / "jsm" / "controls" / "OrbitControls.js"}
+# three.js from npm (`make web`, which `make demo` and `make test` run), served by the app itself: the page
+# works offline and behind the token
+WEB = Path(__file__).parent / "web"
+INSTALL_WEB = "make web (npm ci --prefix cl3dor_ray/serve/web)"
+logger = logging.getLogger("ray.serve")
+
+
+def static_files(web: Path) -> dict[str, Path]:
+    """The page's library files under a web folder (its node_modules): a fixed list, never a request's path."""
+    three = web / "node_modules" / "three"
+    return {"three.module.js": three / "build" / "three.module.js", "three.core.js": three / "build" / "three.core.js",
+            "addons/OrbitControls.js": three / "examples" / "jsm" / "controls" / "OrbitControls.js"}
+
+
+def page_without_three(missing: list[Path]) -> str:
+    """The page, saying in place of its 3D view why there is none (its script cannot load without three.js)."""
+    note = (f'<p id="no-three" class="error">The 3D view needs three.js, which is not installed here '
+            f'({missing[0]} is missing): run <code>{INSTALL_WEB}</code> and restart the server.</p>')
+    return PAGE.replace('<div id="view">', note + '<div id="view">', 1)
 api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and answer scores for 3D scenes")
 
 
@@ -122,12 +138,18 @@ def _compact(req: BaseModel) -> dict:
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1})  # routing and validation only
 @serve.ingress(api)
 class Cl3dorIngress:
-    def __init__(self, model: DeploymentHandle, limits: ServeConfig, api_token: str | None = None):
+    def __init__(self, model: DeploymentHandle, limits: ServeConfig, api_token: str | None = None,
+                 web_dir: str | None = None):
         self.model = model
         self.limits = limits
         self.context = {"limits": limits}  # what the request models validate against (schemas.py)
         self.token = os.environ.get(TOKEN_ENV) or api_token
         self.admission = Admission(limits)
+        self.static = static_files(Path(web_dir) if web_dir else WEB)
+        missing = [p for p in self.static.values() if not p.is_file()]
+        self.page_html = page_without_three(missing) if missing else PAGE
+        if missing:
+            logger.warning("the page's 3D view needs three.js, which is missing (%s): run %s", missing[0], INSTALL_WEB)
 
     # ---- the methods, shared by HTTP and DeploymentHandle callers
     def _parse(self, model: type[BaseModel], payload: Any) -> BaseModel:
@@ -266,30 +288,31 @@ class Cl3dorIngress:
     @api.get("/static/three/{name:path}")
     async def static_three(self, name: str):
         """The page's library files (public, like the page): a fixed list, never a path from the request."""
-        path = STATIC.get(name)
+        path = self.static.get(name)
         if path is None:
             return JSONResponse({"error": "not found", "detail": f"no static file {name!r}"}, status_code=404)
         if not path.is_file():
-            return JSONResponse({"error": "three.js is not installed", "detail": f"{path} is missing; run `make web` "
-                                 "(npm ci in cl3dor_ray/serve/web)"}, status_code=503)
+            return JSONResponse({"error": "three.js is not installed", "detail": f"{path} is missing; run "
+                                 f"{INSTALL_WEB}"}, status_code=503)
         return FileResponse(path, media_type="text/javascript")
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self):
         """The interactive page: static, so it needs no token; its calls carry the one typed into it."""
-        return HTMLResponse(PAGE)
+        return HTMLResponse(self.page_html)
 
     @api.get("/healthz")
     async def healthz(self):
         return {"status": "ok"}
 
 
-def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None):
+def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None, web_dir: str | None = None):
+    """`web_dir`: where the page's three.js is installed (default: the package's own web/ folder)."""
     cfg = serve_cfg or ServeConfig()
     model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s,
                                      cfg.prefix_cache_mb)
     # the typed config crosses to the replica as it is; the token travels on its own, once
-    return Cl3dorIngress.bind(model, dataclasses.replace(cfg, api_token=None), cfg.api_token)
+    return Cl3dorIngress.bind(model, dataclasses.replace(cfg, api_token=None), cfg.api_token, web_dir)
 
 
 def app_builder(args: dict):

@@ -282,3 +282,28 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
         assert time.time() - killed_at < 60
     finally:
         serve.delete("kill-me")
+
+
+def test_the_page_says_when_three_js_is_missing_and_how_to_install_it(app, trained_model_dir, prepared_dir, tmp_path):
+    """A second app whose web folder has no three.js: its page says so in place of the 3D view, names the
+    command that installs it, and the library's path answers 503 with the same command."""
+    from ray import serve
+
+    from cl3dor_ray.serve.app import build_app
+
+    url, _ = app
+    serve.run(build_app(str(trained_model_dir), str(prepared_dir), web_dir=str(tmp_path)), name="no-three",
+              route_prefix="/no-three")
+    try:
+        with urllib.request.urlopen(url + "/no-three/", timeout=60) as r:
+            page = r.read().decode()
+        assert 'id="no-three"' in page and "three.js, which is not installed" in page and "make web" in page
+        with urllib.request.urlopen(url + "/", timeout=60) as r:  # the app with three.js installed has no note
+            assert 'id="no-three"' not in r.read().decode()
+        try:
+            urllib.request.urlopen(url + "/no-three/static/three/three.module.js", timeout=60)
+            raise AssertionError("expected 503")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and "make web" in json.loads(e.read())["detail"]
+    finally:
+        serve.delete("no-three")
