@@ -127,8 +127,9 @@ def test_set_trainable_per_part(setup):
     model.set_trainable(point_encoder="freeze", spatial="train", projector="train", lm="lora", grounding="freeze",
                         object_classifier="freeze")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector", "mark", "slots"))
-                             for n in trainable)
+    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector", "slots",
+                                                             "focus_geometry")) for n in trainable)
+    assert any(n.startswith("focus_geometry") for n in trainable)  # where the focus objects are trains with spatial
     assert not any(n.startswith(("point_encoder", "grounding")) for n in trainable)
     model.set_trainable(grounding="train")
     assert any(p.requires_grad for p in model.grounding.parameters())
