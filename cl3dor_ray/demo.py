@@ -98,10 +98,11 @@ def _grounding_table(run: Path) -> list[str]:
         return []
     m = json.loads(path.read_text())
     kinds = sorted(k.removesuffix(".n") for k in m if k.endswith(".n") and k != "all.n") + ["all"]
-    rows = ["| question type | n | precision | recall | exact set |", "|---|---:|---:|---:|---:|"]
+    rows = ["| question type | n | precision | recall | exact set | subject first |", "|---|---:|---:|---:|---:|---:|"]
     for kind in kinds:
+        first = f"{m[f'{kind}.first']:.3f}" if f"{kind}.first" in m else ""
         rows.append(f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
-                    f"{m[f'{kind}.exact']:.3f} |")
+                    f"{m[f'{kind}.exact']:.3f} | {first} |")
     return rows
 
 

@@ -12,7 +12,9 @@ object is one the question is about. The object-to-object attention is biased by
 pairwise locations: on the synthetic rooms that took the exact-set accuracy of relation questions
 ("Where is the cup placed?") from 0.49 to 0.81 and of colour questions from 0.71 to 0.87. It is trained on the
 annotations' `object_ids` (binary cross-entropy) in its own stage, before the LM stages, so at
-inference the model needs no annotation to put the right objects first.
+inference the model needs no annotation to put the right objects first. A second score says which of
+them is the question's subject (the object asked about, the first of its `object_ids`), so a relation
+between two objects reaches the LM in the question's order.
 
 The `ObjectClassifier` is the point encoder's pretraining head (LEO freezes a PointNet++ pretrained
 on ScanNet object classification): category, and colour where the captions name one.
@@ -84,12 +86,15 @@ class GroundingHead(nn.Module):
         self.objects_in = nn.Linear(feature_dim, w)
         self.location = nn.Sequential(nn.Linear(6, w), nn.GELU(), nn.Linear(w, w))
         self.decoder = nn.ModuleList(GeometricDecoderLayer(w, cfg.heads) for _ in range(cfg.layers))
-        self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+        # per object: is it one the question is about, and is it the question's subject (the object asked
+        # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
+        self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
 
     def forward(self, features: torch.Tensor, boxes: torch.Tensor, object_mask: torch.Tensor,
                 question_ids: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
         """features (B, N, D), boxes (B, N, 6) centre + size, object_mask (B, N) bool,
-        question_ids / question_mask (B, L) -> logits (B, N), -1e4 where there is no object."""
+        question_ids / question_mask (B, L) -> logits (B, N, 2): relevance and subject, -1e4 where there
+        is no object."""
         ids, qmask = question_ids[:, : self.max_tokens], question_mask[:, : self.max_tokens].bool()
         text = self.text(self.embed(ids) + self.positions[: ids.shape[1]])
         dtype = self.objects_in.weight.dtype
@@ -98,14 +103,21 @@ class GroundingHead(nn.Module):
         geometry = pair_geometry(boxes)
         for layer in self.decoder:
             x = layer(x, text.to(dtype), geometry, object_mask, qmask)
-        return self.score(x).squeeze(-1).float().masked_fill(~object_mask, -1e4)
+        return self.score(x).float().masked_fill(~object_mask.unsqueeze(-1), -1e4)
 
 
 def grounding_loss(logits: torch.Tensor, relevant: torch.Tensor, object_mask: torch.Tensor,
                    pos_weight: float = 2.0) -> torch.Tensor:
-    """Binary cross-entropy over real objects; relevant objects are few, so they weigh `pos_weight`."""
-    return F.binary_cross_entropy_with_logits(logits[object_mask], relevant[object_mask].float(),
-                                              pos_weight=torch.tensor(pos_weight, device=logits.device))
+    """Binary cross-entropy of relevance over real objects (relevant objects are few, so they weigh
+    `pos_weight`), plus that of being the subject over the relevant ones. `relevant`: 1.0 for the subject
+    (and its category), a value in (0, 1) for the other objects the question names, 0 elsewhere."""
+    weight = torch.tensor(pos_weight, device=logits.device)
+    loss = F.binary_cross_entropy_with_logits(logits[..., 0][object_mask], (relevant[object_mask] > 0).float(),
+                                              pos_weight=weight)
+    named = object_mask & (relevant > 0)
+    if named.any():
+        loss = loss + F.binary_cross_entropy_with_logits(logits[..., 1][named], (relevant[named] == 1.0).float())
+    return loss
 
 
 class ObjectClassifier(nn.Module):

@@ -165,6 +165,11 @@ class Scene3DLM(nn.Module):
 
     def relevance_logits(self, batch: SceneBatch, feats: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N) the grounding head's logit that each object is one the instruction is about."""
+        return self.grounding_logits(batch, feats)[..., 0]
+
+    def grounding_logits(self, batch: SceneBatch, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, 2) the grounding head's logits that each object is one the instruction is about, and that it
+        is the instruction's subject."""
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats
@@ -180,10 +185,12 @@ class Scene3DLM(nn.Module):
         there are: the given ones where `batch.given`, else those the grounding head scores above 0; at
         most model.grounding.max_focus."""
         with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
-            logits = self.relevance_logits(batch, feats)
+            logits = self.grounding_logits(batch, feats)
         given = batch.given.unsqueeze(1)
-        chosen = torch.where(given, batch.relevant > 0, logits > 0) & batch.object_mask
-        score = torch.where(given, batch.relevant, torch.sigmoid(logits))
+        chosen = torch.where(given, batch.relevant > 0, logits[..., 0] > 0) & batch.object_mask
+        # the chosen objects ordered by how surely each is the subject, relevance breaking near-ties
+        subject = 0.9 * torch.sigmoid(logits[..., 1]) + 0.1 * torch.sigmoid(logits[..., 0])
+        score = torch.where(given, batch.relevant, subject)
         key = chosen.float() * 2 + score * chosen - (~batch.object_mask).float() * 4
         count = chosen.sum(1).clamp(max=self.cfg.grounding.max_focus)
         return torch.argsort(key, dim=1, descending=True, stable=True), count

@@ -149,28 +149,35 @@ def classification_metrics(model, rows: list[dict], chunk: int = 64) -> dict[str
 
 @torch.no_grad()
 def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: int = 32) -> dict[str, float]:
-    """Per question type (QA type, or pope.<split>): precision and recall of the predicted objects,
-    the share of questions whose predicted set is exactly the annotated one, and top-1 hits."""
+    """Per question type (QA type, or pope.<split>): precision and recall of the predicted objects, the
+    share of questions whose predicted set is exactly the annotated one, and, of the questions that name
+    objects, the share whose first focus object is their subject (`first`: what the LM reads first)."""
     model.eval()
-    stats = defaultdict(lambda: np.zeros(5))  # tp, fp, fn, exact, n
+    stats = defaultdict(lambda: np.zeros(7))  # tp, fp, fn, exact, n, first right, questions naming objects
     for i in range(0, len(rows), chunk):
         part = rows[i: i + chunk]
         batch = collate(part, [[] for _ in part])
-        logits = model.relevance_logits(batch)
-        pred, gold, mask = logits > 0, batch.relevant.bool(), batch.object_mask
+        feats = model.point_feats(batch)
+        pred, gold, mask = model.relevance_logits(batch, feats) > 0, batch.relevant.bool(), batch.object_mask
+        first = model.focus_order(batch, feats)[0][:, 0]
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
             key = f"pope.{kind}" if r["task"] == "existence" else kind
             p, g = pred[j] & mask[j], gold[j] & mask[j]
-            row = np.array([(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1], float)
+            named = bool(g.any())
+            right = named and batch.relevant[j, first[j]].item() == 1.0
+            row = np.array([(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named],
+                           float)
             stats[key] += row
             stats["all"] += row
     out = {}
-    for key, (tp, fp, fn, exact, n) in sorted(stats.items()):
+    for key, (tp, fp, fn, exact, n, right, named) in sorted(stats.items()):
         out[f"{key}.precision"] = tp / max(tp + fp, 1)
         out[f"{key}.recall"] = tp / max(tp + fn, 1)
         out[f"{key}.exact"] = exact / n
         out[f"{key}.n"] = int(n)
+        if named:
+            out[f"{key}.first"] = right / named
     return out
 
 
@@ -188,7 +195,7 @@ class _Objective(nn.Module):
             feats = self.model.point_encoder(clouds.to(self.model.projector[0].weight.dtype))
             return classification_loss(self.model.object_classifier, feats, labels, colors)
         (batch,) = inputs
-        return grounding_loss(self.model.relevance_logits(batch), batch.relevant, batch.object_mask)
+        return grounding_loss(self.model.grounding_logits(batch), batch.relevant, batch.object_mask)
 
 
 def pretrain_loop_per_worker(config: dict) -> None:

@@ -61,7 +61,7 @@ def grounded(prepared_dir):
 
     def ground_loss(i):
         batch = collate(pick.sample(questions, 16), [[] for _ in range(16)])
-        return grounding_loss(model.relevance_logits(batch), batch.relevant, batch.object_mask)
+        return grounding_loss(model.grounding_logits(batch), batch.relevant, batch.object_mask)
     _steps(list(model.grounding.parameters()), 150, ground_loss, 1e-3)
 
     model.set_trainable(point_encoder="freeze", grounding="freeze", object_classifier="freeze", spatial="train",
