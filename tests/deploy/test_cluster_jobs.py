@@ -3,6 +3,7 @@
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cl3dor_ray.config import LM_STAGES, PRETRAIN_STAGES
+from cl3dor_ray.config import STAGES
 
 from tests.helpers import TINY_MODEL, free_port
 
@@ -25,10 +26,11 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def wait_for(url: str, timeout: float, any_answer: bool = False) -> bool:
-    """True once `url` answers 200 (or, with any_answer, anything at all: the dashboard wants a token)."""
+def wait_for(url: str, timeout: float, any_answer: bool = False, alive=lambda: True) -> bool:
+    """True once `url` answers 200 (or, with any_answer, anything at all: the dashboard wants a token);
+    False at the timeout, or as soon as the process that should answer is gone (`alive`)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and alive():
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
                 if r.status == 200:
@@ -50,8 +52,10 @@ def cluster(tmp_path_factory):
     ray_tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's unix socket paths must stay < 108 bytes
     port, dashboard = free_port(), free_port()
     # the venv first on PATH: a job's `python` entrypoint resolves to the Python the cluster runs;
-    # RAY_AUTH_MODE=token: Ray 2.60 clusters require the token in ~/.ray/auth_token, and the CLIs must send it
+    # RAY_AUTH_MODE=token: Ray 2.60 clusters require a token, and the CLIs must send it; a fresh machine has
+    # no ~/.ray/auth_token, so this cluster gets its own through RAY_AUTH_TOKEN
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
@@ -62,7 +66,8 @@ def cluster(tmp_path_factory):
                                  "metrics-export-port", "runtime-env-agent-port"))],
                             env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
-    assert wait_for(f"{address}/api/version", 120, any_answer=True), (tmp / "head.log").read_text()[-3000:]
+    up = wait_for(f"{address}/api/version", 120, any_answer=True, alive=lambda: head.poll() is None)
+    assert up, (tmp / "head.log").read_text()[-3000:]
     yield address, env, tmp
     os.killpg(head.pid, signal.SIGTERM)
     head.wait(timeout=60)
@@ -82,8 +87,8 @@ def jobs(cluster, synth_dir):
     data, run, evaluation = tmp / "prepared", tmp / "run", tmp / "eval"
     submit(address, env, "jobs/prepare_data.py", "--raw", str(synth_dir), "--out", str(data),
            "--points-per-object", "128", "--negatives", "2", "--workers", "2")
-    # the LM stages only: this tests the jobs on a cluster; tests/train covers the pretraining stages
-    steps = [f"train.{s}.steps=3" for s in LM_STAGES] + [f"train.{s}.enabled=false" for s in PRETRAIN_STAGES]
+    # the contrastive stage only: this tests the jobs on a cluster; tests/train covers the other stages
+    steps = ["train.instruction_tuning.steps=3"] + [f"train.{s}.enabled=false" for s in STAGES[:-1]]
     submit(address, env, "jobs/train.py", "--data", str(data), "--out", str(run), *TINY_MODEL, *steps,
            "train.batch_size=2", "train.eval_every=3", "train.checkpoint_every=3", "train.eval_samples=4")
     submit(address, env, "jobs/evaluate.py", "--model", str(run / "model"), "--data", str(data),
@@ -97,7 +102,7 @@ def test_the_three_jobs_succeed_with_the_right_outputs(jobs, synth_dir):
     assert manifest["summary"]["scenes"] == len(list((synth_dir / "scans").iterdir()))
     assert pq.read_table(data / "objects").num_rows == manifest["summary"]["objects"] > 0
     assert (run / "model" / "cl3dor_model.json").is_file()
-    assert json.loads((run / "train_summary.json").read_text())["stages_run"] == list(LM_STAGES)
+    assert json.loads((run / "train_summary.json").read_text())["stages_run"] == ["instruction_tuning"]
     metrics = json.loads((evaluation / "metrics.json").read_text())
     val = pq.read_table(data / "samples", columns=["split"]).column("split").to_pylist().count("val")
     assert metrics["samples"] == val and metrics["failed"] == 0 and "scanqa.em" in metrics

@@ -252,12 +252,16 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
     import ray
     from ray import serve
 
-    from cl3dor_ray.serve.app import build_app
+    from cl3dor_ray.config import ServeConfig
+    from cl3dor_ray.serve.app import Cl3dorIngress, Scene3DLMDeployment
 
     url, _ = app
-    serve.run(build_app(str(trained_model_dir), str(prepared_dir)), name="kill-me", route_prefix="/kill-me")
+    # no CPU reserved for this second model replica, nor for its successor: the test's Ray has 2 in all
+    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(str(trained_model_dir),
+                                                                             str(prepared_dir))
+    serve.run(Cl3dorIngress.bind(model, ServeConfig()), name="kill-me", route_prefix="/kill-me")
     try:
-        client = Cl3dorClient.over_http(url + "/kill-me", retries=40)
+        client = Cl3dorClient.over_http(url + "/kill-me", retries=40, timeout=60)
         client.answer("What color is the chair?", scene_id="scene0000_00", max_new_tokens=4)
         name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                     if "kill-me" in a["name"] and "Scene3DLMDeployment" in a["name"])
@@ -277,7 +281,7 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
             time.sleep(0.5)  # some answered, others in flight
             killed_at = time.time()
             os.kill(pid, signal.SIGKILL)
-            answers = [f.result() for f in futures]
+            answers = [f.result(timeout=180) for f in futures]
         assert statuses == [] and all(a is not None for a in answers)
         assert time.time() - killed_at < 60
     finally:
@@ -289,10 +293,13 @@ def test_the_page_says_when_three_js_is_missing_and_how_to_install_it(app, train
     command that installs it, and the library's path answers 503 with the same command."""
     from ray import serve
 
-    from cl3dor_ray.serve.app import build_app
+    from cl3dor_ray.config import ServeConfig
+    from cl3dor_ray.serve.app import Cl3dorIngress, Scene3DLMDeployment
 
     url, _ = app
-    serve.run(build_app(str(trained_model_dir), str(prepared_dir), web_dir=str(tmp_path)), name="no-three",
+    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(str(trained_model_dir),
+                                                                             str(prepared_dir))
+    serve.run(Cl3dorIngress.bind(model, ServeConfig(), None, str(tmp_path)), name="no-three",
               route_prefix="/no-three")
     try:
         with urllib.request.urlopen(url + "/no-three/", timeout=60) as r:
