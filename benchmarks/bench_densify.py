@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
-from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
 from cl3dor_ray.scenes.densify import densify_objects, sample_surface
-from cl3dor_ray.scenes.scannet import read_scan
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_scan
 from cl3dor_ray.scenes.synth import generate_scene
 from cl3dor_ray.scenes.synth_dataset import synthesize
 
@@ -79,8 +78,9 @@ def main():
     def o3d_meshes():
         out = []
         for v, c, f in meshes:
-            m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v.astype(np.float64)),
-                                          o3d.utility.Vector3iVector(f.astype(np.int32)))
+            m = o3d.geometry.TriangleMesh(
+                o3d.utility.Vector3dVector(v.astype(np.float64)), o3d.utility.Vector3iVector(f.astype(np.int32))
+            )
             m.vertex_colors = o3d.utility.Vector3dVector(c / 255.0)
             out.append(m)
         return out
@@ -101,7 +101,9 @@ def main():
     t_o3d_sample = best_of(args.repeats, o3d_sample_only)
 
     figures = {
-        "scenes": args.scenes, "objects": len(meshes), "points_per_object": args.points,
+        "scenes": args.scenes,
+        "objects": len(meshes),
+        "points_per_object": args.points,
         "median_object_faces": int(np.median([len(f) for _, _, f in meshes])),
         "cl3dor_scene_points_per_s": n_points / t_scene,
         "cl3dor_object_points_per_s": n_points / t_object,
@@ -114,17 +116,23 @@ def main():
         "synth_s_per_scene": synth_s,
         "generate_s_per_scene": generate_s,
     }
-    print(f"{args.scenes} scenes, {len(meshes)} objects, P = {args.points} "
-          f"(median {figures['median_object_faces']} faces per object)")
+    print(
+        f"{args.scenes} scenes, {len(meshes)} objects, P = {args.points} "
+        f"(median {figures['median_object_faces']} faces per object)"
+    )
     print(f"  cl3dor densify_objects (per scene):   {figures['cl3dor_scene_points_per_s']:>14,.0f} points/s")
     print(f"  cl3dor sample_surface (per object):   {figures['cl3dor_object_points_per_s']:>14,.0f} points/s")
     print(f"  open3d sample_points_uniformly:       {figures['open3d_points_per_s']:>14,.0f} points/s  (baseline)")
     print(f"  open3d, mesh prebuilt (sample only):  {figures['open3d_sample_only_points_per_s']:>14,.0f} points/s")
-    print(f"  speed-up vs open3d: {figures['speedup_scene_vs_open3d']:.2f}x per scene, "
-          f"{figures['speedup_object_vs_open3d']:.2f}x per object "
-          f"({figures['speedup_scene_vs_open3d_sample_only']:.2f}x vs open3d's sampling alone)")
-    print(f"  synthetic scene: {synth_s * 1000:.0f} ms per scene written "
-          f"({generate_s * 1000:.0f} ms to generate, the rest is writing the files)")
+    print(
+        f"  speed-up vs open3d: {figures['speedup_scene_vs_open3d']:.2f}x per scene, "
+        f"{figures['speedup_object_vs_open3d']:.2f}x per object "
+        f"({figures['speedup_scene_vs_open3d_sample_only']:.2f}x vs open3d's sampling alone)"
+    )
+    print(
+        f"  synthetic scene: {synth_s * 1000:.0f} ms per scene written "
+        f"({generate_s * 1000:.0f} ms to generate, the rest is writing the files)"
+    )
     print(json.dumps(figures))
 
 

@@ -38,8 +38,7 @@ from cl3dor_ray.serve.client import Cl3dorClient, Cl3dorRequestError  # noqa: E4
 
 TOKEN = "bench-token"
 PORT = 8766
-UNBOUNDED = dict(max_body_bytes=10 ** 10, max_total_points=10 ** 9, max_in_flight=10 ** 6,
-                 max_bytes_in_flight=10 ** 10)
+UNBOUNDED = dict(max_body_bytes=10**10, max_total_points=10**9, max_in_flight=10**6, max_bytes_in_flight=10**10)
 
 
 def serve_processes() -> dict[int, str]:
@@ -59,15 +58,23 @@ def rss_gb(pids) -> float:
             total += psutil.Process(pid).memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return total / 2 ** 30
+    return total / 2**30
 
 
 def maximal_body(points: int, objects: int = 10) -> dict:
     rng = np.random.default_rng(0)
     per = points // objects
-    return {"objects": [{"points": np.round(rng.normal(size=(per, 3)), 3).tolist(),
-                         "colors": rng.integers(0, 255, (per, 3)).tolist()} for _ in range(objects)],
-            "question": "What is the largest object?", "max_new_tokens": 4}
+    return {
+        "objects": [
+            {
+                "points": np.round(rng.normal(size=(per, 3)), 3).tolist(),
+                "colors": rng.integers(0, 255, (per, 3)).tolist(),
+            }
+            for _ in range(objects)
+        ],
+        "question": "What is the largest object?",
+        "max_new_tokens": 4,
+    }
 
 
 def run_load(url: str, scene: str, body: dict, maximal: int, normal: int) -> dict:
@@ -115,11 +122,14 @@ def main():
         tmp = Path(tmp)
         synthesize(tmp / "raw", 3, seed=0)
         prepare(tmp / "raw", tmp / "data", PrepareConfig(points_per_object=256, negatives=0, workers=2))
-        save_model(build_model(load_config("configs/tiny.yaml").model, ["What color is the chair?", "red"]),
-                   tmp / "model")
+        save_model(
+            build_model(load_config("configs/tiny.yaml").model, ["What color is the chair?", "red"]), tmp / "model"
+        )
         url = f"http://127.0.0.1:{PORT}"
-        print(f"{args.maximal} concurrent uploads of {args.points:,} points ({size_mb:.1f} MB of JSON each) "
-              f"beside {args.normal} questions about a prepared room")
+        print(
+            f"{args.maximal} concurrent uploads of {args.points:,} points ({size_mb:.1f} MB of JSON each) "
+            f"beside {args.normal} questions about a prepared room"
+        )
         for label, overrides in (("unbounded", UNBOUNDED), ("bounded", {})):
             serve.start(http_options={"host": "127.0.0.1", "port": PORT})
             cfg = ServeConfig(api_token=TOKEN, max_objects=100, max_points_per_object=20000, **overrides)
@@ -131,7 +141,7 @@ def main():
             idle = rss_gb(before)
             peak, stop = [idle], threading.Event()
 
-            def sample():
+            def sample(peak=peak, stop=stop):
                 while not stop.is_set():
                     peak.append(rss_gb(serve_processes()))
                     time.sleep(0.1)
@@ -142,21 +152,41 @@ def main():
             stop.set()
             sampler.join()
             after = serve_processes()
-            alive = set(before) <= set(after) and client.answer("What color is the chair?", scene_id=scene)["answer"] is not None
-            results[label] = {"idle_gb": idle, "peak_gb": max(peak), "replicas_alive": alive,
-                              **{k: (len(v) if isinstance(v, list) else v) for k, v in outcome.items()},
-                              "first_failure": (outcome["maximal_failed"] + outcome["normal_failed"] or [""])[0]}
+            alive = (
+                set(before) <= set(after)
+                and client.answer("What color is the chair?", scene_id=scene)["answer"] is not None
+            )
+            results[label] = {
+                "idle_gb": idle,
+                "peak_gb": max(peak),
+                "replicas_alive": alive,
+                **{k: (len(v) if isinstance(v, list) else v) for k, v in outcome.items()},
+                "first_failure": (outcome["maximal_failed"] + outcome["normal_failed"] or [""])[0],
+            }
             r = results[label]
-            print(f"  {label:9s}: Serve processes {r['idle_gb']:.2f} GB idle -> peak {r['peak_gb']:.2f} GB; "
-                  f"uploads answered {r['maximal_ok']}/{args.maximal}, questions {r['normal_ok']}/{args.normal}, "
-                  f"in {r['seconds']:.0f} s; processes alive: {alive}", flush=True)
+            print(
+                f"  {label:9s}: Serve processes {r['idle_gb']:.2f} GB idle -> peak {r['peak_gb']:.2f} GB; "
+                f"uploads answered {r['maximal_ok']}/{args.maximal}, questions {r['normal_ok']}/{args.normal}, "
+                f"in {r['seconds']:.0f} s; processes alive: {alive}",
+                flush=True,
+            )
             serve.delete("cl3dor")
             serve.shutdown()
     ratio = results["bounded"]["peak_gb"] / results["unbounded"]["peak_gb"]
     print(f"peak Serve memory, bounded over unbounded: {ratio:.2f}x")
-    print(json.dumps({"peak_gb_bounded": results["bounded"]["peak_gb"],
-                      "peak_gb_unbounded": results["unbounded"]["peak_gb"], "peak_ratio": ratio,
-                      "upload_mb": size_mb, "maximal": args.maximal, "normal": args.normal, "results": results}))
+    print(
+        json.dumps(
+            {
+                "peak_gb_bounded": results["bounded"]["peak_gb"],
+                "peak_gb_unbounded": results["unbounded"]["peak_gb"],
+                "peak_ratio": ratio,
+                "upload_mb": size_mb,
+                "maximal": args.maximal,
+                "normal": args.normal,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,22 +29,53 @@ from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.io import build_model
 from cl3dor_ray.train.orpo import orpo_loss
 
-ANSWERS = ["red", "blue", "green", "on the table", "under the table", "2", "3", "yes", "no", "the brown chair",
-           "this is a small red cup. it is on the desk.", "left", "right", "near", "far"]
+ANSWERS = [
+    "red",
+    "blue",
+    "green",
+    "on the table",
+    "under the table",
+    "2",
+    "3",
+    "yes",
+    "no",
+    "the brown chair",
+    "this is a small red cup. it is on the desk.",
+    "left",
+    "right",
+    "near",
+    "far",
+]
 
 
 def toy_batch(collate_cfg, model, batch: int, objects: int, k: int, rng, frozen_encoder: bool):
-    scenes = {f"scene{i:04d}_00": [{"object_id": j, "points": rng.normal(size=(1024, 3)).astype(np.float32),
-                                    "colors": rng.integers(0, 255, (1024, 3)), "center": rng.normal(size=3),
-                                    "size": rng.random(3)} for j in range(objects)] for i in range(batch)}
+    scenes = {
+        f"scene{i:04d}_00": [
+            {
+                "object_id": j,
+                "points": rng.normal(size=(1024, 3)).astype(np.float32),
+                "colors": rng.integers(0, 255, (1024, 3)),
+                "center": rng.normal(size=3),
+                "size": rng.random(3),
+            }
+            for j in range(objects)
+        ]
+        for i in range(batch)
+    }
     if frozen_encoder:
         for rows in scenes.values():
             for row, feat in zip(rows, model.point_features(rows, collate_cfg.num_points)):
                 row["feature"] = feat.numpy()
-    samples = [{"scene_id": s, "object_ids": [0], "question": "What color is the chair next to the desk?",
-                "answers": [ANSWERS[i % len(ANSWERS)]],
-                "negatives": [ANSWERS[(i + 1 + j) % len(ANSWERS)] for j in range(k)]}
-               for i, s in enumerate(scenes)]
+    samples = [
+        {
+            "scene_id": s,
+            "object_ids": [0],
+            "question": "What color is the chair next to the desk?",
+            "answers": [ANSWERS[i % len(ANSWERS)]],
+            "negatives": [ANSWERS[(i + 1 + j) % len(ANSWERS)] for j in range(k)],
+        }
+        for i, s in enumerate(scenes)
+    ]
     return SceneCollator(model.tokenizer, scenes, collate_cfg.num_points, collate_cfg.max_objects)(samples)
 
 
@@ -70,17 +101,21 @@ def bench_config(path: str, args) -> dict:
     rng = np.random.default_rng(0)
     frozen = trainable["point_encoder"] == "freeze"
     hidden = model.lm.get_input_embeddings().embedding_dim
-    print(f"{path}: {args.batch} samples x {args.objects} objects x {cfg.model.num_points} points, LM hidden "
-          f"{hidden}, LM {trainable['lm']}, point encoder {'frozen (features once)' if frozen else 'trained'}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{path}: {args.batch} samples x {args.objects} objects x {cfg.model.num_points} points, LM hidden "
+        f"{hidden}, LM {trainable['lm']}, point encoder {'frozen (features once)' if frozen else 'trained'}, "
+        f"{torch.get_num_threads()} threads"
+    )
     figures = {}
     for k in (1, 2, 4, 8):
         batch = toy_batch(cfg.model, model, args.batch, args.objects, k, rng, frozen)
         naive = step_seconds(model, batch, shared=False, repeats=args.repeats)
         shared = step_seconds(model, batch, shared=True, repeats=args.repeats)
         figures[f"K{k}"] = {"naive_s": naive, "shared_s": shared, "speedup": naive / shared}
-        print(f"  K = {k}: naive {naive * 1000:7.1f} ms (baseline)  shared {shared * 1000:7.1f} ms  "
-              f"speed-up {naive / shared:.2f}x")
+        print(
+            f"  K = {k}: naive {naive * 1000:7.1f} ms (baseline)  shared {shared * 1000:7.1f} ms  "
+            f"speed-up {naive / shared:.2f}x"
+        )
     return figures
 
 

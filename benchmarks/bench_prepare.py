@@ -65,23 +65,37 @@ def main():
 
     (t1, s1), (t2, s2) = runs[1], runs[2]
     figures = {
-        "scenes": args.scenes, "points_per_object": args.points, "negatives": args.negatives,
-        "objects": summary.objects, "samples": sum(summary.samples.values()),
-        "scenes_per_s_1_worker": args.scenes / t1, "scenes_per_s_2_workers": args.scenes / t2,
+        "scenes": args.scenes,
+        "points_per_object": args.points,
+        "negatives": args.negatives,
+        "objects": summary.objects,
+        "samples": sum(summary.samples.values()),
+        "scenes_per_s_1_worker": args.scenes / t1,
+        "scenes_per_s_2_workers": args.scenes / t2,
         "speedup_2_vs_1": t1 / t2,
         "objects_stage_speedup": s1["objects"] / s2["objects"],
         "samples_stage_speedup": s1["samples"] / s2["samples"],
         "plain_ray_densify_speedup": plain[1] / plain[2],
     }
-    print(f"{args.scenes} scenes, {figures['objects']} objects x {args.points} points, "
-          f"{figures['samples']} samples x {args.negatives} negatives")
-    print(f"  1 worker : {t1:6.1f} s  {figures['scenes_per_s_1_worker']:6.2f} scenes/s  (baseline; "
-          f"objects {s1['objects']:.1f} s, samples {s1['samples']:.1f} s)")
-    print(f"  2 workers: {t2:6.1f} s  {figures['scenes_per_s_2_workers']:6.2f} scenes/s  "
-          f"(objects {s2['objects']:.1f} s, samples {s2['samples']:.1f} s)")
-    print(f"  speed-up : {figures['speedup_2_vs_1']:.2f}x overall, {figures['objects_stage_speedup']:.2f}x objects "
-          f"stage, {figures['samples_stage_speedup']:.2f}x samples stage")
-    print(f"  ceiling  : plain Ray tasks on the same densification, 2 vs 1: {figures['plain_ray_densify_speedup']:.2f}x")
+    print(
+        f"{args.scenes} scenes, {figures['objects']} objects x {args.points} points, "
+        f"{figures['samples']} samples x {args.negatives} negatives"
+    )
+    print(
+        f"  1 worker : {t1:6.1f} s  {figures['scenes_per_s_1_worker']:6.2f} scenes/s  (baseline; "
+        f"objects {s1['objects']:.1f} s, samples {s1['samples']:.1f} s)"
+    )
+    print(
+        f"  2 workers: {t2:6.1f} s  {figures['scenes_per_s_2_workers']:6.2f} scenes/s  "
+        f"(objects {s2['objects']:.1f} s, samples {s2['samples']:.1f} s)"
+    )
+    print(
+        f"  speed-up : {figures['speedup_2_vs_1']:.2f}x overall, {figures['objects_stage_speedup']:.2f}x objects "
+        f"stage, {figures['samples_stage_speedup']:.2f}x samples stage"
+    )
+    print(
+        f"  ceiling  : plain Ray tasks on the same densification, 2 vs 1: {figures['plain_ray_densify_speedup']:.2f}x"
+    )
     print(json.dumps(figures))
 
 

@@ -38,14 +38,19 @@ from cl3dor_ray.config import PrepareConfig, ServeConfig, load_config  # noqa: E
 from cl3dor_ray.data.prepare import prepare  # noqa: E402
 from cl3dor_ray.model.io import build_model, save_model  # noqa: E402
 from cl3dor_ray.runtime import ray_session  # noqa: E402
-from cl3dor_ray.scenes.scannet import Scene, SceneObject, STRUCTURE_LABELS, write_scan  # noqa: E402
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, Scene, SceneObject, write_scan  # noqa: E402
 from cl3dor_ray.scenes.synth import generate_scene  # noqa: E402
 from cl3dor_ray.serve.client import Cl3dorClient  # noqa: E402
 
-QUESTIONS = ["What color is the chair?", "What is on the table?", "How many books are in the room?",
-             "Is there a cup on the desk?", "Where is the lamp placed?", "What is next to the bed?"]
-CONFIGS = {"neither": (False, False), "batching": (True, False), "cache": (False, True),
-           "cache_batching": (True, True)}
+QUESTIONS = [
+    "What color is the chair?",
+    "What is on the table?",
+    "How many books are in the room?",
+    "Is there a cup on the desk?",
+    "Where is the lamp placed?",
+    "What is next to the bed?",
+]
+CONFIGS = {"neither": (False, False), "batching": (True, False), "cache": (False, True), "cache_batching": (True, True)}
 
 
 def merged_scene(scene_id: str, rooms: list[Scene]) -> Scene:
@@ -82,8 +87,11 @@ def load(url: str, scenes: list[str], requests: int, concurrency: int, new_token
         t = time.perf_counter()
         latencies = sorted(pool.map(one, jobs))
         seconds = time.perf_counter() - t
-    return {"requests_per_s": requests / seconds, "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+    return {
+        "requests_per_s": requests / seconds,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
 
 
 def main():
@@ -107,36 +115,60 @@ def main():
         for s in range(args.scenes):  # four synthetic rooms per scan, until each has >= --objects objects
             rooms = [generate_scene(f"scene{s:04d}_00", 0, 4 * s + k)[1] for k in range(4)]
             write_scan(merged_scene(f"scene{s:04d}_00", rooms), tmp / "raw" / "scans")
-        prepare(tmp / "raw", tmp / "data", PrepareConfig(points_per_object=cfg.model.num_points, negatives=0,
-                                                          workers=2))
+        prepare(
+            tmp / "raw", tmp / "data", PrepareConfig(points_per_object=cfg.model.num_points, negatives=0, workers=2)
+        )
         save_model(build_model(cfg.model), tmp / "model")
         from cl3dor_ray.data.prepared import Prepared
 
         objects = {s: len(o) for s, o in Prepared(tmp / "data").objects(cfg.model.num_points).items()}
         scenes = sorted(objects)
-        print(f"{len(scenes)} scenes, objects per scene {sorted(objects.values())} (the model reads "
-              f"{args.objects}); LM {cfg.model.lm.path}; {args.requests} requests, {args.new_tokens} new tokens")
+        print(
+            f"{len(scenes)} scenes, objects per scene {sorted(objects.values())} (the model reads "
+            f"{args.objects}); LM {cfg.model.lm.path}; {args.requests} requests, {args.new_tokens} new tokens"
+        )
         for label, (batching, cached) in CONFIGS.items():
-            serve_cfg = ServeConfig(max_batch_size=args.max_batch if batching else 1, batch_wait_timeout_s=0.01,
-                                    prefix_cache_mb=256 if cached else 0)
+            serve_cfg = ServeConfig(
+                max_batch_size=args.max_batch if batching else 1,
+                batch_wait_timeout_s=0.01,
+                prefix_cache_mb=256 if cached else 0,
+            )
             serve.start(http_options={"host": "127.0.0.1", "port": 8765})
             serve.run(build_app(str(tmp / "model"), str(tmp / "data"), serve_cfg), name="cl3dor", route_prefix="/")
             for c in (1, 4, 16):
                 results[f"{label}_c{c}"] = r = load("http://127.0.0.1:8765", scenes, args.requests, c, args.new_tokens)
-                print(f"  {label:14s} {c:2d} in flight: {r['requests_per_s']:6.2f} req/s  p50 {r['p50_ms']:8.1f} ms  "
-                      f"p99 {r['p99_ms']:8.1f} ms", flush=True)
+                print(
+                    f"  {label:14s} {c:2d} in flight: {r['requests_per_s']:6.2f} req/s  p50 {r['p50_ms']:8.1f} ms  "
+                    f"p99 {r['p99_ms']:8.1f} ms",
+                    flush=True,
+                )
             serve.delete("cl3dor")
         serve.shutdown()
     base = results["neither_c16"]
     speedup = results["cache_batching_c16"]["requests_per_s"] / base["requests_per_s"]
-    print(f"at 16 in flight, against neither ({base['requests_per_s']:.2f} req/s, p99 {base['p99_ms']:.0f} ms): "
-          + ", ".join(f"{k} {results[f'{k}_c16']['requests_per_s'] / base['requests_per_s']:.2f}x "
-                      f"(p99 {results[f'{k}_c16']['p99_ms']:.0f} ms)" for k in CONFIGS if k != "neither"))
-    print(json.dumps({"prefix_cache_speedup_c16": speedup,
-                      "batching_speedup_c16": results["batching_c16"]["requests_per_s"] / base["requests_per_s"],
-                      "cache_speedup_c16": results["cache_c16"]["requests_per_s"] / base["requests_per_s"],
-                      "requests": args.requests, "max_batch_size": args.max_batch, "new_tokens": args.new_tokens,
-                      "objects": args.objects, "results": results}))
+    print(
+        f"at 16 in flight, against neither ({base['requests_per_s']:.2f} req/s, p99 {base['p99_ms']:.0f} ms): "
+        + ", ".join(
+            f"{k} {results[f'{k}_c16']['requests_per_s'] / base['requests_per_s']:.2f}x "
+            f"(p99 {results[f'{k}_c16']['p99_ms']:.0f} ms)"
+            for k in CONFIGS
+            if k != "neither"
+        )
+    )
+    print(
+        json.dumps(
+            {
+                "prefix_cache_speedup_c16": speedup,
+                "batching_speedup_c16": results["batching_c16"]["requests_per_s"] / base["requests_per_s"],
+                "cache_speedup_c16": results["cache_c16"]["requests_per_s"] / base["requests_per_s"],
+                "requests": args.requests,
+                "max_batch_size": args.max_batch,
+                "new_tokens": args.new_tokens,
+                "objects": args.objects,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cl3dor_ray.config import PrepareConfig, load_config  # noqa: E402
 from cl3dor_ray.data.prepare import prepare  # noqa: E402
+from cl3dor_ray.data.prepared import Prepared  # noqa: E402
 from cl3dor_ray.model.batch import SceneCollator  # noqa: E402
 from cl3dor_ray.model.io import load_model  # noqa: E402
 from cl3dor_ray.runtime import ray_session  # noqa: E402
 from cl3dor_ray.scenes.synth_dataset import synthesize  # noqa: E402
-from cl3dor_ray.data.prepared import Prepared  # noqa: E402
 from cl3dor_ray.train.orpo import orpo_loss  # noqa: E402
 from cl3dor_ray.train.trainer import stage_samples, train  # noqa: E402
 
@@ -64,8 +64,7 @@ def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
         for scene_rows in objects.values():
             for row, feat in zip(scene_rows, model.point_features(scene_rows, model.cfg.num_points)):
                 row["feature"] = feat.numpy()
-    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects,
-                            teacher_forcing=True)
+    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
     batch = collate(rows)
     with FlopCounterMode(display=False) as counter:
         loss, _ = orpo_loss(model(batch), lam=0.1, present=batch.cand_present)
@@ -76,26 +75,42 @@ def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
 def bench_config(path: str, args, data: Path, tmp: Path) -> dict:
     figures = {}
     for workers in (1, 2):
-        cfg = load_config(path, [f"train.workers={workers}", f"train.instruction_tuning.steps={args.steps}",
-                                 "train.eval_every=100000", "train.checkpoint_every=100000",
-                                 f"train.log_every={args.steps}"])
+        cfg = load_config(
+            path,
+            [
+                f"train.workers={workers}",
+                f"train.instruction_tuning.steps={args.steps}",
+                "train.eval_every=100000",
+                "train.checkpoint_every=100000",
+                f"train.log_every={args.steps}",
+            ],
+        )
         run = tmp / f"{Path(path).stem}-run{workers}"
         train(cfg, data, run, only_stage="instruction_tuning")
-        last = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                if "samples_per_s" in r][-1]
+        last = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "samples_per_s" in r][
+            -1
+        ]
         figures[workers] = {"samples_per_s": last["samples_per_s"], "tokens_per_s": last["tokens_per_s"]}
     per_sample = flops_per_sample(run / "init_model", data, cfg)
     peak = matmul_peak_flops(threads=1)
-    out = {"steps": args.steps, "batch_size_per_worker": cfg.train.batch_size, "flops_per_sample": per_sample,
-           "matmul_peak_flops_per_thread": peak}
-    print(f"{path}: contrastive stage, {args.steps} steps, micro-batch {cfg.train.batch_size} per worker, ZeRO-"
-          f"{cfg.train.zero_stage}; {per_sample / 1e9:.2f} GFLOP per sample (fwd+bwd); matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s per thread (measured now)")
+    out = {
+        "steps": args.steps,
+        "batch_size_per_worker": cfg.train.batch_size,
+        "flops_per_sample": per_sample,
+        "matmul_peak_flops_per_thread": peak,
+    }
+    print(
+        f"{path}: contrastive stage, {args.steps} steps, micro-batch {cfg.train.batch_size} per worker, ZeRO-"
+        f"{cfg.train.zero_stage}; {per_sample / 1e9:.2f} GFLOP per sample (fwd+bwd); matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s per thread (measured now)"
+    )
     for workers, f in figures.items():
         mfu = f["samples_per_s"] * per_sample / (workers * peak)
         out[f"workers_{workers}"] = {**f, "mfu": mfu}
-        print(f"  {workers} worker{'s' if workers > 1 else ' '}: {f['samples_per_s']:6.2f} samples/s "
-              f"{f['tokens_per_s']:8.0f} tokens/s  MFU {100 * mfu:.1f}%")
+        print(
+            f"  {workers} worker{'s' if workers > 1 else ' '}: {f['samples_per_s']:6.2f} samples/s "
+            f"{f['tokens_per_s']:8.0f} tokens/s  MFU {100 * mfu:.1f}%"
+        )
     out["speedup_2_vs_1"] = figures[2]["samples_per_s"] / figures[1]["samples_per_s"]
     print(f"  2 vs 1 workers (baseline 1): {out['speedup_2_vs_1']:.2f}x")
     return out

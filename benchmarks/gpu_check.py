@@ -34,9 +34,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # runnable from a copy of 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_orpo_step import ANSWERS, toy_batch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench_orpo_step import ANSWERS, toy_batch  # noqa: E402
 from cl3dor_ray.config import load_config  # noqa: E402
 from cl3dor_ray.model.io import build_model  # noqa: E402
 from cl3dor_ray.train.orpo import orpo_loss  # noqa: E402
@@ -60,7 +60,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
         a @ b
         sync(device)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def optimizer(params, device: torch.device, lr: float = 1e-4):
@@ -111,12 +111,15 @@ def main() -> dict:
     cfg = load_config(ROOT / "configs" / ("smollm2.yaml" if overrides else "tiny.yaml"), overrides)
     torch.manual_seed(0)
     model = build_model(cfg.model, ANSWERS * 20 + [QUESTION] * 20)
-    model.set_trainable(grounding="freeze", object_classifier="freeze",
-                        **dataclasses.asdict(cfg.train.instruction_tuning.trainable))
+    model.set_trainable(
+        grounding="freeze", object_classifier="freeze", **dataclasses.asdict(cfg.train.instruction_tuning.trainable)
+    )
     model = model.to(device=device, dtype=dtype).train()
     lm = "SmolLM2-135M-Instruct" if overrides else "tiny (configs/tiny.yaml)"
-    print(f"{device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), {dtype}, LM {lm}, "
-          f"{batch_size} samples x {objects} objects, K = {k}")
+    print(
+        f"{device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), {dtype}, LM {lm}, "
+        f"{batch_size} samples x {objects} objects, K = {k}"
+    )
 
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 512)
     print(f"  matmul peak measured here: {peak / 1e12:.2f} TFLOP/s ({dtype})")
@@ -127,14 +130,20 @@ def main() -> dict:
     tokens = int(batch.object_mask.sum() + batch.instruction_mask.sum() + batch.cand_mask.sum())
     steps = {}
     for name, shared in (("naive", False), ("shared", True)):
-        seconds = timed(lambda: orpo_step(model, batch, opt, shared), device, args.repeats)
+        seconds = timed(lambda shared=shared: orpo_step(model, batch, opt, shared), device, args.repeats)
         with FlopCounterMode(display=False) as counter:
             orpo_step(model, batch, opt, shared)
         flops = counter.get_total_flops()
-        steps[name] = {"step_s": seconds, "tokens_per_s": tokens / seconds, "flops": flops,
-                       "mfu": flops / seconds / peak}
-        print(f"  ORPO step, {name:6s}: {seconds * 1000:8.1f} ms  {tokens / seconds:10,.0f} tokens/s  "
-              f"MFU {100 * flops / seconds / peak:5.1f}%  ({opt_name})")
+        steps[name] = {
+            "step_s": seconds,
+            "tokens_per_s": tokens / seconds,
+            "flops": flops,
+            "mfu": flops / seconds / peak,
+        }
+        print(
+            f"  ORPO step, {name:6s}: {seconds * 1000:8.1f} ms  {tokens / seconds:10,.0f} tokens/s  "
+            f"MFU {100 * flops / seconds / peak:5.1f}%  ({opt_name})"
+        )
     speedup = steps["naive"]["step_s"] / steps["shared"]["step_s"]
     print(f"  shared prefix vs naive: {speedup:.2f}x")
 
@@ -152,13 +161,22 @@ def main() -> dict:
     with torch.no_grad():
         plain = timed(lambda: model.generate_ids(questions, max_new_tokens=8), device, args.repeats)
         cached = timed(lambda: model.generate_ids(questions, max_new_tokens=8, prefixes=prefixes), device, args.repeats)
-    print(f"  generation, {questions.points.shape[0]} questions x 8 tokens: without the prefix cache "
-          f"{plain * 1000:.1f} ms (baseline), with it {cached * 1000:.1f} ms: {plain / cached:.2f}x; "
-          f"answers identical: {identical}")
-    figures = {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "lm": lm,
-               "matmul_peak_tflops": peak / 1e12, "orpo_step": steps, "orpo_shared_speedup": speedup,
-               "mfu_shared": steps["shared"]["mfu"], "prefix_cache_speedup": plain / cached,
-               "prefix_cache_identical": identical}
+    print(
+        f"  generation, {questions.points.shape[0]} questions x 8 tokens: without the prefix cache "
+        f"{plain * 1000:.1f} ms (baseline), with it {cached * 1000:.1f} ms: {plain / cached:.2f}x; "
+        f"answers identical: {identical}"
+    )
+    figures = {
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "lm": lm,
+        "matmul_peak_tflops": peak / 1e12,
+        "orpo_step": steps,
+        "orpo_shared_speedup": speedup,
+        "mfu_shared": steps["shared"]["mfu"],
+        "prefix_cache_speedup": plain / cached,
+        "prefix_cache_identical": identical,
+    }
     print(json.dumps(figures))
     return figures
 

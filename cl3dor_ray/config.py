@@ -171,8 +171,9 @@ class ModelConfig:
         if len(self.sa1) != 2 or len(self.sa2) != 2 or len(self.point_widths) != 3:
             raise ConfigError("model.sa1 and model.sa2 take [centres, neighbours]; model.point_widths takes 3 widths")
         if self.spatial_layers < 0 or (self.spatial_layers and self.point_widths[2] % self.spatial_heads):
-            raise ConfigError("model.spatial_layers must be >= 0, and model.point_widths[2] divide by "
-                              "model.spatial_heads")
+            raise ConfigError(
+                "model.spatial_layers must be >= 0, and model.point_widths[2] divide by model.spatial_heads"
+            )
 
 
 TASKS = ("qa", "caption", "existence", "sqa")
@@ -287,14 +288,24 @@ class TrainConfig:
     """Test only: a worker kills its own process once at this step of the contrastive stage."""
     encoder_pretraining: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     grounding: PretrainStageConfig = field(default_factory=lambda: PretrainStageConfig(steps=1500, lr=1e-3))
-    object_alignment: StageConfig = field(default_factory=_stage(
-        tasks=["caption"], trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze")))
+    object_alignment: StageConfig = field(
+        default_factory=_stage(
+            tasks=["caption"],
+            trainable=Trainable(point_encoder="train", spatial="train", projector="train", lm="freeze"),
+        )
+    )
     # the paper's recipe: the alignment stages teach descriptions, the questions are learned in instruction
     # tuning, where the odds ratio acts from its first step
-    scene_alignment: StageConfig = field(default_factory=_stage(
-        tasks=["caption"], trainable=Trainable(point_encoder="freeze", lm="lora")))
-    instruction_tuning: StageConfig = field(default_factory=_stage(
-        tasks=["qa", "caption", "existence", "sqa"], contrastive=True, trainable=Trainable(point_encoder="freeze", lm="lora")))
+    scene_alignment: StageConfig = field(
+        default_factory=_stage(tasks=["caption"], trainable=Trainable(point_encoder="freeze", lm="lora"))
+    )
+    instruction_tuning: StageConfig = field(
+        default_factory=_stage(
+            tasks=["qa", "caption", "existence", "sqa"],
+            contrastive=True,
+            trainable=Trainable(point_encoder="freeze", lm="lora"),
+        )
+    )
 
     def __post_init__(self):
         if self.zero_stage not in (1, 2, 3):
@@ -354,11 +365,14 @@ class ServeConfig:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ConfigError("serve.max_batch_size must be >= 1 and serve.batch_wait_timeout_s >= 0")
         if self.prefix_cache_mb < 0 or min(self.max_body_bytes, self.max_total_points, self.max_in_flight) < 1:
-            raise ConfigError("serve.prefix_cache_mb must be >= 0, and max_body_bytes, max_total_points and "
-                              "max_in_flight >= 1")
+            raise ConfigError(
+                "serve.prefix_cache_mb must be >= 0, and max_body_bytes, max_total_points and max_in_flight >= 1"
+            )
         if self.max_bytes_in_flight < self.max_body_bytes:
-            raise ConfigError(f"serve.max_bytes_in_flight ({self.max_bytes_in_flight}) must be at least "
-                              f"serve.max_body_bytes ({self.max_body_bytes}), or the largest request never fits")
+            raise ConfigError(
+                f"serve.max_bytes_in_flight ({self.max_bytes_in_flight}) must be at least "
+                f"serve.max_body_bytes ({self.max_body_bytes}), or the largest request never fits"
+            )
 
 
 @dataclass
@@ -458,8 +472,10 @@ def check_own_preparation(cfg: Config) -> None:
     """For a run that prepares its own data (the demo, each ablation variant): the model reads at most
     the points each object is prepared with. (`cl3dor train` checks a prepared folder's manifest.)"""
     if cfg.model.num_points > cfg.prepare.points_per_object:
-        raise ConfigError(f"model.num_points = {cfg.model.num_points} exceeds prepare.points_per_object = "
-                          f"{cfg.prepare.points_per_object}; expected model.num_points <= prepare.points_per_object")
+        raise ConfigError(
+            f"model.num_points = {cfg.model.num_points} exceeds prepare.points_per_object = "
+            f"{cfg.prepare.points_per_object}; expected model.num_points <= prepare.points_per_object"
+        )
 
 
 def load_tree(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> dict:

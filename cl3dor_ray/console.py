@@ -26,8 +26,18 @@ from tqdm import tqdm
 
 VERBOSE_ENV = "CL3DOR_VERBOSE"
 # the driver-side loggers of the frameworks: their console handlers are replaced by one file
-FRAMEWORK_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "deepspeed", "DeepSpeed",
-                     "transformers", "torch.distributed", "py.warnings")
+FRAMEWORK_LOGGERS = (
+    "ray",
+    "ray.data",
+    "ray.train",
+    "ray.tune",
+    "ray.serve",
+    "deepspeed",
+    "DeepSpeed",
+    "transformers",
+    "torch.distributed",
+    "py.warnings",
+)
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 _log_path: Path | None = None  # where quiet_frameworks sends the frameworks' records, once called
 
@@ -132,8 +142,17 @@ def link_ray_session_logs(log_dir: Path) -> Path | None:
 
 def bar(desc: str, total: int, unit: str = "step", initial: int = 0) -> tqdm:
     """A live bar on stderr; in verbose mode too (it is the one line per stage that matters)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, bar_format=BAR_FORMAT, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5, leave=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        bar_format=BAR_FORMAT,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )
 
 
 def _row(line: str) -> dict | None:
@@ -170,8 +189,9 @@ def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
                     if row is None or row.get("stage") != stage or "loss" not in row:
                         continue
                     progress.update(max(0, row["step"] - progress.n))
-                    progress.set_postfix_str(f"loss {row['loss']:.4f}, "
-                                             f"{row.get('samples_per_s', 0):.1f} samples/s", refresh=False)
+                    progress.set_postfix_str(
+                        f"loss {row['loss']:.4f}, {row.get('samples_per_s', 0):.1f} samples/s", refresh=False
+                    )
             if finished:
                 return
 

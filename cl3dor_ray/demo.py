@@ -1,11 +1,11 @@
 """`cl3dor demo` / `make demo`: every stage, in order, on synthetic rooms and an embedded Ray.
 
-    runs/demo/raw/              synthetic scans + annotations   (cl3dor synth)
-    runs/demo/prepared/         Parquet objects and samples     (cl3dor prepare)
-    runs/demo/prepared_sparse/  the same objects as LEO's scan vertices, to test the encoder on
-    runs/demo/run/              the training stages             (cl3dor train)
-    runs/demo/eval/             metrics through Ray Serve       (cl3dor evaluate)
-    runs/demo/report.md         what each stage produced, with pictures
+runs/demo/raw/              synthetic scans + annotations   (cl3dor synth)
+runs/demo/prepared/         Parquet objects and samples     (cl3dor prepare)
+runs/demo/prepared_sparse/  the same objects as LEO's scan vertices, to test the encoder on
+runs/demo/run/              the training stages             (cl3dor train)
+runs/demo/eval/             metrics through Ray Serve       (cl3dor evaluate)
+runs/demo/report.md         what each stage produced, with pictures
 """
 
 from __future__ import annotations
@@ -57,14 +57,20 @@ def _pick_examples(prepared: Path, n: int = 6) -> list[dict]:
         if key not in seen:
             seen.add(key)
             by_task.setdefault(s["task"], []).append(s)
-    turns = [group[i] for i in range(max(map(len, by_task.values()), default=0))
-             for _, group in sorted(by_task.items()) if i < len(group)]
+    turns = [
+        group[i]
+        for i in range(max(map(len, by_task.values()), default=0))
+        for _, group in sorted(by_task.items())
+        if i < len(group)
+    ]
     return turns[:n]
 
 
 def _examples_table(examples: list[dict], answers: list[str]) -> list[str]:
-    rows = ["| task | question | gold answer | model's answer | hard negatives it trained against (kind) |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| task | question | gold answer | model's answer | hard negatives it trained against (kind) |",
+        "|---|---|---|---|---|",
+    ]
     for s, answer in zip(examples, answers):
         negs = "; ".join(f"{t} ({k})" for t, k in zip(s["negatives"], s["negative_kinds"]))
         question = f"{s['situation']} {s['question']}" if s.get("situation") else s["question"]
@@ -79,16 +85,22 @@ def _encoder_table(model_dir: Path, prepared: Path, sparse: Path) -> list[str]:
 
     model = load_model(model_dir)
     labels, colors = model.cfg.object_labels, model.cfg.object_colors
-    figures = {name: classification_metrics(model, object_rows(folder, "val", labels, colors))
-               for name, folder in (("dense", prepared), ("sparse", sparse))}
+    figures = {
+        name: classification_metrics(model, object_rows(folder, "val", labels, colors))
+        for name, folder in (("dense", prepared), ("sparse", sparse))
+    }
     keys = ["accuracy", "accuracy.small_objects", "accuracy.large_objects", "color_accuracy"]
     keys += sorted(k for k in figures["dense"] if k.startswith("accuracy.category."))
     rows = ["| validation objects | dense (trained on) | sparse (LEO's scan vertices) |", "|---|---:|---:|"]
     for k in keys:
-        rows.append(f"| {k.removeprefix('accuracy.').replace('category.', '')} | "
-                    f"{figures['dense'].get(k, float('nan')):.3f} | {figures['sparse'].get(k, float('nan')):.3f} |")
-    rows.append(f"| majority class | {figures['dense']['majority_baseline']:.3f} | "
-                f"{figures['sparse']['majority_baseline']:.3f} |")
+        rows.append(
+            f"| {k.removeprefix('accuracy.').replace('category.', '')} | "
+            f"{figures['dense'].get(k, float('nan')):.3f} | {figures['sparse'].get(k, float('nan')):.3f} |"
+        )
+    rows.append(
+        f"| majority class | {figures['dense']['majority_baseline']:.3f} | "
+        f"{figures['sparse']['majority_baseline']:.3f} |"
+    )
     return rows
 
 
@@ -101,8 +113,10 @@ def _grounding_table(run: Path) -> list[str]:
     rows = ["| question type | n | precision | recall | exact set | subject first |", "|---|---:|---:|---:|---:|---:|"]
     for kind in kinds:
         first = f"{m[f'{kind}.first']:.3f}" if f"{kind}.first" in m else ""
-        rows.append(f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
-                    f"{m[f'{kind}.exact']:.3f} | {first} |")
+        rows.append(
+            f"| {kind} | {m[f'{kind}.n']} | {m[f'{kind}.precision']:.3f} | {m[f'{kind}.recall']:.3f} | "
+            f"{m[f'{kind}.exact']:.3f} | {first} |"
+        )
     return rows
 
 
@@ -111,8 +125,9 @@ def _ask(client, s: dict) -> str:
         return client.caption(s["scene_id"], s["object_ids"][0])["caption"]
     if s["task"] == "existence":
         return client.score(s["question"], ["yes", "no"], scene_id=s["scene_id"])["ranked"][0]["text"]
-    return client.answer(s["question"], scene_id=s["scene_id"], situation=s.get("situation") or None,
-                         pose=s.get("pose") or None)["answer"]
+    return client.answer(
+        s["question"], scene_id=s["scene_id"], situation=s.get("situation") or None, pose=s.get("pose") or None
+    )["answer"]
 
 
 def run_demo(cfg: Config, out: Path) -> int:
@@ -139,8 +154,10 @@ def run_demo(cfg: Config, out: Path) -> int:
         prepare(raw, sparse, dataclasses.replace(cfg.prepare, sparse=not cfg.prepare.sparse, negatives=0))
         say(f"[prepare] done: {summary.line(prepared)}")
         trained = train(cfg, prepared, out / "run")
-        say(f"[train] {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
-            f"{trained.model_dir}")
+        say(
+            f"[train] {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
+            f"{trained.model_dir}"
+        )
         # keep_serve: this embedded Ray ends right after, and Serve with it
         with deployment(trained.model_dir, prepared, cfg.serve, "cl3dor-demo", keep_serve=True) as client:
             metrics = evaluate(client, prepared, out / "eval")
@@ -150,42 +167,87 @@ def run_demo(cfg: Config, out: Path) -> int:
     dense_dir, sparse_dir = (sparse, prepared) if cfg.prepare.sparse else (prepared, sparse)
     encoder = _encoder_table(trained.model_dir, dense_dir, sparse_dir)
     table = ["| metric | value |", "|---|---:|"] + [
-        f"| {k} | {metrics[k]:.3f} |" for k in ("scanqa.em", "scanqa.em_refined", "scanqa.cider", "scanqa.bleu4",
-                                                "scanqa.meteor", "scanqa.rouge_l", "sqa3d.em", "sqa3d.em_refined",
-                                                "scan2cap.cider", "scan2cap.bleu4",
-                                                "existence.random.f1", "existence.popular.f1",
-                                                "existence.adversarial.f1") if k in metrics]
+        f"| {k} | {metrics[k]:.3f} |"
+        for k in (
+            "scanqa.em",
+            "scanqa.em_refined",
+            "scanqa.cider",
+            "scanqa.bleu4",
+            "scanqa.meteor",
+            "scanqa.rouge_l",
+            "sqa3d.em",
+            "sqa3d.em_refined",
+            "scan2cap.cider",
+            "scan2cap.bleu4",
+            "existence.random.f1",
+            "existence.popular.f1",
+            "existence.adversarial.f1",
+        )
+        if k in metrics
+    ]
 
     scene_png, object_png = _render_first_scene(cfg, raw, out)
     objects = _object_table(prepared, cfg.prepare.points_per_object)
     report = [
-        "# cl3dor demo", "",
+        "# cl3dor demo",
+        "",
         f"- synth: {cfg.synth.scenes} ScanNet-format rooms in {t_synth:.1f} s",
         f"- prepare ({'sparse' if cfg.prepare.sparse else 'dense'}, P = {cfg.prepare.points_per_object}, "
-        f"K = {cfg.prepare.negatives}, {cfg.prepare.workers} Ray Data workers): {summary.line(prepared.name)}", "",
-        "## Objects", "", *objects, "",
-        f"![scene, sparse beside dense]({scene_png.name})", "", f"![smallest object]({object_png.name})", "",
-        "## Training samples, the model's answers, and the hard negatives", "", *examples_table, "",
-        "## Training", "", f"{', '.join(trained.stages_run) or 'No stages (all finished before)'} on "
-        f"{cfg.train.workers} Ray Train workers with DeepSpeed ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.", "", "![training curves](run/curves.png)", "",
-        "## Does it read the room? (validation rooms, through Ray Serve)", "",
+        f"K = {cfg.prepare.negatives}, {cfg.prepare.workers} Ray Data workers): {summary.line(prepared.name)}",
+        "",
+        "## Objects",
+        "",
+        *objects,
+        "",
+        f"![scene, sparse beside dense]({scene_png.name})",
+        "",
+        f"![smallest object]({object_png.name})",
+        "",
+        "## Training samples, the model's answers, and the hard negatives",
+        "",
+        *examples_table,
+        "",
+        "## Training",
+        "",
+        f"{', '.join(trained.stages_run) or 'No stages (all finished before)'} on "
+        f"{cfg.train.workers} Ray Train workers with DeepSpeed ZeRO-{cfg.train.zero_stage}: {trained.seconds:.0f} s.",
+        "",
+        "![training curves](run/curves.png)",
+        "",
+        "## Does it read the room? (validation rooms, through Ray Serve)",
+        "",
         "Exact match per question type beside the text-only prior (the most frequent training answer of the "
         "same question text, else of its template) and beside the EM when the same question is asked about "
         "another room:",
-        "", *grounded, "",
-        "## Does it prefer the gold answer to its hard negatives? (validation rooms)", "",
+        "",
+        *grounded,
+        "",
+        "## Does it prefer the gold answer to its hard negatives? (validation rooms)",
+        "",
         "What the odds ratio optimises, measured on rooms the model never saw: the share of (gold, hard negative) "
-        "pairs whose gold answer has the higher log-odds, through the deployment's /v1/score.", "",
-        *preference_table(metrics), "",
-        "## The pretrained point encoder (validation objects)", "", *encoder, "",
-        "## The grounding head (which objects each validation question is about)", "",
-        *_grounding_table(out / "run"), "",
-        "## Evaluation (validation split, through Ray Serve)", "", *table, "",
+        "pairs whose gold answer has the higher log-odds, through the deployment's /v1/score.",
+        "",
+        *preference_table(metrics),
+        "",
+        "## The pretrained point encoder (validation objects)",
+        "",
+        *encoder,
+        "",
+        "## The grounding head (which objects each validation question is about)",
+        "",
+        *_grounding_table(out / "run"),
+        "",
+        "## Evaluation (validation split, through Ray Serve)",
+        "",
+        *table,
+        "",
     ]
     (out / "report.md").write_text("\n".join(report))
     say("\n".join(grounded))
     if "preference.accuracy" in metrics:
-        say(f"hard pairs ranked right on the validation rooms: {metrics['preference.accuracy']:.3f} of "
-            f"{metrics['preference.n']} (log-odds margin {metrics['preference.margin']:+.3f})")
+        say(
+            f"hard pairs ranked right on the validation rooms: {metrics['preference.accuracy']:.3f} of "
+            f"{metrics['preference.n']} (log-odds margin {metrics['preference.margin']:+.3f})"
+        )
     say(f"report: {out / 'report.md'}  ({time.perf_counter() - t0:.1f} s)")
     return 0

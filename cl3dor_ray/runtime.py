@@ -31,8 +31,13 @@ def _local_env() -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
-                log_to_driver: bool = True, log_dir: str | Path | None = None):
+def ray_session(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    quiet: bool = False,
+    log_to_driver: bool = True,
+    log_dir: str | Path | None = None,
+):
     """Join `address` (or $RAY_ADDRESS, as inside `ray job submit`), else start a local Ray.
 
     A Ray that this process already initialised is reused and left running. `log_to_driver=False`

@@ -1,4 +1,5 @@
-"""`ray job submit --working-dir . -- python jobs/ablate.py --config configs/ablation.yaml --out ABL [--quick] [overrides]`
+"""`ray job submit --working-dir . -- python jobs/ablate.py --config configs/ablation.yaml --out ABL
+[--quick] [overrides]`
 
 The same command as `cl3dor ablate`. Inside `ray job submit` it joins the job's cluster
 ($RAY_ADDRESS): `parallel` variants run side by side, each training with train.workers Ray Train

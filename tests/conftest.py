@@ -3,7 +3,9 @@ import os
 # Before anything imports Ray: keep the test cluster on 127.0.0.1 (see runtime.prefer_loopback).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.abspath(".cache/torch_extensions"))  # DeepSpeed's C++ op, built once
+os.environ.setdefault(
+    "TORCH_EXTENSIONS_DIR", os.path.abspath(".cache/torch_extensions")
+)  # DeepSpeed's C++ op, built once
 
 import pytest  # noqa: E402
 
@@ -21,9 +23,9 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_ray(tmp_path_factory):
     """One embedded Ray on 127.0.0.1 with 2 CPUs for the whole session."""
-    from cl3dor_ray.runtime import ray_session
-
     import tempfile
+
+    from cl3dor_ray.runtime import ray_session
 
     # short: Ray's unix socket paths live under it and may not exceed 107 bytes
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="cl3dor-test-ray-")
@@ -49,9 +51,9 @@ def trained_model_dir(prepared_dir, tmp_path_factory):
     import torch
 
     from cl3dor_ray.config import load_config
+    from cl3dor_ray.data.prepared import Prepared
     from cl3dor_ray.model.batch import SceneCollator
     from cl3dor_ray.model.io import build_model, save_model
-    from cl3dor_ray.data.prepared import Prepared
     from cl3dor_ray.train.orpo import orpo_loss
     from tests.helpers import TINY_MODEL
 
@@ -60,11 +62,12 @@ def trained_model_dir(prepared_dir, tmp_path_factory):
     corpus = [r["question"] for r in rows] + [a for r in rows for a in r["answers"] + r["negatives"]]
     cfg = load_config(None, TINY_MODEL).model
     model = build_model(cfg, corpus).train()
-    collate = SceneCollator(model.tokenizer, Prepared(prepared_dir).objects(cfg.num_points), cfg.num_points,
-                            cfg.max_objects)
+    collate = SceneCollator(
+        model.tokenizer, Prepared(prepared_dir).objects(cfg.num_points), cfg.num_points, cfg.max_objects
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(30):
-        batch = rows[(step * 8) % len(rows):][:8]
+        batch = rows[(step * 8) % len(rows) :][:8]
         scored = collate(batch)
         loss, _ = orpo_loss(model(scored), lam=0.1, present=scored.cand_present)
         opt.zero_grad()

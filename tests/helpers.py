@@ -8,12 +8,24 @@ import numpy as np
 from cl3dor_ray.scenes.ply import read_ply, write_ply
 from cl3dor_ray.scenes.scannet import scan_files
 
-MALFORMED = ["truncated_ply", "seg_length", "unknown_segment", "nan", "inf", "missing_mesh", "missing_segs",
-             "missing_aggregation", "faceless_object", "bad_json", "wrong_field"]
+MALFORMED = [
+    "truncated_ply",
+    "seg_length",
+    "unknown_segment",
+    "nan",
+    "inf",
+    "missing_mesh",
+    "missing_segs",
+    "missing_aggregation",
+    "faceless_object",
+    "bad_json",
+    "wrong_field",
+]
 
 
 def point_triangle_distance(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Distance from each point (P,3) to each triangle (T,3,3) -> (P,T). Ericson, Real-Time Collision Detection 5.1.5."""
+    """Distance from each point (P,3) to each triangle (T,3,3) -> (P,T).
+    Ericson, Real-Time Collision Detection 5.1.5."""
     p = p[:, None, :]
     a, b, c = tri[None, :, 0], tri[None, :, 1], tri[None, :, 2]
     ab, ac, ap = b - a, c - a, p - a
@@ -91,26 +103,65 @@ def break_scan(folder, scene_id, what):
 
 # ---------------------------------------------------------------- a tiny model and toy scenes
 
-TINY_MODEL = ["model.lm.hidden_size=64", "model.lm.intermediate_size=128", "model.lm.num_heads=4",
-              "model.lm.num_kv_heads=2", "model.lm.vocab_size=400", "model.num_points=64", "model.sa1=[16,8]",
-              "model.sa2=[8,8]", "model.point_widths=[16,32,64]", "model.spatial_heads=4"]
+TINY_MODEL = [
+    "model.lm.hidden_size=64",
+    "model.lm.intermediate_size=128",
+    "model.lm.num_heads=4",
+    "model.lm.num_kv_heads=2",
+    "model.lm.vocab_size=400",
+    "model.num_points=64",
+    "model.sa1=[16,8]",
+    "model.sa2=[8,8]",
+    "model.point_widths=[16,32,64]",
+    "model.spatial_heads=4",
+]
 
 
 def toy_scenes(seed: int = 0):
     """Four samples over two scenes of random object clouds, each with 3 negatives."""
     rng = np.random.default_rng(seed)
-    objects = {s: [{"object_id": i, "points": rng.normal(size=(128, 3)).astype(np.float32),
-                    "colors": rng.integers(0, 255, (128, 3)), "center": rng.normal(size=3), "size": rng.random(3)}
-                   for i in range(n)] for s, n in (("scene0000_00", 3), ("scene0001_00", 5))}
+    objects = {
+        s: [
+            {
+                "object_id": i,
+                "points": rng.normal(size=(128, 3)).astype(np.float32),
+                "colors": rng.integers(0, 255, (128, 3)),
+                "center": rng.normal(size=3),
+                "size": rng.random(3),
+            }
+            for i in range(n)
+        ]
+        for s, n in (("scene0000_00", 3), ("scene0001_00", 5))
+    }
     samples = [
-        {"scene_id": "scene0000_00", "object_ids": [1], "question": "What color is the cup?",
-         "answers": ["red"], "negatives": ["blue", "green", "yellow"]},
-        {"scene_id": "scene0000_00", "object_ids": [2, 0], "question": "Where is the book placed?",
-         "answers": ["on the table"], "negatives": ["under the table", "on the desk", "on the bed"]},
-        {"scene_id": "scene0001_00", "object_ids": [], "question": "How many chairs are in the room?",
-         "answers": ["2"], "negatives": ["3", "1", "4"]},
-        {"scene_id": "scene0001_00", "object_ids": [4], "question": "Is there a lamp on the desk?",
-         "answers": ["yes"], "negatives": ["no", "2", "red"]},
+        {
+            "scene_id": "scene0000_00",
+            "object_ids": [1],
+            "question": "What color is the cup?",
+            "answers": ["red"],
+            "negatives": ["blue", "green", "yellow"],
+        },
+        {
+            "scene_id": "scene0000_00",
+            "object_ids": [2, 0],
+            "question": "Where is the book placed?",
+            "answers": ["on the table"],
+            "negatives": ["under the table", "on the desk", "on the bed"],
+        },
+        {
+            "scene_id": "scene0001_00",
+            "object_ids": [],
+            "question": "How many chairs are in the room?",
+            "answers": ["2"],
+            "negatives": ["3", "1", "4"],
+        },
+        {
+            "scene_id": "scene0001_00",
+            "object_ids": [4],
+            "question": "Is there a lamp on the desk?",
+            "answers": ["yes"],
+            "negatives": ["no", "2", "red"],
+        },
     ]
     corpus = [s["question"] for s in samples] + [a for s in samples for a in s["answers"] + s["negatives"]]
     return samples, objects, corpus

@@ -2,9 +2,8 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 import matplotlib.image as mpimg
+import pytest
 
 from cl3dor_ray.config import STAGES
 
@@ -23,12 +22,22 @@ def test_synth_command_writes_scans_and_reports_counts(tmp_path):
 
 
 def test_render_command_draws_one_object(synth_dir, tmp_path):
-    run = cl3dor("render", "--raw", str(synth_dir), "--scene", "scene0000_00", "--object", "0",
-                 "--out", str(tmp_path / "o.png"))
+    run = cl3dor(
+        "render", "--raw", str(synth_dir), "--scene", "scene0000_00", "--object", "0", "--out", str(tmp_path / "o.png")
+    )
     assert run.returncode == 0, run.stderr
     assert mpimg.imread(tmp_path / "o.png").shape[:2] == (600, 1200)
-    run = cl3dor("render", "--raw", str(synth_dir), "--scene", "scene0000_00", "--object", "999",
-                 "--out", str(tmp_path / "x.png"))
+    run = cl3dor(
+        "render",
+        "--raw",
+        str(synth_dir),
+        "--scene",
+        "scene0000_00",
+        "--object",
+        "999",
+        "--out",
+        str(tmp_path / "x.png"),
+    )
     assert run.returncode == 2 and "has no object 999" in run.stderr
 
 
@@ -49,9 +58,23 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     give 2 validation rooms, which the scene-swap probe needs."""
     steps = [f"train.{s}.steps=2" for s in STAGES] + [f"train.{s}.batch_size=8" for s in STAGES[:2]]
     # bytes, not text: text mode would turn the carriage returns with which a bar redraws its line into newlines
-    run = subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", "demo", "--out", str(tmp_path / "demo"),
-                          "synth.scenes=8", "prepare.points_per_object=128", "model.num_points=128",
-                          "train.eval_every=2", "train.checkpoint_every=2", *steps], capture_output=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cl3dor_ray.cli",
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "synth.scenes=8",
+            "prepare.points_per_object=128",
+            "model.num_points=128",
+            "train.eval_every=2",
+            "train.checkpoint_every=2",
+            *steps,
+        ],
+        capture_output=True,
+    )
     stdout, stderr = run.stdout.decode(), run.stderr.decode()
     assert run.returncode == 0, stderr[-3000:]
     assert "| question type | n | EM | text-only prior | EM, room swapped |" in stdout

@@ -16,13 +16,16 @@ def test_shipped_tiny_config_loads():
     assert cfg.prepare.points_per_object > 0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("prepare.points_per_objects=3", "unknown key prepare.'points_per_objects'"),
-    ("synth.scenes=many", "synth.scenes: expected int, got str"),
-    ("prepare.sparse=1", "prepare.sparse: expected true or false"),
-    ("synth.scenes=0", "synth.scenes must be >= 1"),
-    ("nonsense", "expected key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("prepare.points_per_objects=3", "unknown key prepare.'points_per_objects'"),
+        ("synth.scenes=many", "synth.scenes: expected int, got str"),
+        ("prepare.sparse=1", "prepare.sparse: expected true or false"),
+        ("synth.scenes=0", "synth.scenes must be >= 1"),
+        ("nonsense", "expected key.sub=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_config(None, [override])

@@ -8,7 +8,9 @@ from cl3dor_ray.console import follow_training
 
 
 def _rows(steps, stage="instruction_tuning"):
-    return "".join(json.dumps({"stage": stage, "step": s, "loss": 1.0 / s, "samples_per_s": 10.0}) + "\n" for s in steps)
+    return "".join(
+        json.dumps({"stage": stage, "step": s, "loss": 1.0 / s, "samples_per_s": 10.0}) + "\n" for s in steps
+    )
 
 
 def test_the_bar_survives_a_rewrite_to_a_shorter_file_and_a_line_caught_mid_write(tmp_path):

@@ -74,8 +74,9 @@ class AblationConfig:
         if not self.seeds or self.parallel < 1 or self.scenes < 2:
             raise ConfigError("ablation needs at least one seed, parallel >= 1 and scenes >= 2")
         if self.val_scenes is not None and not 1 <= self.val_scenes < self.scenes:
-            raise ConfigError(f"val_scenes must be in [1, {self.scenes - 1}] for {self.scenes} scenes, "
-                              f"got {self.val_scenes}")
+            raise ConfigError(
+                f"val_scenes must be in [1, {self.scenes - 1}] for {self.scenes} scenes, got {self.val_scenes}"
+            )
 
     def quick_version(self) -> "AblationConfig":
         q = self.quick
@@ -83,9 +84,17 @@ class AblationConfig:
         if unknown:
             raise ConfigError(f"quick.skip_variants {unknown}: not variants, or the reference")
         variants = {n: o for n, o in self.variants.items() if n not in q.skip_variants}
-        return dataclasses.replace(self, seeds=q.seeds, scenes=q.scenes, val_scenes=q.val_scenes, overrides=self.overrides + q.overrides,
-                                   points_sweep=q.points_sweep, lambda_sweep=q.lambda_sweep,
-                                   eval_limit=q.eval_limit, variants=variants)
+        return dataclasses.replace(
+            self,
+            seeds=q.seeds,
+            scenes=q.scenes,
+            val_scenes=q.val_scenes,
+            overrides=self.overrides + q.overrides,
+            points_sweep=q.points_sweep,
+            lambda_sweep=q.lambda_sweep,
+            eval_limit=q.eval_limit,
+            variants=variants,
+        )
 
 
 @dataclass

@@ -65,8 +65,10 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
                 pairs[f"train.pairs_{when}"] = row[f"train_pairs.{when}"]
     t = cfg.train
     # the pretraining stages have their own batch size and no accumulation
-    per_step = {name: (getattr(t, name).batch_size if name in PRETRAIN_STAGES else t.batch_size * t.grad_accum)
-                * t.workers for name in logs}
+    per_step = {
+        name: (getattr(t, name).batch_size if name in PRETRAIN_STAGES else t.batch_size * t.grad_accum) * t.workers
+        for name in logs
+    }
     out = {f"step_ms.{stage}": 1000 * per_step[stage] / rows[-1]["samples_per_s"] for stage, rows in logs.items()}
     out.update(pairs)
     last = logs.get("instruction_tuning", [])[-3:]
@@ -75,9 +77,14 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
         if values:
             out[f"train.{key}"] = sum(values) / len(values)
     # the pretraining stages' validation figures (a branch has none: it starts from its reference's model)
-    for stage, prefix, keys in (("encoder_pretraining", "encoder.", ("accuracy", "accuracy.small_objects",
-                                                                     "accuracy.large_objects", "majority_baseline")),
-                                ("grounding", "grounding_head.", ("all.exact", "all.recall"))):
+    for stage, prefix, keys in (
+        (
+            "encoder_pretraining",
+            "encoder.",
+            ("accuracy", "accuracy.small_objects", "accuracy.large_objects", "majority_baseline"),
+        ),
+        ("grounding", "grounding_head.", ("all.exact", "all.recall")),
+    ):
         path = run_dir / "stages" / stage / "metrics.json"
         if path.is_file():
             figures = json.loads(path.read_text())
@@ -93,16 +100,26 @@ def train_and_evaluate(job: dict) -> dict:
     cfg = job["config"]
     run_dir, data_dir = Path(job["run_dir"]), Path(job["data_dir"])
     t0 = time.perf_counter()
-    trained = train(cfg, data_dir, run_dir, only_stage="instruction_tuning" if job["init_model"] else None,
-                    init_model=job["init_model"])
+    trained = train(
+        cfg,
+        data_dir,
+        run_dir,
+        only_stage="instruction_tuning" if job["init_model"] else None,
+        init_model=job["init_model"],
+    )
     t_train = time.perf_counter() - t0
     # Serve stays up between jobs: others run beside this one (run_ablation shuts it down at the end)
-    with deployment(trained.model_dir, data_dir, cfg.serve, f"ablation-{job['name']}-{job['seed']}",
-                    keep_serve=True) as client:
+    with deployment(
+        trained.model_dir, data_dir, cfg.serve, f"ablation-{job['name']}-{job['seed']}", keep_serve=True
+    ) as client:
         # every variant is measured on the reference's hard pairs, whatever negatives it trained with
         metrics = evaluate(client, data_dir, run_dir / "eval", limit=job["eval_limit"], pairs_from=job["pairs_from"])
-    return {"train_seconds": t_train, "eval_seconds": metrics["seconds"], **train_stats(run_dir, cfg),
-            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    return {
+        "train_seconds": t_train,
+        "eval_seconds": metrics["seconds"],
+        **train_stats(run_dir, cfg),
+        **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
 
 
 def plan_jobs(acfg: AblationConfig, out: Path) -> list[Job]:
@@ -111,12 +128,18 @@ def plan_jobs(acfg: AblationConfig, out: Path) -> list[Job]:
 
     def job(v: Variant, seed: int, after: Job | None = None) -> Job:
         cfg = dataclasses.replace(v.cfg, train=dataclasses.replace(v.cfg.train, seed=seed))
-        return Job(dataclasses.replace(v, cfg=cfg), seed, out / "runs" / v.name / f"seed{seed}",
-                   out / "data" / v.data_key, after)
+        return Job(
+            dataclasses.replace(v, cfg=cfg),
+            seed,
+            out / "runs" / v.name / f"seed{seed}",
+            out / "data" / v.data_key,
+            after,
+        )
 
     reference = {seed: job(variants[0], seed) for seed in acfg.seeds}
-    return list(reference.values()) + [job(v, seed, reference[seed] if v.branch else None)
-                                       for v in variants[1:] for seed in acfg.seeds]
+    return list(reference.values()) + [
+        job(v, seed, reference[seed] if v.branch else None) for v in variants[1:] for seed in acfg.seeds
+    ]
 
 
 def _prepare_all(raw: Path, jobs: list[Job]) -> dict[str, dict]:
@@ -132,8 +155,10 @@ def _prepare_all(raw: Path, jobs: list[Job]) -> dict[str, dict]:
         if key in costs:
             continue
         summary = prepare(raw, job.data_dir, job.variant.cfg.prepare)
-        costs[key] = {"prep_seconds": summary.seconds, **{f"prep_seconds.{k}": v for k, v in
-                                                          summary.stage_seconds.items()}}
+        costs[key] = {
+            "prep_seconds": summary.seconds,
+            **{f"prep_seconds.{k}": v for k, v in summary.stage_seconds.items()},
+        }
         print(f"[prepare] {key}: {summary.line(job.data_dir)}", flush=True)
     return costs
 
@@ -150,10 +175,16 @@ def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
             if job.after is not None and "error" in job.after.result:
                 job.result = {"error": f"its reference {job.after.key} failed"}
                 continue
-            spec = {"name": job.variant.name, "seed": job.seed, "eval_limit": eval_limit,
-                    "config": job.variant.cfg, "run_dir": str(job.run_dir),
-                    "data_dir": str(job.data_dir), "pairs_from": str(jobs[0].data_dir),
-                    "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None}
+            spec = {
+                "name": job.variant.name,
+                "seed": job.seed,
+                "eval_limit": eval_limit,
+                "config": job.variant.cfg,
+                "run_dir": str(job.run_dir),
+                "data_dir": str(job.data_dir),
+                "pairs_from": str(jobs[0].data_dir),
+                "init_model": str(aligned_model(job.after.run_dir, job.after.variant.cfg)) if job.after else None,
+            }
             running[remote.remote(spec)] = (job, time.perf_counter())
             print(f"[ablate] start  {job.key}{' (from the reference aligned model)' if job.after else ''}", flush=True)
         if not running:
@@ -162,8 +193,7 @@ def _schedule(jobs: list[Job], parallel: int, eval_limit: int | None) -> None:
         job, started = running.pop(done)
         try:
             job.result = ray.get(done)
-            line = (f"EM {job.result.get('scanqa.em', float('nan')):.3f}, "
-                    f"train {job.result['train_seconds']:.0f} s")
+            line = f"EM {job.result.get('scanqa.em', float('nan')):.3f}, train {job.result['train_seconds']:.0f} s"
         except Exception as e:  # a failed variant is reported, the others go on
             job.result = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
             (job.run_dir / "error.txt").parent.mkdir(parents=True, exist_ok=True)
@@ -219,4 +249,3 @@ def rebuild_report(acfg: AblationConfig, out: str | Path, quick: bool = False) -
         job.result.update(train_stats(job.run_dir, job.variant.cfg))
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {"seconds": float("nan")}
     return write_report(acfg, jobs, out, run["seconds"], quick)
-

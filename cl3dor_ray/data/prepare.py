@@ -36,11 +36,11 @@ from cl3dor_ray.data.sink import StagedParquetSink
 from cl3dor_ray.scenes.pose import align_pose
 from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_alignment, scan_files
 from cl3dor_ray.text.annotations import Annotation, AnnotationError, load_annotations
-from cl3dor_ray.text.sqa3d import load_sqa3d
-from cl3dor_ray.text.llm_negatives import LLM_KIND
 from cl3dor_ray.text.generators import GENERATORS
 from cl3dor_ray.text.kinds import answer_kind
+from cl3dor_ray.text.llm_negatives import LLM_KIND
 from cl3dor_ray.text.normalize import NORMALIZER_VERSION
+from cl3dor_ray.text.sqa3d import load_sqa3d
 
 OUTPUTS = ("objects", "samples", "errors.jsonl", "manifest.json")
 
@@ -63,16 +63,21 @@ class PrepareSummary:
 
     def line(self, out) -> str:
         n_samples = sum(self.samples.values())
-        llm = (f"; negatives by the LLM {self.negatives['llm_share']:.0%}, rule fallbacks "
-               f"{self.negatives['fallback_share']:.0%}, {self.negatives['samples_per_s']:.1f} samples/s"
-               if self.negatives.get("generator") == "llm" else "")
+        llm = (
+            f"; negatives by the LLM {self.negatives['llm_share']:.0%}, rule fallbacks "
+            f"{self.negatives['fallback_share']:.0%}, {self.negatives['samples_per_s']:.1f} samples/s"
+            if self.negatives.get("generator") == "llm"
+            else ""
+        )
         tasks = self.negatives.get("by_task", {}).values()
         n, negs = sum(t["samples"] for t in tasks), sum(t["samples"] * t["negatives_per_sample"] for t in tasks)
         same = sum(t["samples"] * t["negatives_per_sample"] * t["of_gold_kind"] for t in tasks)
         hard = f"; {negs / n:.1f} negatives per sample, {same / max(negs, 1):.0%} of the gold's kind" if n else ""
-        return (f"prepared {self.scenes} scenes ({self.scenes_rejected} rejected), {self.objects} objects, "
-                f"{n_samples} samples ({self.annotations_rejected} annotations rejected){hard}{llm} -> {out} "
-                f"in {self.seconds:.1f} s")
+        return (
+            f"prepared {self.scenes} scenes ({self.scenes_rejected} rejected), {self.objects} objects, "
+            f"{n_samples} samples ({self.annotations_rejected} annotations rejected){hard}{llm} -> {out} "
+            f"in {self.seconds:.1f} s"
+        )
 
 
 @dataclass
@@ -101,13 +106,16 @@ def _cpu_limit(cpus: int):
 def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSummary:
     """Run the preparation on the Ray this process is connected to (see runtime.ray_session)."""
     if cfg.negative_generator not in GENERATORS:
-        raise PrepareError(f"unknown negative generator {cfg.negative_generator!r}; "
-                           f"expected one of {sorted(GENERATORS)}")
+        raise PrepareError(
+            f"unknown negative generator {cfg.negative_generator!r}; expected one of {sorted(GENERATORS)}"
+        )
     if cfg.negative_generator == "llm" and cfg.negatives:
         llm = Path(cfg.negative_llm_path).resolve()  # the actors may not share this process's directory
         if not (llm / "config.json").is_file():
-            raise PrepareError(f"prepare.negative_llm_path {llm} is not a Hugging Face model folder (no config.json); "
-                               f"`make smollm2` builds the default SmolLM2 one")
+            raise PrepareError(
+                f"prepare.negative_llm_path {llm} is not a Hugging Face model folder (no config.json); "
+                f"`make smollm2` builds the default SmolLM2 one"
+            )
         cfg = dataclasses.replace(cfg, negative_llm_path=str(llm))
     t0 = time.perf_counter()
     raw, out = Path(raw).resolve(), Path(out)
@@ -123,21 +131,32 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig) -> PrepareSumm
     with _cpu_limit(cfg.workers):
         objects = _prepare_objects(scan_dirs, raw, staging / "objects", cfg)
         by_scene, routing_errors = _route_annotations(annotations, objects.inventory, objects.errors, scan_dirs)
-        samples, sample_errors, t_samples, negatives = _prepare_samples(by_scene, objects.inventory,
-                                                                        staging / "samples", cfg)
+        samples, sample_errors, t_samples, negatives = _prepare_samples(
+            by_scene, objects.inventory, staging / "samples", cfg
+        )
 
     errors = objects.errors + ann_errors + routing_errors + sample_errors
     summary = PrepareSummary(
-        scenes=len(objects.inventory), scenes_rejected=len({e.scene_id for e in objects.errors}),
-        objects=objects.count, samples=samples,
+        scenes=len(objects.inventory),
+        scenes_rejected=len({e.scene_id for e in objects.errors}),
+        objects=objects.count,
+        samples=samples,
         annotations_rejected=len(ann_errors) + len(routing_errors) + len(sample_errors),
-        seconds=time.perf_counter() - t0, stage_seconds={"objects": objects.seconds, "samples": t_samples},
-        negatives=negatives)
+        seconds=time.perf_counter() - t0,
+        stage_seconds={"objects": objects.seconds, "samples": t_samples},
+        negatives=negatives,
+    )
     with open(staging / "errors.jsonl", "w", encoding="utf-8") as fh:
         for e in errors:
             fh.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
-    manifest = {"summary": asdict(summary), "config": asdict(cfg), "raw": str(raw), "annotation_files": files_read,
-                "errors": len(errors), "versions": _versions()}
+    manifest = {
+        "summary": asdict(summary),
+        "config": asdict(cfg),
+        "raw": str(raw),
+        "annotation_files": files_read,
+        "errors": len(errors),
+        "versions": _versions(),
+    }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
     _publish(staging, out)
     return summary
@@ -167,13 +186,23 @@ def _prepare_objects(scan_dirs: list[Path], raw: Path, path: Path, cfg: PrepareC
     import ray
 
     t = time.perf_counter()
-    sink = StagedParquetSink(path, ["scene_id", "object_id", "label", "center", "error", "error_file"],
-                             drop_labels=STRUCTURE_LABELS)
-    ray.data.from_items([{"scene_id": p.name, "scan_dir": str(p)} for p in scan_dirs],
-                        override_num_blocks=_blocks(len(scan_dirs), cfg.workers)).map_batches(
-        densify_scans, batch_size=1, batch_format="pyarrow", **_placement(cfg),
-        fn_kwargs={"points_per_object": cfg.points_per_object, "sparse": cfg.sparse, "seed": cfg.seed,
-                   "raw_root": str(raw)},
+    sink = StagedParquetSink(
+        path, ["scene_id", "object_id", "label", "center", "error", "error_file"], drop_labels=STRUCTURE_LABELS
+    )
+    ray.data.from_items(
+        [{"scene_id": p.name, "scan_dir": str(p)} for p in scan_dirs],
+        override_num_blocks=_blocks(len(scan_dirs), cfg.workers),
+    ).map_batches(
+        densify_scans,
+        batch_size=1,
+        batch_format="pyarrow",
+        **_placement(cfg),
+        fn_kwargs={
+            "points_per_object": cfg.points_per_object,
+            "sparse": cfg.sparse,
+            "seed": cfg.seed,
+            "raw_root": str(raw),
+        },
     ).write_datasink(sink)
 
     errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
@@ -189,8 +218,9 @@ def _prepare_objects(scan_dirs: list[Path], raw: Path, path: Path, cfg: PrepareC
     return _Objects(inventory, errors, count, time.perf_counter() - t)
 
 
-def _route_annotations(annotations: list[Annotation], inventory: dict, scan_errors: list[AnnotationError],
-                       scan_dirs: list[Path]):
+def _route_annotations(
+    annotations: list[Annotation], inventory: dict, scan_errors: list[AnnotationError], scan_dirs: list[Path]
+):
     """Group annotations by scene; reject those whose scene is missing or was rejected, and duplicates.
     SQA3D poses are moved into the prepared objects' axis-aligned frame here, with the scan's
     axisAlignment (a few numbers per scene, read on the driver)."""
@@ -225,28 +255,47 @@ def _prepare_samples(by_scene: dict[str, list[dict]], inventory: dict, path: Pat
     if not by_scene:
         return {}, [], 0.0, {}
     labels = sorted({obj[0] for objs in inventory.values() for obj in objs.values()} - set(STRUCTURE_LABELS))
-    answers = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] != "caption"
-                      for a in ann["answers"]})
+    answers = sorted(
+        {a for anns in by_scene.values() for ann in anns if ann["task"] != "caption" for a in ann["answers"]}
+    )
     # only the random control draws from other captions; an actor's constructor arguments stay small
-    captions = sorted({a for anns in by_scene.values() for ann in anns if ann["task"] == "caption"
-                       for a in ann["answers"]}) if cfg.negative_generator == "random" else []
-    kwargs = {"generator": cfg.negative_generator, "labels": labels, "answers": answers, "captions": captions,
-              "negatives": cfg.negatives, "seed": cfg.seed}
+    captions = (
+        sorted({a for anns in by_scene.values() for ann in anns if ann["task"] == "caption" for a in ann["answers"]})
+        if cfg.negative_generator == "random"
+        else []
+    )
+    kwargs = {
+        "generator": cfg.negative_generator,
+        "labels": labels,
+        "answers": answers,
+        "captions": captions,
+        "negatives": cfg.negatives,
+        "seed": cfg.seed,
+    }
     if cfg.negative_generator == "llm":
         kwargs["generator_options"] = {"llm_path": cfg.negative_llm_path}
     if GENERATORS[cfg.negative_generator].needs_actor:
-        udf = {"fn": BuildSamples, "compute": ActorPoolStrategy(size=cfg.workers), "fn_constructor_kwargs": kwargs,
-               **({"num_gpus": cfg.negative_llm_gpus} if cfg.negative_llm_gpus else {})}
+        udf = {
+            "fn": BuildSamples,
+            "compute": ActorPoolStrategy(size=cfg.workers),
+            "fn_constructor_kwargs": kwargs,
+            **({"num_gpus": cfg.negative_llm_gpus} if cfg.negative_llm_gpus else {}),
+        }
     else:
         udf = {"fn": build_samples, "fn_kwargs": kwargs}
-    items = [{"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
-             for s, anns in sorted(by_scene.items())]
-    sink = StagedParquetSink(path, ["scene_id", "split", "task", "answers", "answer_kind", "negatives", "negative_kinds",
-                                    "error", "error_file"])
+    items = [
+        {"scene_id": s, "annotations": json.dumps(anns), "objects": json.dumps(inventory[s])}
+        for s, anns in sorted(by_scene.items())
+    ]
+    sink = StagedParquetSink(
+        path,
+        ["scene_id", "split", "task", "answers", "answer_kind", "negatives", "negative_kinds", "error", "error_file"],
+    )
     # an actor pool makes Ray's core worker warn on stderr about its constructor arguments: to the log file
     with captured() if "compute" in udf else contextlib.nullcontext():
         ray.data.from_items(items, override_num_blocks=_blocks(len(items), cfg.workers)).map_batches(
-            batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf).write_datasink(sink)
+            batch_size=1, batch_format="pyarrow", **_placement(cfg), **udf
+        ).write_datasink(sink)
 
     errors = [AnnotationError(r["scene_id"], r["error_file"], r["error"]) for r in sink.index if r["error"]]
     accepted = [r for r in sink.index if not r["error"]]
@@ -262,15 +311,26 @@ def _negative_stats(rows: list[dict], generator: str, seconds: float, labels: li
     the LLM's share and the rules' fallbacks (llm only); samples/s."""
     kinds = Counter(k for r in rows for k in r["negative_kinds"])
     total = max(sum(kinds.values()), 1)
-    stats = {"generator": generator, "kinds": dict(sorted(kinds.items())), "samples_per_s": len(rows) / max(seconds, 1e-9)}
+    stats = {
+        "generator": generator,
+        "kinds": dict(sorted(kinds.items())),
+        "samples_per_s": len(rows) / max(seconds, 1e-9),
+    }
     for group, key in (("by_task", "task"), ("by_answer_kind", "answer_kind")):
         tally: dict[str, list[int]] = {}  # samples, negatives, of the gold's kind, samples without any
         for r in rows:
             t = tally.setdefault(r[key], [0, 0, 0, 0])
             t[0], t[1], t[3] = t[0] + 1, t[1] + len(r["negatives"]), t[3] + (not r["negatives"])
             t[2] += sum(answer_kind(n, labels, r["task"]) == r["answer_kind"] for n in r["negatives"])
-        stats[group] = {name: {"samples": n, "negatives_per_sample": negs / n, "of_gold_kind": same / max(negs, 1),
-                               "without_negatives": none} for name, (n, negs, same, none) in sorted(tally.items())}
+        stats[group] = {
+            name: {
+                "samples": n,
+                "negatives_per_sample": negs / n,
+                "of_gold_kind": same / max(negs, 1),
+                "without_negatives": none,
+            }
+            for name, (n, negs, same, none) in sorted(tally.items())
+        }
     if generator == "llm":
         stats["llm_share"] = kinds.get(LLM_KIND, 0) / total
         stats["fallback_share"] = 1 - stats["llm_share"] if kinds else 0.0
@@ -302,5 +362,10 @@ def _versions() -> dict[str, str]:
 
     from cl3dor_ray import __version__
 
-    return {"cl3dor_ray": __version__, "ray": ray.__version__, "pyarrow": pa.__version__,
-            "numpy": np.__version__, "answer_normalizer": NORMALIZER_VERSION}
+    return {
+        "cl3dor_ray": __version__,
+        "ray": ray.__version__,
+        "pyarrow": pa.__version__,
+        "numpy": np.__version__,
+        "answer_normalizer": NORMALIZER_VERSION,
+    }

@@ -45,9 +45,11 @@ class Prepared:
 
     def check_num_points(self, num_points: int) -> None:
         if num_points > self.points_per_object:
-            raise ConfigError(f"model.num_points = {num_points} but {self.folder} was prepared with "
-                              f"points_per_object = {self.points_per_object}; expected num_points <= "
-                              f"{self.points_per_object} (prepare again with more points, or lower model.num_points)")
+            raise ConfigError(
+                f"model.num_points = {num_points} but {self.folder} was prepared with "
+                f"points_per_object = {self.points_per_object}; expected num_points <= "
+                f"{self.points_per_object} (prepare again with more points, or lower model.num_points)"
+            )
 
     # ------------------------------------------------------------------ objects
     def object_table(self, columns: list[str] | None = None) -> pa.Table:
@@ -73,8 +75,12 @@ class Prepared:
         return [row for row in _rows(self.object_table()) if split is None or splits.get(row["scene_id"]) == split]
 
     # ------------------------------------------------------------------ samples
-    def samples(self, split: str | None = None, tasks: list[str] | tuple[str, ...] | None = None,
-                columns: list[str] | None = None) -> pa.Table:
+    def samples(
+        self,
+        split: str | None = None,
+        tasks: list[str] | tuple[str, ...] | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
         """Samples of one split and some tasks (default: all), sorted by sample_id."""
         wanted = None if columns is None else sorted(set(columns) | {"sample_id", "split", "task"})
         table = pq.read_table(self.folder / "samples", columns=wanted)
@@ -94,8 +100,10 @@ class Prepared:
 def _rows(table: pa.Table) -> list[dict]:
     """Object rows as dicts, their points (float32) and colours (uint8) as (P, 3) numpy arrays."""
     clouds = zip(column_arrays(table["points"], np.float32), column_arrays(table["colors"], np.uint8))
-    return [{**row, "points": points, "colors": colors}
-            for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds)]
+    return [
+        {**row, "points": points, "colors": colors}
+        for row, (points, colors) in zip(table.drop_columns(["points", "colors"]).to_pylist(), clouds)
+    ]
 
 
 def column_arrays(column: pa.ChunkedArray, dtype) -> list[np.ndarray]:

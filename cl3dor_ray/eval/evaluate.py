@@ -10,9 +10,9 @@
                             preference.{accuracy,margin,n}[.<task>|.kind.<negative kind>] (eval/preference.py)
     EVAL/report.md          the same as tables; EM per question type beside the prior and the swapped-room EM
 
-QA and SQA3D (with the agent's situation and pose) are answered by generation, captions by generation for the object, existence by scoring "yes"
-against "no" (the higher mean log-probability wins). Requests go out concurrently so the
-deployment can batch them.
+QA and SQA3D (with the agent's situation and pose) are answered by generation, captions by generation
+for the object, existence by scoring "yes" against "no" (the higher mean log-probability wins).
+Requests go out concurrently so the deployment can batch them.
 
 QA and captions are also split by the size of the object they are about (the first of the
 sample's object_ids): `scanqa.em.small_objects` / `.large_objects`, `scan2cap.cider.small_objects` /
@@ -47,14 +47,28 @@ SIZE_CLASSES = ("small_objects", "large_objects")
 
 
 def _predict(client: Cl3dorClient, s: dict) -> dict:
-    row = {"sample_id": s["sample_id"], "task": s["task"], "scene_id": s["scene_id"], "question": s["question"],
-           "answers": s["answers"], "question_type": s["question_type"], "object_ids": s["object_ids"]}
+    row = {
+        "sample_id": s["sample_id"],
+        "task": s["task"],
+        "scene_id": s["scene_id"],
+        "question": s["question"],
+        "answers": s["answers"],
+        "question_type": s["question_type"],
+        "object_ids": s["object_ids"],
+    }
     try:
         if s["task"] in ("qa", "sqa"):
-            row["prediction"] = client.answer(s["question"], scene_id=s["scene_id"], max_new_tokens=QA_TOKENS,
-                                              situation=s.get("situation") or None, pose=s.get("pose") or None)["answer"]
+            row["prediction"] = client.answer(
+                s["question"],
+                scene_id=s["scene_id"],
+                max_new_tokens=QA_TOKENS,
+                situation=s.get("situation") or None,
+                pose=s.get("pose") or None,
+            )["answer"]
         elif s["task"] == "caption":
-            row["prediction"] = client.caption(s["scene_id"], s["object_ids"][0], max_new_tokens=CAPTION_TOKENS)["caption"]
+            row["prediction"] = client.caption(s["scene_id"], s["object_ids"][0], max_new_tokens=CAPTION_TOKENS)[
+                "caption"
+            ]
         else:
             ranked = client.score(s["question"], ["yes", "no"], scene_id=s["scene_id"])["ranked"]
             row["prediction"] = ranked[0]["text"]
@@ -97,20 +111,24 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
             mine = [exact_match(r["prediction"], r["answers"]) for r in qa if size_class(r, sizes) == cls]
             if mine:
                 metrics[f"scanqa.em.{cls}"], metrics[f"scanqa.n.{cls}"] = sum(mine) / len(mine), len(mine)
-        ngram = caption_metrics({r["sample_id"]: r["prediction"] for r in qa}, {r["sample_id"]: r["answers"] for r in qa})
+        ngram = caption_metrics(
+            {r["sample_id"]: r["prediction"] for r in qa}, {r["sample_id"]: r["answers"] for r in qa}
+        )
         metrics.update({f"scanqa.{k}": v for k, v in ngram.items()})
         metrics["scanqa.n"] = len(qa)
     caps = [r for r in rows if r["task"] == "caption"]
     if caps:
-        ngram = caption_metrics({r["sample_id"]: r["prediction"] for r in caps},
-                                {r["sample_id"]: r["answers"] for r in caps})
+        ngram = caption_metrics(
+            {r["sample_id"]: r["prediction"] for r in caps}, {r["sample_id"]: r["answers"] for r in caps}
+        )
         metrics.update({f"scan2cap.{k}": v for k, v in ngram.items()})
         metrics["scan2cap.n"] = len(caps)
         for cls in SIZE_CLASSES:
             mine = [r for r in caps if size_class(r, sizes) == cls]
             if mine:
                 metrics[f"scan2cap.cider.{cls}"] = caption_metrics(
-                    {r["sample_id"]: r["prediction"] for r in mine}, {r["sample_id"]: r["answers"] for r in mine})["cider"]
+                    {r["sample_id"]: r["prediction"] for r in mine}, {r["sample_id"]: r["answers"] for r in mine}
+                )["cider"]
                 metrics[f"scan2cap.n.{cls}"] = len(mine)
     sqa = [r for r in rows if r["task"] == "sqa"]
     if sqa:  # LEO's split by the question's first word (text/sqa3d.question_type)
@@ -120,8 +138,9 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
         for t in sorted({r["question_type"] for r in sqa}):
             mine = [r for r in sqa if r["question_type"] == t]
             metrics[f"sqa3d.em.{t}"] = sum(exact_match(r["prediction"], r["answers"]) for r in mine) / len(mine)
-            metrics[f"sqa3d.em_refined.{t}"] = sum(exact_match_refined(r["prediction"], r["answers"])
-                                                   for r in mine) / len(mine)
+            metrics[f"sqa3d.em_refined.{t}"] = sum(
+                exact_match_refined(r["prediction"], r["answers"]) for r in mine
+            ) / len(mine)
             metrics[f"sqa3d.n.{t}"] = len(mine)
     pope = [r for r in rows if r["task"] == "existence"]
     for split in sorted({r["question_type"] for r in pope}) + (["all"] if pope else []):
@@ -134,8 +153,11 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
 def grounded_table(metrics: dict) -> list[str]:
     """ScanQA EM per question type beside the text-only prior and the EM about a swapped room, then
     existence per POPE split: the figures that say whether the model reads the room."""
-    types = sorted(k.removeprefix("scanqa.em.") for k in metrics if k.startswith("scanqa.em.")
-                   and k.count(".") == 2 and not k.endswith("_objects"))
+    types = sorted(
+        k.removeprefix("scanqa.em.")
+        for k in metrics
+        if k.startswith("scanqa.em.") and k.count(".") == 2 and not k.endswith("_objects")
+    )
     lines = ["| question type | n | EM | text-only prior | EM, room swapped |", "|---|---:|---:|---:|---:|"]
     for t in types + ["all"]:
         key = "scanqa.em" if t == "all" else f"scanqa.em.{t}"
@@ -145,28 +167,44 @@ def grounded_table(metrics: dict) -> list[str]:
         fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {t} | {n} | {fmt(metrics.get(key))} | {fmt(prior)} | {fmt(swap)} |")
     if "grounding.scene_swap.drop" in metrics:
-        lines += ["", f"Scene-swap drop (EM in the true room minus EM in the swapped room): "
-                      f"**{metrics['grounding.scene_swap.drop']:.3f}**; answers that changed with the room: "
-                      f"{metrics['grounding.scene_swap.changed']:.3f}."]
+        lines += [
+            "",
+            f"Scene-swap drop (EM in the true room minus EM in the swapped room): "
+            f"**{metrics['grounding.scene_swap.drop']:.3f}**; answers that changed with the room: "
+            f"{metrics['grounding.scene_swap.changed']:.3f}.",
+        ]
     elif "scanqa.em" in metrics:  # say why the column is empty rather than leave it blank
         lines += ["", "Scene-swap probe not run: it needs at least 2 validation rooms (or it was turned off)."]
     lines += sqa_table(metrics)
     if "grounding.pose.follows" in metrics:
-        per = ", ".join(f"{k.rsplit('.', 1)[1]} {metrics[k]:.3f}" for k in sorted(metrics)
-                        if k.startswith("grounding.pose.follows."))
-        lines += ["", f"Pose probe (the agent turned around; the answer the geometry then gives): "
-                      f"**{metrics['grounding.pose.follows']:.3f}** of {metrics['grounding.pose.n']} follow the pose"
-                      f" ({per}); answers that changed where the expected one did: "
-                      f"{metrics.get('grounding.pose.changed', float('nan')):.3f}."]
+        per = ", ".join(
+            f"{k.rsplit('.', 1)[1]} {metrics[k]:.3f}"
+            for k in sorted(metrics)
+            if k.startswith("grounding.pose.follows.")
+        )
+        lines += [
+            "",
+            f"Pose probe (the agent turned around; the answer the geometry then gives): "
+            f"**{metrics['grounding.pose.follows']:.3f}** of {metrics['grounding.pose.n']} follow the pose"
+            f" ({per}); answers that changed where the expected one did: "
+            f"{metrics.get('grounding.pose.changed', float('nan')):.3f}.",
+        ]
     splits = sorted({k.split(".")[1] for k in metrics if k.startswith("existence.")})
     if splits:
-        lines += ["", "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| existence split | n | accuracy | precision | recall | F1 | yes-ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for sp in splits:
-            m = {k: metrics.get(f"existence.{sp}.{k}", 0) for k in ("n", "accuracy", "precision", "recall", "f1",
-                                                                     "yes_ratio")}
-            lines.append(f"| {sp} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                         f"{m['f1']:.3f} | {m['yes_ratio']:.3f} |")
+            m = {
+                k: metrics.get(f"existence.{sp}.{k}", 0)
+                for k in ("n", "accuracy", "precision", "recall", "f1", "yes_ratio")
+            }
+            lines.append(
+                f"| {sp} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                f"{m['f1']:.3f} | {m['yes_ratio']:.3f} |"
+            )
     return lines
 
 
@@ -179,26 +217,47 @@ def sqa_table(metrics: dict) -> list[str]:
     lines = ["", "| SQA3D question | n | EM | EM-refined | text-only prior |", "|:---|---:|---:|---:|---:|"]
     for t in types + ["all"]:
         suffix = "" if t == "all" else f".{t}"
-        lines.append(f"| {t} | {metrics.get(f'sqa3d.n{suffix}', '')} | {fmt(metrics.get(f'sqa3d.em{suffix}'))} | "
-                     f"{fmt(metrics.get(f'sqa3d.em_refined{suffix}'))} | {fmt(metrics.get(f'prior.sqa3d.em{suffix}'))} |")
+        lines.append(
+            f"| {t} | {metrics.get(f'sqa3d.n{suffix}', '')} | {fmt(metrics.get(f'sqa3d.em{suffix}'))} | "
+            f"{fmt(metrics.get(f'sqa3d.em_refined{suffix}'))} | {fmt(metrics.get(f'prior.sqa3d.em{suffix}'))} |"
+        )
     return lines
 
 
 def _report(metrics: dict, out: Path, seconds: float, n: int, failed: int) -> None:
-    lines = ["# cl3dor evaluation", "", f"{n} validation samples in {seconds:.1f} s ({failed} failed); "
-             f"answer normaliser `{NORMALIZER_VERSION}`.", "", "## Does it read the room?", "",
-             *grounded_table(metrics), "", "## Does it prefer the gold answer to its hard negatives?", "",
-             "What the odds ratio optimises, on the validation rooms: the share of (gold, hard negative) pairs whose "
-             "gold answer has the higher log-odds, and the mean log-odds difference.", "",
-             *preference_table(metrics), "", "## All metrics", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
-              if not isinstance(v, str)]
+    lines = [
+        "# cl3dor evaluation",
+        "",
+        f"{n} validation samples in {seconds:.1f} s ({failed} failed); answer normaliser `{NORMALIZER_VERSION}`.",
+        "",
+        "## Does it read the room?",
+        "",
+        *grounded_table(metrics),
+        "",
+        "## Does it prefer the gold answer to its hard negatives?",
+        "",
+        "What the odds ratio optimises, on the validation rooms: the share of (gold, hard negative) pairs whose "
+        "gold answer has the higher log-odds, and the mean log-odds difference.",
+        "",
+        *preference_table(metrics),
+        "",
+        "## All metrics",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+        if not isinstance(v, str)
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
 @contextlib.contextmanager
-def deployment(model_dir: str | Path, data_dir: str | Path, serve_cfg, name: str = "cl3dor-eval",
-               keep_serve: bool = False) -> Iterator[Cl3dorClient]:
+def deployment(
+    model_dir: str | Path, data_dir: str | Path, serve_cfg, name: str = "cl3dor-eval", keep_serve: bool = False
+) -> Iterator[Cl3dorClient]:
     """A model folder deployed as the Serve app `name` on the connected Ray, reached through its handle
     (no HTTP): what `cl3dor evaluate --model`, the demo and the ablation evaluate through.
 
@@ -218,8 +277,15 @@ def deployment(model_dir: str | Path, data_dir: str | Path, serve_cfg, name: str
             serve.shutdown()
 
 
-def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, concurrency: int = 16,
-             limit: int | None = None, probe: bool = True, pairs_from: str | Path | None = None) -> dict:
+def evaluate(
+    client: Cl3dorClient,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    concurrency: int = 16,
+    limit: int | None = None,
+    probe: bool = True,
+    pairs_from: str | Path | None = None,
+) -> dict:
     """Every validation sample (or `limit` of them) through the client; with `probe`, every QA question
     again about a swapped room (eval/probe.py). The gold answers are scored against the hard negatives of
     `pairs_from` (another prepared folder of the same annotations, e.g. the ablation's reference, so that
@@ -233,8 +299,12 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
         raise ValueError(f"{prepared.folder / 'samples'} has no val samples to evaluate")
     qa = [s for s in samples if s["task"] == "qa"]
     if pairs_from is not None:
-        theirs = {r["sample_id"]: r for r in Prepared(pairs_from).samples(
-            "val", columns=["sample_id", "negatives", "negative_kinds"]).to_pylist()}
+        theirs = {
+            r["sample_id"]: r
+            for r in Prepared(pairs_from)
+            .samples("val", columns=["sample_id", "negatives", "negative_kinds"])
+            .to_pylist()
+        }
         hard = [{**s, **theirs[s["sample_id"]]} for s in samples if s["sample_id"] in theirs]
     else:
         hard = samples
@@ -242,12 +312,13 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
     scenes = {s["scene_id"] for s in samples}
     partner = swap_partners(sorted(scenes)) if probe and qa and len(scenes) > 1 else {}  # needs two rooms
     turned = pose_probes(samples, object_centers(prepared)) if probe else []
-    say(f"[evaluate] start: {len(samples)} validation samples"
+    say(
+        f"[evaluate] start: {len(samples)} validation samples"
         f"{f', {len(qa)} questions again about a swapped room' if partner else ''}"
         f"{f', {len(turned)} situated questions again with the agent turned around' if turned else ''}"
-        f"{f', {len(hard)} gold answers scored against their hard negatives' if hard else ''}")
-    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0) + len(turned) + len(hard),
-                   unit="request")
+        f"{f', {len(hard)} gold answers scored against their hard negatives' if hard else ''}"
+    )
+    progress = bar("[evaluate]", len(samples) + (len(qa) if partner else 0) + len(turned) + len(hard), unit="request")
 
     def predict(s: dict) -> dict:
         row = _predict(client, s)
@@ -289,8 +360,13 @@ def evaluate(client: Cl3dorClient, data_dir: str | Path, out_dir: str | Path, co
                 fh.write(json.dumps({**r, "asked_about": partner[s["scene_id"]]}, ensure_ascii=False) + "\n")
     failed = sum("error" in r for r in rows) + sum(r is None for r in scored)
     seconds = time.perf_counter() - t0
-    metrics = {"normalizer_version": NORMALIZER_VERSION, "samples": len(rows), "failed": failed,
-               "seconds": seconds, **metrics}
+    metrics = {
+        "normalizer_version": NORMALIZER_VERSION,
+        "samples": len(rows),
+        "failed": failed,
+        "seconds": seconds,
+        **metrics,
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _report(metrics, out, seconds, len(rows), failed)
     say(f"[evaluate] done: {len(rows)} samples ({failed} failed) in {seconds:.0f} s -> {out}")

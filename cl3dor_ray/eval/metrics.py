@@ -70,5 +70,11 @@ def pope_metrics(predictions: list[str], labels: list[str]) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / n, "precision": precision, "recall": recall, "f1": f1,
-            "yes_ratio": (tp + fp) / n, "n": len(gold)}
+    return {
+        "accuracy": (tp + tn) / n,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": (tp + fp) / n,
+        "n": len(gold),
+    }

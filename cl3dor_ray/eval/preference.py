@@ -19,11 +19,22 @@ from collections import defaultdict
 def score_pairs(client, s: dict) -> dict:
     """The log-odds of a sample's gold answer and of each of its negatives, through `client.score`."""
     candidates = [s["answers"][0], *s["negatives"]]
-    got = client.score(s["question"], candidates, scene_id=s["scene_id"], situation=s.get("situation") or None,
-                       pose=s.get("pose") or None, object_id=s["object_ids"][0] if s["task"] == "caption" else None)
+    got = client.score(
+        s["question"],
+        candidates,
+        scene_id=s["scene_id"],
+        situation=s.get("situation") or None,
+        pose=s.get("pose") or None,
+        object_id=s["object_ids"][0] if s["task"] == "caption" else None,
+    )
     odds = {c["text"]: c["log_odds"] for c in got["ranked"]}
-    return {"sample_id": s["sample_id"], "task": s["task"], "gold": odds[candidates[0]],
-            "negatives": [odds[n] for n in s["negatives"]], "kinds": list(s["negative_kinds"])}
+    return {
+        "sample_id": s["sample_id"],
+        "task": s["task"],
+        "gold": odds[candidates[0]],
+        "negatives": [odds[n] for n in s["negatives"]],
+        "kinds": list(s["negative_kinds"]),
+    }
 
 
 def preference_metrics(rows: list[dict]) -> dict[str, float]:
@@ -46,12 +57,20 @@ def preference_table(metrics: dict) -> list[str]:
     """Markdown: preference accuracy and margin overall, per task and per negative kind."""
     if "preference.accuracy" not in metrics:
         return []
-    keys = [""] + sorted(k.removeprefix("preference.n") for k in metrics
-                         if k.startswith("preference.n.") and not k.startswith("preference.n.kind."))
+    keys = [""] + sorted(
+        k.removeprefix("preference.n")
+        for k in metrics
+        if k.startswith("preference.n.") and not k.startswith("preference.n.kind.")
+    )
     keys += sorted(k.removeprefix("preference.n") for k in metrics if k.startswith("preference.n.kind."))
-    lines = ["| hard pairs (validation rooms) | pairs | preference accuracy | log-odds margin |", "|---|---:|---:|---:|"]
+    lines = [
+        "| hard pairs (validation rooms) | pairs | preference accuracy | log-odds margin |",
+        "|---|---:|---:|---:|",
+    ]
     for key in keys:
         name = "all" if not key else key[1:].replace("kind.", "negative kind: ")
-        lines.append(f"| {name} | {metrics[f'preference.n{key}']} | {metrics[f'preference.accuracy{key}']:.3f} | "
-                     f"{metrics[f'preference.margin{key}']:+.3f} |")
+        lines.append(
+            f"| {name} | {metrics[f'preference.n{key}']} | {metrics[f'preference.accuracy{key}']:.3f} | "
+            f"{metrics[f'preference.margin{key}']:+.3f} |"
+        )
     return lines

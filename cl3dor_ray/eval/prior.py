@@ -37,13 +37,18 @@ def text_prior(train: list[dict], val: list[dict], labels, benchmark: str = "sca
         by_type[s["question_type"]][s["answers"][0]] += 1
     hits = defaultdict(list)
     for s in val:
-        counts = (by_text.get(question_text(s["question"])) or by_template.get(question_template(s["question"], words))
-                  or by_type.get(s["question_type"]))
+        counts = (
+            by_text.get(question_text(s["question"]))
+            or by_template.get(question_template(s["question"], words))
+            or by_type.get(s["question_type"])
+        )
         hit = bool(counts) and exact_match(counts.most_common(1)[0][0], s["answers"])
         hits["all"].append(hit)
         hits[s["question_type"]].append(hit)
-    return {(f"prior.{benchmark}.em" if k == "all" else f"prior.{benchmark}.em.{k}"): sum(v) / len(v)
-            for k, v in hits.items()}
+    return {
+        (f"prior.{benchmark}.em" if k == "all" else f"prior.{benchmark}.em.{k}"): sum(v) / len(v)
+        for k, v in hits.items()
+    }
 
 
 # The tasks a text-only prior is reported for, and their benchmark names in metrics.json.
@@ -91,8 +96,10 @@ def box_size_prior(data_dir: str | Path) -> dict[str, float]:
     prepared = Prepared(data_dir)
     splits = prepared.scene_splits()
     t = prepared.object_table(["scene_id", "label", "size"]).to_pydict()
-    rows = {split: [(lab, size) for s, lab, size in zip(t["scene_id"], t["label"], t["size"]) if splits.get(s) == split]
-            for split in ("train", "val")}
+    rows = {
+        split: [(lab, size) for s, lab, size in zip(t["scene_id"], t["label"], t["size"]) if splits.get(s) == split]
+        for split in ("train", "val")
+    }
     if not rows["train"] or not rows["val"]:
         return {}
     train_x = box_features(np.array([size for _, size in rows["train"]]))

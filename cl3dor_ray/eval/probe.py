@@ -46,8 +46,11 @@ def swap_metrics(true_rows: list[dict], swapped_rows: list[dict]) -> dict[str, f
         return {}
     by_type = defaultdict(list)
     for t, s in pairs:
-        row = (exact_match(t["prediction"], t["answers"]), exact_match(s["prediction"], t["answers"]),
-               normalize_answer(t["prediction"]) != normalize_answer(s["prediction"]))
+        row = (
+            exact_match(t["prediction"], t["answers"]),
+            exact_match(s["prediction"], t["answers"]),
+            normalize_answer(t["prediction"]) != normalize_answer(s["prediction"]),
+        )
         by_type["all"].append(row)
         by_type[t["question_type"] or "unknown"].append(row)
     out = {}
@@ -56,8 +59,14 @@ def swap_metrics(true_rows: list[dict], swapped_rows: list[dict]) -> dict[str, f
         em_true, em_swap = sum(r[0] for r in rows) / n, sum(r[1] for r in rows) / n
         key = "grounding.scene_swap" if kind == "all" else f"grounding.scene_swap.em.{kind}"
         if kind == "all":
-            out.update({f"{key}.em": em_swap, f"{key}.drop": em_true - em_swap, f"{key}.changed": sum(r[2] for r in rows) / n,
-                        f"{key}.n": n})
+            out.update(
+                {
+                    f"{key}.em": em_swap,
+                    f"{key}.drop": em_true - em_swap,
+                    f"{key}.changed": sum(r[2] for r in rows) / n,
+                    f"{key}.n": n,
+                }
+            )
         else:
             out.update({key: em_swap, f"{key}.drop": em_true - em_swap, f"{key}.changed": sum(r[2] for r in rows) / n})
     return out

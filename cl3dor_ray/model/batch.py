@@ -5,8 +5,8 @@ sample is about first, as LEO keeps them within its budget, then the rest neares
 first), which of them the sample is about, the instruction tokens, and C candidate answers (the
 gold answer first, then the hard negatives) as right-padded token ids. A situated question (SQA3D)
 carries the agent's situation, which leads its instruction, and its pose: the object boxes are then
-given in the agent's frame, so "on my left" is a direction the model can read. Every tensor is checked on construction, so a bad
-batch fails with the field, the expected shape and dtype, and what it got.
+given in the agent's frame, so "on my left" is a direction the model can read. Every tensor is checked
+on construction, so a bad batch fails with the field, the expected shape and dtype, and what it got.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from cl3dor_ray.model.prompt import prompt_for
-from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.scenes.pose import to_agent_frame
-
+from cl3dor_ray.text.sqa3d import situated_instruction
 
 SECONDARY = 0.75  # the relevance of an object a question names beside its subject: ranked after it, still chosen
 
@@ -30,8 +29,12 @@ class BatchError(ValueError):
 
 def _expect(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None:
     """shape: ints fix a size, strings name sizes that must agree across fields."""
-    ok = isinstance(t, torch.Tensor) and t.dtype == dtype and t.dim() == len(shape) and all(
-        isinstance(s, str) or t.shape[i] == s for i, s in enumerate(shape))
+    ok = (
+        isinstance(t, torch.Tensor)
+        and t.dtype == dtype
+        and t.dim() == len(shape)
+        and all(isinstance(s, str) or t.shape[i] == s for i, s in enumerate(shape))
+    )
     if not ok:
         got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
         raise BatchError(f"SceneBatch.{name} must be {dtype} of shape {tuple(shape)}, got {got}")
@@ -81,14 +84,16 @@ class SceneBatch:
             raise BatchError("SceneBatch.cand_mask: every sample's first candidate (the gold answer) needs a token")
 
     def to(self, device) -> "SceneBatch":
-        return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k).to(device)
-                             for k in self.__dataclass_fields__})
+        return SceneBatch(
+            **{k: None if getattr(self, k) is None else getattr(self, k).to(device) for k in self.__dataclass_fields__}
+        )
 
     def select(self, rows: list[int]) -> "SceneBatch":
         """The batch of these samples only."""
         idx = torch.tensor(rows, dtype=torch.long)
-        return SceneBatch(**{k: None if getattr(self, k) is None else getattr(self, k)[idx]
-                             for k in self.__dataclass_fields__})
+        return SceneBatch(
+            **{k: None if getattr(self, k) is None else getattr(self, k)[idx] for k in self.__dataclass_fields__}
+        )
 
     @property
     def num_candidates(self) -> int:
@@ -118,8 +123,10 @@ def subject_roles(object_ids: list[int], objects: list[dict]) -> dict[int, float
     others of that category: "How many cups ...?"), SECONDARY for the rest it names."""
     labels = {o["object_id"]: o.get("label") for o in objects}
     subject = labels.get(object_ids[0]) if object_ids else None
-    return {oid: 1.0 if k == 0 or (subject and labels.get(oid) == subject) else SECONDARY
-            for k, oid in enumerate(object_ids)}
+    return {
+        oid: 1.0 if k == 0 or (subject and labels.get(oid) == subject) else SECONDARY
+        for k, oid in enumerate(object_ids)
+    }
 
 
 def even_subset(n: int, num_points: int) -> np.ndarray:
@@ -156,8 +163,15 @@ class SceneCollator:
     annotated objects are given too, as LEO trains; at inference the grounding head finds them.
     """
 
-    def __init__(self, tokenizer, objects_by_scene: dict[str, list[dict]], num_points: int, max_objects: int,
-                 max_answer_tokens: int = 96, teacher_forcing: bool = False):
+    def __init__(
+        self,
+        tokenizer,
+        objects_by_scene: dict[str, list[dict]],
+        num_points: int,
+        max_objects: int,
+        max_answer_tokens: int = 96,
+        teacher_forcing: bool = False,
+    ):
         self.tok = tokenizer
         self.objects = objects_by_scene
         self.num_points = num_points
@@ -202,10 +216,16 @@ class SceneCollator:
                 relevant[i, j] = roles.get(o["object_id"], 0.0)
             if s.get("pose"):  # a situated question: the layout as the agent sees it (scenes/pose.py)
                 centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
-                    centers[i, : len(objs)], sizes[i, : len(objs)], s["pose"])
+                    centers[i, : len(objs)], sizes[i, : len(objs)], s["pose"]
+                )
         given = torch.tensor([s.get("task") == "caption" or self.teacher_forcing for s in samples])
-        instr = [self.tok(self.prompt.instruction(situated_instruction(s["question"], s.get("situation") or "")),
-                          add_special_tokens=False).input_ids for s in samples]
+        instr = [
+            self.tok(
+                self.prompt.instruction(situated_instruction(s["question"], s.get("situation") or "")),
+                add_special_tokens=False,
+            ).input_ids
+            for s in samples
+        ]
         instr_ids, instr_mask = _pad(instr, self.tok.pad_token_id)
         n_cand = max((len(c) for c in candidates), default=0)
         if n_cand and not all(candidates):
@@ -216,6 +236,16 @@ class SceneCollator:
             cand_ids, cand_mask = ids.view(b, n_cand, -1), cmask.view(b, n_cand, -1)
         else:
             cand_ids = cand_mask = torch.zeros((b, 0, 1), dtype=torch.long)
-        return SceneBatch(torch.from_numpy(points), torch.from_numpy(mask), torch.from_numpy(centers),
-                          torch.from_numpy(sizes), instr_ids, instr_mask, cand_ids, cand_mask,
-                          None if features is None else torch.from_numpy(features), torch.from_numpy(relevant), given)
+        return SceneBatch(
+            torch.from_numpy(points),
+            torch.from_numpy(mask),
+            torch.from_numpy(centers),
+            torch.from_numpy(sizes),
+            instr_ids,
+            instr_mask,
+            cand_ids,
+            cand_mask,
+            None if features is None else torch.from_numpy(features),
+            torch.from_numpy(relevant),
+            given,
+        )

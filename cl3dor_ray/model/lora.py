@@ -14,8 +14,11 @@ def attach_lora(lm, cfg: LoraConfig):
         return lm
     missing = [t for t in cfg.targets if not any(name.endswith(t) for name, _ in lm.named_modules())]
     if missing:
-        raise ValueError(f"model.lora.targets {missing} match no module of the LM "
-                         f"({type(lm).__name__}); e.g. q_proj, k_proj, v_proj, o_proj for Llama/Qwen2")
-    config = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                            target_modules=list(cfg.targets), task_type="CAUSAL_LM")
+        raise ValueError(
+            f"model.lora.targets {missing} match no module of the LM "
+            f"({type(lm).__name__}); e.g. q_proj, k_proj, v_proj, o_proj for Llama/Qwen2"
+        )
+    config = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets), task_type="CAUSAL_LM"
+    )
     return get_peft_model(lm, config)

@@ -65,8 +65,12 @@ class SetAbstraction(nn.Module):
 class PointNetPP(nn.Module):
     """(B, P, 6) xyz+rgb -> (B, out_dim)."""
 
-    def __init__(self, sa1: tuple[int, int] = (128, 16), sa2: tuple[int, int] = (32, 16),
-                 widths: tuple[int, int, int] = (64, 128, 256)):
+    def __init__(
+        self,
+        sa1: tuple[int, int] = (128, 16),
+        sa2: tuple[int, int] = (32, 16),
+        widths: tuple[int, int, int] = (64, 128, 256),
+    ):
         super().__init__()
         w1, w2, w3 = widths
         self.sa1 = SetAbstraction(sa1[0], sa1[1], 3, [w1 // 2, w1])

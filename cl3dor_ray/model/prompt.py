@@ -59,8 +59,11 @@ def prompt_for(tokenizer) -> Prompt:
     """The tokenizer's chat template with placeholders split out, or the plain template without one."""
     if not getattr(tokenizer, "chat_template", None):
         return PLAIN
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"SCENE:{_OBJECTS}\n{_QUESTION}"},
-                {"role": "assistant", "content": _ANSWER}]
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"SCENE:{_OBJECTS}\n{_QUESTION}"},
+        {"role": "assistant", "content": _ANSWER},
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     before, rest = text.split(_OBJECTS)
     between, rest = rest.split(_QUESTION)
@@ -77,8 +80,12 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(corpus) + template_texts() * 10, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
 

@@ -14,8 +14,9 @@ about, even when LEO's "relevant objects first" put it first: nothing in the seq
 (RoPE is relative, the spatial transformer permutation-equivariant). With the grounding head's
 objects repeated right after the instruction, colour EM went from the text-only prior (0.29) to 0.77
 in the same 800 steps. (Placed after "ASSISTANT:", they also worked, but the answer position then
-sat on an object token and the tiny LM lost the question's type: "no" to "near or far?".) The scene's own tokens stay in LEO's question-independent order, so a
-scene's prefix can be shared by every question about it. Object tokens are normalised to a fixed
+sat on an object token and the tiny LM lost the question's type: "no" to "near or far?".) The scene's
+own tokens stay in LEO's question-independent order, so a scene's prefix can be shared by every
+question about it. Object tokens are normalised to a fixed
 RMS: unnormalised they were 80x the word embeddings' norm.
 
 Why "where" tokens (issue 22): a situated question's answer is the focus object's bearing from the
@@ -85,6 +86,8 @@ def focus_geometry_features(centers: torch.Tensor, sizes: torch.Tensor) -> torch
     reach = c[..., :2].norm(dim=-1, keepdim=True)
     bearing = c[..., :2] / reach.clamp_min(1e-6)  # (cos, sin) of the direction from the origin
     return torch.cat([c, s, offset, offset[..., :2].norm(dim=-1, keepdim=True), above, below, bearing, reach], -1)
+
+
 MODES = ("train", "freeze", "lora")
 
 
@@ -94,17 +97,25 @@ def build_lm(cfg: ModelConfig, vocab_size: int) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(cfg.lm.path, local_files_only=True, use_safetensors=True)
     lm = cfg.lm
     config_cls = LlamaConfig if lm.arch == "llama" else Qwen2Config
-    config = config_cls(vocab_size=vocab_size, hidden_size=lm.hidden_size, intermediate_size=lm.intermediate_size,
-                        num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_heads,
-                        num_key_value_heads=lm.num_kv_heads, max_position_embeddings=lm.max_positions,
-                        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = config_cls(
+        vocab_size=vocab_size,
+        hidden_size=lm.hidden_size,
+        intermediate_size=lm.intermediate_size,
+        num_hidden_layers=lm.num_layers,
+        num_attention_heads=lm.num_heads,
+        num_key_value_heads=lm.num_kv_heads,
+        max_position_embeddings=lm.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return AutoModelForCausalLM.from_config(config)
 
 
 def _word_table(tokenizer, prompt, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, T) token ids of each word as an answer would spell it, right-padded, and their mask."""
-    rows = [tokenizer(prompt.answer(w), add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
-            for w in words]
+    rows = [tokenizer(prompt.answer(w), add_special_tokens=False).input_ids or [tokenizer.eos_token_id] for w in words]
     ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
     mask = torch.zeros(ids.shape)
     for i, r in enumerate(rows):
@@ -129,13 +140,15 @@ class Scene3DLM(nn.Module):
         self.location = nn.Sequential(nn.Linear(6, d), nn.GELU(), nn.Linear(d, d))
         self.spatial = None  # spatial_layers = 0: each object token sees only its own object (see the config)
         if cfg.spatial_layers:
-            layer = nn.TransformerEncoderLayer(d, cfg.spatial_heads, 2 * d, dropout=0.0, batch_first=True,
-                                               norm_first=True)
+            layer = nn.TransformerEncoderLayer(
+                d, cfg.spatial_heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True
+            )
             self.spatial = nn.TransformerEncoder(layer, cfg.spatial_layers, enable_nested_tensor=False)
         self.projector = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.lm = lm
-        self.object_classifier = (ObjectClassifier(d, len(cfg.object_labels), len(cfg.object_colors))
-                                  if cfg.object_labels else None)
+        self.object_classifier = (
+            ObjectClassifier(d, len(cfg.object_labels), len(cfg.object_colors)) if cfg.object_labels else None
+        )
         self.grounding = None
         if cfg.grounding.enabled:
             # the head reads each object's features and the classifier's category and colour beliefs: a
@@ -156,11 +169,16 @@ class Scene3DLM(nn.Module):
         # persistent: the embeddings of an LM trained from scratch move, the scale the tokens were trained at must not
         rms = cfg.object_token_rms or float(lm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
         self.register_buffer("token_rms", torch.tensor(rms))
-        self.register_buffer("_before_ids", torch.tensor(
-            [tokenizer.bos_token_id] * prompt.bos + tokenizer(prompt.before, add_special_tokens=False).input_ids),
-            persistent=False)
-        self.register_buffer("_after_ids", torch.tensor(tokenizer(prompt.after, add_special_tokens=False).input_ids),
-                             persistent=False)
+        self.register_buffer(
+            "_before_ids",
+            torch.tensor(
+                [tokenizer.bos_token_id] * prompt.bos + tokenizer(prompt.before, add_special_tokens=False).input_ids
+            ),
+            persistent=False,
+        )
+        self.register_buffer(
+            "_after_ids", torch.tensor(tokenizer(prompt.after, add_special_tokens=False).input_ids), persistent=False
+        )
 
     # ------------------------------------------------------------------ the prefix
     def point_feats(self, batch: SceneBatch) -> torch.Tensor:
@@ -185,8 +203,13 @@ class Scene3DLM(nn.Module):
             with torch.no_grad():  # trained with the encoder, frozen since
                 label, color = self.object_classifier(feats)
             feats = torch.cat([feats, label.softmax(-1).to(feats.dtype), color.softmax(-1).to(feats.dtype)], dim=-1)
-        return self.grounding(feats, torch.cat([batch.centers, batch.sizes], dim=-1), batch.object_mask,
-                              batch.instruction_ids, batch.instruction_mask)
+        return self.grounding(
+            feats,
+            torch.cat([batch.centers, batch.sizes], dim=-1),
+            batch.object_mask,
+            batch.instruction_ids,
+            batch.instruction_mask,
+        )
 
     def focus_order(self, batch: SceneBatch, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) object indices, the instruction's objects first (most relevant first), and (B,) how many
@@ -219,7 +242,11 @@ class Scene3DLM(nn.Module):
         scene tokens, when a prefix cache has them."""
         feats = self.point_feats(batch)
         tokens = self.scene_tokens(batch, feats) if tokens is None else tokens
-        out = {"tokens": tokens, "mask": batch.object_mask, "focus_count": torch.zeros_like(batch.given, dtype=torch.long)}
+        out = {
+            "tokens": tokens,
+            "mask": batch.object_mask,
+            "focus_count": torch.zeros_like(batch.given, dtype=torch.long),
+        }
         if self.grounding is not None:
             order, out["focus_count"] = self.focus_order(batch, feats)
             focus = torch.gather(tokens, 1, order.unsqueeze(-1).expand_as(tokens))
@@ -248,26 +275,37 @@ class Scene3DLM(nn.Module):
         embed = self.lm.get_input_embeddings()
         after, instruction = embed(self._after_ids), embed(batch.instruction_ids)
         count = objects["focus_count"].tolist()
-        return [torch.cat([instruction[i][batch.instruction_mask[i].bool()],
-                           objects["focus"][i, : count[i]].flatten(0, 1).to(after.dtype) if count[i] else after[:0],
-                           after])
-                for i in range(len(count))]
+        return [
+            torch.cat(
+                [
+                    instruction[i][batch.instruction_mask[i].bool()],
+                    objects["focus"][i, : count[i]].flatten(0, 1).to(after.dtype) if count[i] else after[:0],
+                    after,
+                ]
+            )
+            for i in range(len(count))
+        ]
 
     @staticmethod
     def _left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_i, H) rows -> left-padded (B, L, H) and their attention mask (B, L)."""
         width = max(r.shape[0] for r in rows)
         emb = torch.stack([F.pad(r, (0, 0, width - r.shape[0], 0)) for r in rows])
-        mask = torch.stack([F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (width - r.shape[0], 0))
-                            for r in rows])
+        mask = torch.stack(
+            [F.pad(torch.ones(r.shape[0], dtype=torch.long, device=r.device), (width - r.shape[0], 0)) for r in rows]
+        )
         return emb, mask
 
     def embed_prefix(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prefix embeddings (B, L, H) and attention mask (B, L); `objects` from object_tokens."""
         before = self.lm.get_input_embeddings()(self._before_ids)
         tokens, mask = objects["tokens"].to(before.dtype), objects["mask"]
-        emb, mask = self._left_pad([torch.cat([before, tokens[i][mask[i]], question])
-                                    for i, question in enumerate(self._question_rows(batch, objects))])
+        emb, mask = self._left_pad(
+            [
+                torch.cat([before, tokens[i][mask[i]], question])
+                for i, question in enumerate(self._question_rows(batch, objects))
+            ]
+        )
         if "focus" in objects and not objects["focus_count"].any():
             # Every trainable parameter must get a gradient on every rank at every step: when no sample of a
             # batch has focus objects, the slots would get none on this rank only, ZeRO's gradient buckets
@@ -286,8 +324,9 @@ class Scene3DLM(nn.Module):
         out = []
         for i in range(tokens.shape[0]):
             mine = tokens[i][batch.object_mask[i]]
-            run = self.lm(inputs_embeds=torch.cat([before, mine.to(before.dtype)])[None], use_cache=True,
-                          logits_to_keep=1)
+            run = self.lm(
+                inputs_embeds=torch.cat([before, mine.to(before.dtype)])[None], use_cache=True, logits_to_keep=1
+            )
             kv = [(layer.keys[0].clone(), layer.values[0].clone()) for layer in run.cache.layers]
             out.append(ScenePrefix(mine.clone(), kv))
         return out
@@ -300,8 +339,9 @@ class Scene3DLM(nn.Module):
         from transformers import DynamicCache
 
         b, n = batch.object_mask.shape
-        tokens = torch.zeros(b, n, prefixes[0].tokens.shape[-1], dtype=prefixes[0].tokens.dtype,
-                             device=batch.object_mask.device)
+        tokens = torch.zeros(
+            b, n, prefixes[0].tokens.shape[-1], dtype=prefixes[0].tokens.dtype, device=batch.object_mask.device
+        )
         for i, p in enumerate(prefixes):
             tokens[i][batch.object_mask[i]] = p.tokens
         suffix, suffix_mask = self._left_pad(self._question_rows(batch, self.object_tokens(batch, tokens=tokens)))
@@ -322,8 +362,9 @@ class Scene3DLM(nn.Module):
         """(B, C) mean log-probability per candidate: what training and the DeepSpeed engine call."""
         return self.candidate_logps(batch, shared=shared)[0]
 
-    def candidate_logps(self, batch: SceneBatch, shared: bool = True,
-                        prefixes: list["ScenePrefix"] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidate_logps(
+        self, batch: SceneBatch, shared: bool = True, prefixes: list["ScenePrefix"] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and summed log-probability of each candidate's tokens: two (B, C) float32 tensors, 0 in the
         empty slots of samples with fewer candidates (SceneBatch.cand_present), which are never computed.
         `prefixes`: the samples' cached scene prefixes (scene_prefixes), for scoring without gradients."""
@@ -335,8 +376,11 @@ class Scene3DLM(nn.Module):
         cmask = batch.cand_mask[rows, cols]
         width = int(cmask.sum(-1).max())
         ids, cmask = batch.cand_ids[rows, cols, :width], cmask[:, :width]
-        logits = (self._shared_logits(batch, rows, ids, cmask, prefixes) if shared or prefixes
-                  else self._naive_logits(batch, rows, ids, cmask))
+        logits = (
+            self._shared_logits(batch, rows, ids, cmask, prefixes)
+            if shared or prefixes
+            else self._naive_logits(batch, rows, ids, cmask)
+        )
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         summed = (logp * cmask).sum(-1)
         grid = torch.zeros(present.shape, dtype=summed.dtype, device=summed.device)
@@ -347,12 +391,23 @@ class Scene3DLM(nn.Module):
         for every candidate (`rows`: each candidate's sample), differentiably, and only the answers run."""
         if prefixes:
             cache, emb, mask = self._with_prefixes(batch, prefixes)
-            out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask)[:, -emb.shape[1]:],
-                          cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.lm(
+                inputs_embeds=emb,
+                attention_mask=mask,
+                position_ids=self._positions(mask)[:, -emb.shape[1] :],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         else:
             emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
-            out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
-                          use_cache=True, logits_to_keep=1)
+            out = self.lm(
+                inputs_embeds=emb,
+                attention_mask=mask,
+                position_ids=self._positions(mask),
+                use_cache=True,
+                logits_to_keep=1,
+            )
         cache = out.cache
         cache.batch_select_indices(rows)  # an index gather: gradients of every answer reach its prefix
         first = out.logits[rows, -1:]  # predicts each candidate's first token
@@ -360,8 +415,13 @@ class Scene3DLM(nn.Module):
             return first
         prefix_mask = mask[rows]
         pos = prefix_mask.sum(-1, keepdim=True) + torch.arange(ids.shape[1] - 1, device=ids.device)
-        rest = self.lm(input_ids=ids[:, :-1], attention_mask=torch.cat([prefix_mask, cmask[:, :-1]], dim=1),
-                       position_ids=pos, cache=cache, use_cache=False)
+        rest = self.lm(
+            input_ids=ids[:, :-1],
+            attention_mask=torch.cat([prefix_mask, cmask[:, :-1]], dim=1),
+            position_ids=pos,
+            cache=cache,
+            use_cache=False,
+        )
         return torch.cat([first, rest.logits], dim=1)
 
     def _naive_logits(self, batch, rows, ids, cmask) -> torch.Tensor:
@@ -371,8 +431,13 @@ class Scene3DLM(nn.Module):
         emb, mask = self.embed_prefix(repeated, self.object_tokens(repeated))
         emb = torch.cat([emb, self.lm.get_input_embeddings()(ids[:, :-1])], dim=1)
         mask = torch.cat([mask, cmask[:, :-1]], dim=1)
-        out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=self._positions(mask),
-                      use_cache=False, logits_to_keep=ids.shape[1])
+        out = self.lm(
+            inputs_embeds=emb,
+            attention_mask=mask,
+            position_ids=self._positions(mask),
+            use_cache=False,
+            logits_to_keep=ids.shape[1],
+        )
         return out.logits
 
     # ------------------------------------------------------------------ generation
@@ -385,13 +450,19 @@ class Scene3DLM(nn.Module):
         weight = self.projector[0].weight
         out = []
         for i in range(0, len(clouds), chunk):
-            pts = torch.from_numpy(np.stack([cloud_array(o, num_points) for o in clouds[i: i + chunk]]))
+            pts = torch.from_numpy(np.stack([cloud_array(o, num_points) for o in clouds[i : i + chunk]]))
             out += list(self.point_encoder(pts.to(device=weight.device, dtype=weight.dtype)).float().cpu())
         return out
 
     @torch.no_grad()
-    def generate_ids(self, batch: SceneBatch, max_new_tokens: int = 32, num_beams: int = 1,
-                     repetition_penalty: float = 1.0, prefixes: list["ScenePrefix"] | None = None) -> torch.Tensor:
+    def generate_ids(
+        self,
+        batch: SceneBatch,
+        max_new_tokens: int = 32,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        prefixes: list["ScenePrefix"] | None = None,
+    ) -> torch.Tensor:
         """Greedy (num_beams=1) or beam search; (B, <= max_new_tokens) new token ids. With `prefixes` (the
         samples' cached scene prefixes) only the instruction onwards runs through the LM."""
         cache = None
@@ -400,16 +471,25 @@ class Scene3DLM(nn.Module):
             if num_beams > 1:  # generate expands the inputs to B x beams; the cache must match
                 cache.batch_repeat_interleave(num_beams)
             # generate runs the positions the cache does not hold: the prefix's embeddings are never read
-            emb = torch.cat([suffix.new_zeros(suffix.shape[0], mask.shape[1] - suffix.shape[1], suffix.shape[2]),
-                             suffix], dim=1)
+            emb = torch.cat(
+                [suffix.new_zeros(suffix.shape[0], mask.shape[1] - suffix.shape[1], suffix.shape[2]), suffix], dim=1
+            )
         else:
             emb, mask = self.embed_prefix(batch, self.object_tokens(batch))
         # with inputs_embeds the repetition penalty sees the generated tokens only, which is what we want:
         # the prompt's words are not repetitions of the answer
-        return self.lm.generate(inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, cache=cache,
-                                num_beams=num_beams, do_sample=False, repetition_penalty=repetition_penalty,
-                                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                                bos_token_id=self.tokenizer.bos_token_id)
+        return self.lm.generate(
+            inputs_embeds=emb,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            cache=cache,
+            num_beams=num_beams,
+            do_sample=False,
+            repetition_penalty=repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
 
     def generate(self, batch: SceneBatch, **kwargs) -> list[str]:
         ids = self.generate_ids(batch, **kwargs)
@@ -426,8 +506,9 @@ class Scene3DLM(nn.Module):
 
         for part, mode in modes.items():
             if part not in PARTS or mode not in MODES or (mode == "lora" and part != "lm"):
-                raise ValueError(f"set_trainable: {part}={mode!r}; expected parts {PARTS} with modes "
-                                 f"{MODES} ('lora' only for lm)")
+                raise ValueError(
+                    f"set_trainable: {part}={mode!r}; expected parts {PARTS} with modes {MODES} ('lora' only for lm)"
+                )
         for part, mode in modes.items():
             if part == "lm" and mode == "train":
                 self.lm_base_trained = True  # the saved folder must then carry the base's weights (io.py)

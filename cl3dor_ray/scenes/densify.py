@@ -47,7 +47,7 @@ def scene_rng(scene_id: str, seed: int) -> np.random.Generator:
 def _sort_small(keys: np.ndarray) -> np.ndarray:
     """The stable argsort of small non-negative integer keys. numpy radix-sorts 16-bit keys in linear
     time; the same order as a stable sort of the original keys."""
-    if len(keys) and 0 <= keys.min() and keys.max() < 2 ** 15:
+    if len(keys) and 0 <= keys.min() and keys.max() < 2**15:
         keys = keys.astype(np.int16)
     return np.argsort(keys, kind="stable")
 
@@ -67,8 +67,15 @@ def _boxes(scene: Scene, object_ids: np.ndarray):
     return ((lo + hi) / 2).astype(np.float32), (hi - lo).astype(np.float32), counts.tolist()
 
 
-def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, groups: np.ndarray,
-                   n_groups: int, points_per_group: int, rng: np.random.Generator):
+def sample_surface(
+    vertices: np.ndarray,
+    colors: np.ndarray,
+    faces: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    points_per_group: int,
+    rng: np.random.Generator,
+):
     """Area-weighted uniform samples on the triangles of each group.
 
     `groups[f]` in [0, n_groups) says which group face f belongs to; every group needs a face of
@@ -81,9 +88,14 @@ def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, 
     tri = np.take(np.hstack([vertices, colors], dtype=np.float32), faces, axis=0)
     e1, e2 = tri[:, 1, :3] - tri[:, 0, :3], tri[:, 2, :3] - tri[:, 0, :3]
     # |e1 x e2| / 2, written out: np.cross costs more than the rest of the area computation
-    cross = np.stack([e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1],
-                      e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
-                      e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]], axis=1)
+    cross = np.stack(
+        [
+            e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1],
+            e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
+            e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0],
+        ],
+        axis=1,
+    )
     area = 0.5 * np.sqrt((cross * cross).sum(1))
     cdf = np.cumsum(area, dtype=np.float64)  # float64: tiny faces must not vanish in a large running sum
     ends = np.searchsorted(groups, np.arange(n_groups), side="right")  # one past each group's last face
@@ -99,7 +111,7 @@ def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, 
     targets = lo[:, None] + u * span[:, None]
     face = np.empty((n_groups, points_per_group), np.int64)
     for g in range(n_groups):
-        face[g] = np.searchsorted(cdf[starts[g]: ends[g]], targets[g], side="right") + starts[g]
+        face[g] = np.searchsorted(cdf[starts[g] : ends[g]], targets[g], side="right") + starts[g]
     face = np.minimum(face, ends[:, None] - 1).ravel()
 
     # uniform barycentric weights (1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)
@@ -114,8 +126,9 @@ def sample_surface(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, 
     return mixed[:, :3].reshape(shape), np.clip(np.rint(mixed[:, 3:]), 0, 255).astype(np.uint8).reshape(shape)
 
 
-def densify_objects(scene: Scene, points_per_object: int, seed: int = 0,
-                    skip_labels: tuple[str, ...] = ()) -> list[ObjectCloud]:
+def densify_objects(
+    scene: Scene, points_per_object: int, seed: int = 0, skip_labels: tuple[str, ...] = ()
+) -> list[ObjectCloud]:
     """P points sampled uniformly over each object's surface (faces with all vertices in the object)."""
     objects = [o for o in scene.objects if o.label not in skip_labels]
     if not objects:
@@ -129,18 +142,30 @@ def densify_objects(scene: Scene, points_per_object: int, seed: int = 0,
     keep = np.flatnonzero(same & (corners[:, 0] >= 0))
     group = corners[:, 0]
     try:
-        points, colors = sample_surface(scene.vertices, scene.colors, np.take(scene.faces, keep, axis=0), group[keep],
-                                        len(ids), points_per_object, scene_rng(scene.scene_id, seed))
+        points, colors = sample_surface(
+            scene.vertices,
+            scene.colors,
+            np.take(scene.faces, keep, axis=0),
+            group[keep],
+            len(ids),
+            points_per_object,
+            scene_rng(scene.scene_id, seed),
+        )
     except EmptySurfaceError as e:
         o = objects[e.group]
-        raise ScanFormatError(scene.scene_id, f"object {o.object_id} ({o.label!r}) has no surface area to sample") from None
+        raise ScanFormatError(
+            scene.scene_id, f"object {o.object_id} ({o.label!r}) has no surface area to sample"
+        ) from None
     centers, sizes, counts = _boxes(scene, ids)
-    return [ObjectCloud(scene.scene_id, o.object_id, o.label, points[g], colors[g], centers[g], sizes[g], counts[g])
-            for g, o in enumerate(objects)]
+    return [
+        ObjectCloud(scene.scene_id, o.object_id, o.label, points[g], colors[g], centers[g], sizes[g], counts[g])
+        for g, o in enumerate(objects)
+    ]
 
 
-def sparse_objects(scene: Scene, points_per_object: int, seed: int = 0,
-                   skip_labels: tuple[str, ...] = ()) -> list[ObjectCloud]:
+def sparse_objects(
+    scene: Scene, points_per_object: int, seed: int = 0, skip_labels: tuple[str, ...] = ()
+) -> list[ObjectCloud]:
     """LEO's baseline: P of the object's scan vertices, drawn with replacement only when it has fewer than P."""
     rng = scene_rng(scene.scene_id, seed)
     objects = [o for o in scene.objects if o.label not in skip_labels]
@@ -149,6 +174,16 @@ def sparse_objects(scene: Scene, points_per_object: int, seed: int = 0,
     for g, o in enumerate(objects):
         idx = np.flatnonzero(scene.instance_ids == o.object_id)
         pick = rng.choice(idx, size=points_per_object, replace=len(idx) < points_per_object)
-        out.append(ObjectCloud(scene.scene_id, o.object_id, o.label, scene.vertices[pick],
-                               scene.colors[pick], centers[g], sizes[g], counts[g]))
+        out.append(
+            ObjectCloud(
+                scene.scene_id,
+                o.object_id,
+                o.label,
+                scene.vertices[pick],
+                scene.colors[pick],
+                centers[g],
+                sizes[g],
+                counts[g],
+            )
+        )
     return out

@@ -49,8 +49,9 @@ def _faces(path: Path, ply: PlyData, n_vertices: int) -> np.ndarray:
     if "face" not in ply:
         return np.zeros((0, 3), dtype=np.int32)
     face = ply["face"]
-    names = [p.name for p in face.properties if p.name in FACE_LISTS] or \
-        [p.name for p in face.properties if hasattr(p, "len_dtype")]
+    names = [p.name for p in face.properties if p.name in FACE_LISTS] or [
+        p.name for p in face.properties if hasattr(p, "len_dtype")
+    ]
     if not names:
         raise ScanFormatError(path, "face element has no vertex index list")
     lists = face[names[0]]
@@ -85,8 +86,18 @@ def read_ply(path: str | Path) -> Mesh:
 
 def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
     """Write ScanNet's vh_clean_2 layout (binary little endian by default)."""
-    vertex = np.zeros(len(mesh.vertices), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
-                                                 ("green", "u1"), ("blue", "u1"), ("alpha", "u1")])
+    vertex = np.zeros(
+        len(mesh.vertices),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+            ("alpha", "u1"),
+        ],
+    )
     for i, axis in enumerate("xyz"):
         vertex[axis] = mesh.vertices[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
@@ -94,6 +105,11 @@ def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
     vertex["alpha"] = 255
     face = np.zeros(len(mesh.faces), dtype=[("vertex_indices", "<i4", (3,))])
     face["vertex_indices"] = mesh.faces
-    PlyData([PlyElement.describe(vertex, "vertex"),
-             PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"})],
-            text=not binary, byte_order="<").write(str(path))
+    PlyData(
+        [
+            PlyElement.describe(vertex, "vertex"),
+            PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"}),
+        ],
+        text=not binary,
+        byte_order="<",
+    ).write(str(path))

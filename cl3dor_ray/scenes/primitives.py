@@ -57,16 +57,26 @@ def box(center, size, density: float, rng: np.random.Generator, bottom: bool = T
     ex, ey, ez = np.array([sx, 0, 0]), np.array([0, sy, 0]), np.array([0, 0, sz])
     sides = [
         (lo + ez, ex, ey),  # top
-        (lo, ex, ez), (lo + ey, ez, ex),  # front, back
-        (lo, ez, ey), (lo + ex, ey, ez),  # left, right
+        (lo, ex, ez),
+        (lo + ey, ez, ex),  # front, back
+        (lo, ez, ey),
+        (lo + ex, ey, ez),  # left, right
     ]
     if bottom:
         sides.append((lo, ey, ex))
     return merge([quad(o, u, v, density, rng) for o, u, v in sides])
 
 
-def frustum(base_center, r_bottom: float, r_top: float, height: float, density: float,
-            rng: np.random.Generator, top_cap: bool = True, bottom_cap: bool = False) -> Part:
+def frustum(
+    base_center,
+    r_bottom: float,
+    r_top: float,
+    height: float,
+    density: float,
+    rng: np.random.Generator,
+    top_cap: bool = True,
+    bottom_cap: bool = False,
+) -> Part:
     """A (truncated) cone or cylinder standing on base_center, with optional fan caps."""
     base = np.asarray(base_center, dtype=np.float64)
     r_mean = max(r_bottom, r_top, 1e-3)
@@ -85,7 +95,9 @@ def frustum(base_center, r_bottom: float, r_top: float, height: float, density: 
         if cap and radius[level] > 1e-6:
             centre = base + np.array([0, 0, height * h[level]])
             rim = verts[ring + level]
-            tri = np.stack([np.zeros(n_around, int), 1 + np.arange(n_around), 1 + (np.arange(n_around) + 1) % n_around], -1)
+            tri = np.stack(
+                [np.zeros(n_around, int), 1 + np.arange(n_around), 1 + (np.arange(n_around) + 1) % n_around], -1
+            )
             parts.append((np.vstack([centre, rim]), tri[:, [0, 2, 1]] if flip else tri))
     return merge(parts)
 

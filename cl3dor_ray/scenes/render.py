@@ -26,8 +26,9 @@ def _panel(ax, clouds: list[ObjectCloud], title: str, marker_size: float):
     ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
 
 
-def render_sparse_vs_dense(sparse: list[ObjectCloud], dense: list[ObjectCloud], path: str | Path,
-                           title: str | None = None) -> Path:
+def render_sparse_vs_dense(
+    sparse: list[ObjectCloud], dense: list[ObjectCloud], path: str | Path, title: str | None = None
+) -> Path:
     """Write a two-panel PNG of the same objects, sparse (left) and densified (right)."""
     if not sparse or not dense:
         raise ValueError("render_sparse_vs_dense needs at least one object in each list")

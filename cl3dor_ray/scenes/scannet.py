@@ -182,8 +182,13 @@ def read_scan(scan_dir: str | Path) -> Scene:
     return scene
 
 
-def write_scan(scene: Scene, scans_root: str | Path, segments: np.ndarray | None = None,
-               scene_type: str = "Apartment", binary: bool = True) -> Path:
+def write_scan(
+    scene: Scene,
+    scans_root: str | Path,
+    segments: np.ndarray | None = None,
+    scene_type: str = "Apartment",
+    binary: bool = True,
+) -> Path:
     """Write `scans_root/<scene_id>/` in ScanNet's format; returns the folder.
 
     `segments` is the per-vertex over-segmentation; without it each object is one segment and the
@@ -198,18 +203,36 @@ def write_scan(scene: Scene, scans_root: str | Path, segments: np.ndarray | None
     if segments is None:
         segments = scene.instance_ids.astype(np.int64) + 1  # 0 = unlabelled
     segments = np.asarray(segments, dtype=np.int64)
-    files["segs"].write_text(json.dumps(
-        {"params": {"kThresh": "0.0001", "segMinVerts": "20", "minPoints": "750", "maxPoints": "5000",
-                    "sfmThresh": "0.005"},
-         "sceneId": scene.scene_id, "segIndices": segments.tolist()}))
+    files["segs"].write_text(
+        json.dumps(
+            {
+                "params": {
+                    "kThresh": "0.0001",
+                    "segMinVerts": "20",
+                    "minPoints": "750",
+                    "maxPoints": "5000",
+                    "sfmThresh": "0.005",
+                },
+                "sceneId": scene.scene_id,
+                "segIndices": segments.tolist(),
+            }
+        )
+    )
 
     seg_groups = []
     for i, obj in enumerate(scene.objects):
         segs = np.unique(segments[scene.instance_ids == obj.object_id]).tolist()
         seg_groups.append({"id": i, "objectId": obj.object_id, "segments": segs, "label": obj.label})
-    files["aggregation"].write_text(json.dumps(
-        {"sceneId": f"scannet.{scene.scene_id}", "appId": "Aggregator.v2", "segGroups": seg_groups,
-         "segmentsFile": f"scannet.{files['segs'].name}"}))
+    files["aggregation"].write_text(
+        json.dumps(
+            {
+                "sceneId": f"scannet.{scene.scene_id}",
+                "appId": "Aggregator.v2",
+                "segGroups": seg_groups,
+                "segmentsFile": f"scannet.{files['segs'].name}",
+            }
+        )
+    )
 
     if scene.axis_alignment_found:
         matrix = " ".join(repr(float(x)) for x in scene.axis_alignment.ravel())

@@ -55,6 +55,7 @@ class SceneGraph:
 
 # ----------------------------------------------------------------------------------------- layout
 
+
 def _pick(rng: np.random.Generator, categories: list[Category]) -> Category:
     weights = np.array([c.prior for c in categories])
     return categories[rng.choice(len(categories), p=weights / weights.sum())]
@@ -137,7 +138,9 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
     def add_floor_object(cat: Category) -> bool:
         dims, size = _sample_dims(rng, cat)
         anchors = [o for o in objects if o.label in ("table", "desk")]
-        anchor = anchors[rng.integers(len(anchors))] if cat.label == "chair" and anchors and rng.uniform() < 0.7 else None
+        anchor = (
+            anchors[rng.integers(len(anchors))] if cat.label == "chair" and anchors and rng.uniform() < 0.7 else None
+        )
         spot = _place_on_floor(rng, cat, dims, room, footprints, anchor)
         if spot is None:
             return False
@@ -165,8 +168,11 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
         dims, size = _sample_dims(rng, cat)
         if rng.uniform() < 0.5:  # turned a quarter: a keyboard or a mug's handle may run along either axis
             dims = dims[[1, 0, 2]]
-        taken = [(o.center[:2] - o.dims[:2] / 2, o.center[:2] + o.dims[:2] / 2) for o in objects
-                 if o.support == support.object_id]
+        taken = [
+            (o.center[:2] - o.dims[:2] / 2, o.center[:2] + o.dims[:2] / 2)
+            for o in objects
+            if o.support == support.object_id
+        ]
         xy = _place_on_support(rng, dims, support, taken)
         if xy is None:
             continue
@@ -184,6 +190,7 @@ def layout_room(scene_id: str, rng: np.random.Generator) -> SceneGraph:
 
 
 # ----------------------------------------------------------------------------------------- meshes
+
 
 def _scanned(obj: SynthObject, rng) -> prim.Part:
     """The object as a reconstruction has it: its surface built finely, every vertex moved by the scan's
@@ -229,13 +236,16 @@ def _upright_parts(obj: SynthObject, d: float, rng) -> list[prim.Part]:
         back_offset[depth_axis] = np.sign(c[depth_axis] or 1.0) * (obj.dims[depth_axis] - back) / 2
         back_dims = np.array([dx, dy, dz - seat_h])
         back_dims[depth_axis] = back
-        return [prim.box(base + [0, 0, seat_h / 2], (dx, dy, seat_h), d, rng, bottom=False),
-                prim.box(base + [0, 0, seat_h + (dz - seat_h) / 2] + back_offset, back_dims, d, rng)]
+        return [
+            prim.box(base + [0, 0, seat_h / 2], (dx, dy, seat_h), d, rng, bottom=False),
+            prim.box(base + [0, 0, seat_h + (dz - seat_h) / 2] + back_offset, back_dims, d, rng),
+        ]
     if shape == "bed":
         frame = 0.6 * dz
-        return [prim.box(base + [0, 0, frame / 2], (dx, dy, frame), d, rng, bottom=False),
-                prim.box(base + [0, 0, frame + (dz - frame) / 2], (dx * 0.96, dy * 0.96, dz - frame), d, rng,
-                         bottom=False)]
+        return [
+            prim.box(base + [0, 0, frame / 2], (dx, dy, frame), d, rng, bottom=False),
+            prim.box(base + [0, 0, frame + (dz - frame) / 2], (dx * 0.96, dy * 0.96, dz - frame), d, rng, bottom=False),
+        ]
     if shape == "shelf":
         parts = [prim.box(c, (dx, dy, dz), d, rng, bottom=False)]
         for level in (0.33, 0.66):  # shelf boards stick out a little, like a scanned shelf front
@@ -248,20 +258,25 @@ def _upright_parts(obj: SynthObject, d: float, rng) -> list[prim.Part]:
         return _SMALL_SHAPES[shape](base, obj.dims, d, rng)
     if shape == "plant":
         r = min(dx, dy) / 2
-        return [prim.frustum(base, 0.5 * r, 0.6 * r, 0.35 * dz, d, rng),
-                prim.ellipsoid(base + [0, 0, 0.35 * dz + 0.325 * dz], (r, r, 0.325 * dz), d, rng)]
+        return [
+            prim.frustum(base, 0.5 * r, 0.6 * r, 0.35 * dz, d, rng),
+            prim.ellipsoid(base + [0, 0, 0.35 * dz + 0.325 * dz], (r, r, 0.325 * dz), d, rng),
+        ]
     if shape == "pillow":
         return [prim.ellipsoid(c, (dx / 2, dy / 2, dz / 2), d, rng)]
     if shape == "monitor":
         screen = 0.75 * dz
         thin = min(dy, 0.05)
-        return [prim.box(base + [0, 0, 0.01], (0.4 * dx, dy, 0.02), d, rng),
-                prim.box(base + [0, 0, 0.02 + (dz - screen - 0.02) / 2], (0.08, 0.04, dz - screen - 0.02), d, rng),
-                prim.box(base + [0, 0, dz - screen / 2], (dx, thin, screen), d, rng)]
+        return [
+            prim.box(base + [0, 0, 0.01], (0.4 * dx, dy, 0.02), d, rng),
+            prim.box(base + [0, 0, 0.02 + (dz - screen - 0.02) / 2], (0.08, 0.04, dz - screen - 0.02), d, rng),
+            prim.box(base + [0, 0, dz - screen / 2], (dx, thin, screen), d, rng),
+        ]
     return [prim.box(c, (dx, dy, dz), d, rng)]
 
 
 # ------------------------------------------------------------------ small objects: shape, not size
+
 
 def _mug(base, dims, d, rng) -> list[prim.Part]:
     """An open cylinder with a handle sticking out along the footprint's long axis."""
@@ -276,10 +291,16 @@ def _mug(base, dims, d, rng) -> list[prim.Part]:
     width = np.zeros(3)
     width[1 - axis] = 0.014
     rim = body + out * r
-    loop = [rim + [0, 0, 0.8 * dz], rim + out * handle + [0, 0, 0.75 * dz], rim + out * handle + [0, 0, 0.3 * dz],
-            rim + [0, 0, 0.25 * dz]]
-    return [prim.frustum(body, 0.92 * r, r, dz, d, rng, top_cap=False, bottom_cap=True),
-            prim.strip(loop, width, rng, density=d)]
+    loop = [
+        rim + [0, 0, 0.8 * dz],
+        rim + out * handle + [0, 0, 0.75 * dz],
+        rim + out * handle + [0, 0, 0.3 * dz],
+        rim + [0, 0, 0.25 * dz],
+    ]
+    return [
+        prim.frustum(body, 0.92 * r, r, dz, d, rng, top_cap=False, bottom_cap=True),
+        prim.strip(loop, width, rng, density=d),
+    ]
 
 
 def _glass(base, dims, d, rng) -> list[prim.Part]:
@@ -289,16 +310,20 @@ def _glass(base, dims, d, rng) -> list[prim.Part]:
 
 def _can(base, dims, d, rng) -> list[prim.Part]:
     r, dz = min(dims[0], dims[1]) / 2, dims[2]
-    return [prim.frustum(base, 0.9 * r, r, 0.08 * dz, d, rng, top_cap=False),  # the bottom's bevel
-            prim.frustum(base + [0, 0, 0.08 * dz], r, r, 0.84 * dz, d, rng, top_cap=False),
-            prim.frustum(base + [0, 0, 0.92 * dz], r, 0.85 * r, 0.08 * dz, d, rng)]  # shoulder and lid
+    return [
+        prim.frustum(base, 0.9 * r, r, 0.08 * dz, d, rng, top_cap=False),  # the bottom's bevel
+        prim.frustum(base + [0, 0, 0.08 * dz], r, r, 0.84 * dz, d, rng, top_cap=False),
+        prim.frustum(base + [0, 0, 0.92 * dz], r, 0.85 * r, 0.08 * dz, d, rng),
+    ]  # shoulder and lid
 
 
 def _bottle(base, dims, d, rng) -> list[prim.Part]:
     r, dz = min(dims[0], dims[1]) / 2, dims[2]
-    return [prim.frustum(base, r, r, 0.55 * dz, d, rng, top_cap=False, bottom_cap=True),
-            prim.frustum(base + [0, 0, 0.55 * dz], r, 0.35 * r, 0.15 * dz, d, rng, top_cap=False),
-            prim.frustum(base + [0, 0, 0.70 * dz], 0.35 * r, 0.35 * r, 0.30 * dz, d, rng)]  # the neck
+    return [
+        prim.frustum(base, r, r, 0.55 * dz, d, rng, top_cap=False, bottom_cap=True),
+        prim.frustum(base + [0, 0, 0.55 * dz], r, 0.35 * r, 0.15 * dz, d, rng, top_cap=False),
+        prim.frustum(base + [0, 0, 0.70 * dz], 0.35 * r, 0.35 * r, 0.30 * dz, d, rng),
+    ]  # the neck
 
 
 def _book(base, dims, d, rng) -> list[prim.Part]:
@@ -306,10 +331,12 @@ def _book(base, dims, d, rng) -> list[prim.Part]:
     dx, dy, dz = dims
     spine = rng.choice([-1.0, 1.0]) * dy / 2
     block = (0.94 * dx, 0.92 * dy, 0.8 * dz)
-    return [prim.box(base + [0, -0.04 * spine, 0.5 * dz], block, d, rng, bottom=False),
-            prim.quad(base + [-dx / 2, -dy / 2, 0.1 * dz], (dx, 0, 0), (0, dy, 0), d, rng),
-            prim.quad(base + [-dx / 2, -dy / 2, dz], (dx, 0, 0), (0, dy, 0), d, rng),
-            prim.quad(base + [-dx / 2, spine, 0.1 * dz], (dx, 0, 0), (0, 0, 0.9 * dz), d, rng)]
+    return [
+        prim.box(base + [0, -0.04 * spine, 0.5 * dz], block, d, rng, bottom=False),
+        prim.quad(base + [-dx / 2, -dy / 2, 0.1 * dz], (dx, 0, 0), (0, dy, 0), d, rng),
+        prim.quad(base + [-dx / 2, -dy / 2, dz], (dx, 0, 0), (0, dy, 0), d, rng),
+        prim.quad(base + [-dx / 2, spine, 0.1 * dz], (dx, 0, 0), (0, 0, 0.9 * dz), d, rng),
+    ]
 
 
 def _keyboard(base, dims, d, rng) -> list[prim.Part]:
@@ -340,13 +367,23 @@ def _carton(base, dims, d, rng) -> list[prim.Part]:
 
 def _lamp(base, dims, d, rng) -> list[prim.Part]:
     r, dz = min(dims[0], dims[1]) / 2, dims[2]
-    return [prim.frustum(base, 0.5 * r, 0.5 * r, 0.03, d, rng),
-            prim.frustum(base + [0, 0, 0.03], 0.08 * r, 0.08 * r, 0.57 * dz, d, rng, top_cap=False),
-            prim.frustum(base + [0, 0, 0.6 * dz], r, 0.6 * r, 0.4 * dz, d, rng, top_cap=False, bottom_cap=True)]
+    return [
+        prim.frustum(base, 0.5 * r, 0.5 * r, 0.03, d, rng),
+        prim.frustum(base + [0, 0, 0.03], 0.08 * r, 0.08 * r, 0.57 * dz, d, rng, top_cap=False),
+        prim.frustum(base + [0, 0, 0.6 * dz], r, 0.6 * r, 0.4 * dz, d, rng, top_cap=False, bottom_cap=True),
+    ]
 
 
-_SMALL_SHAPES = {"mug": _mug, "glass": _glass, "can": _can, "bottle": _bottle, "book": _book,
-                 "keyboard": _keyboard, "carton": _carton, "lamp": _lamp}
+_SMALL_SHAPES = {
+    "mug": _mug,
+    "glass": _glass,
+    "can": _can,
+    "bottle": _bottle,
+    "book": _book,
+    "keyboard": _keyboard,
+    "carton": _carton,
+    "lamp": _lamp,
+}
 
 
 def _shade(rgb, verts: np.ndarray, rng, lo: float, hi: float) -> np.ndarray:
@@ -361,7 +398,12 @@ def _shade(rgb, verts: np.ndarray, rng, lo: float, hi: float) -> np.ndarray:
 def _structure_parts(room, rng) -> list[tuple[str, prim.Part]]:
     w, dpt, h = room
     x0, y0 = -w / 2, -dpt / 2
-    walls = [((x0, y0, 0), (w, 0, 0)), ((x0, -y0, 0), (w, 0, 0)), ((x0, y0, 0), (0, dpt, 0)), ((-x0, y0, 0), (0, dpt, 0))]
+    walls = [
+        ((x0, y0, 0), (w, 0, 0)),
+        ((x0, -y0, 0), (w, 0, 0)),
+        ((x0, y0, 0), (0, dpt, 0)),
+        ((-x0, y0, 0), (0, dpt, 0)),
+    ]
     parts = [("floor", prim.quad((x0, y0, 0), (w, 0, 0), (0, dpt, 0), STRUCTURE_DENSITY, rng))]
     parts += [("wall", prim.quad(o, e, (0, 0, h), STRUCTURE_DENSITY, rng)) for o, e in walls]
     return parts
@@ -398,8 +440,13 @@ def build_scene(graph: SceneGraph, rng: np.random.Generator) -> tuple[Scene, np.
     for label, part in _structure_parts(graph.room, rng):
         object_id = len(objects)
         objects.append(SceneObject(object_id, label))
-        add(prim.jitter(part, SCAN_NOISE, rng), floor_rgb if label == "floor" else wall_rgb, object_id,
-            (0.0, float(graph.room[2])), tile=1.5)
+        add(
+            prim.jitter(part, SCAN_NOISE, rng),
+            floor_rgb if label == "floor" else wall_rgb,
+            object_id,
+            (0.0, float(graph.room[2])),
+            tile=1.5,
+        )
 
     vertices = np.vstack(verts)
     instance_ids = np.concatenate(inst)
@@ -432,4 +479,3 @@ def generate_scene(scene_id: str, seed: int, index: int) -> tuple[SceneGraph, Sc
     graph = layout_room(scene_id, rng)
     scene, segments = build_scene(graph, rng)
     return graph, scene, segments
-

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS, CO_OCCURRENCE, plural
+from cl3dor_ray.scenes.catalog import CATEGORIES, CO_OCCURRENCE, COLORS, plural
 from cl3dor_ray.scenes.synth import SceneGraph, SynthObject
 from cl3dor_ray.text.vocab import masking_pattern, question_template, question_text
 
@@ -51,8 +51,10 @@ def _distance(a: SynthObject, b: SynthObject) -> float:
 
 def _nearest(graph: SceneGraph, obj: SynthObject) -> SynthObject | None:
     """The closest other object, if it is clearly closer than the runner-up (else "next to" is ambiguous)."""
-    others = sorted((o for o in graph.objects if o is not obj and o.support != obj.object_id
-                     and obj.support != o.object_id), key=lambda o: _distance(obj, o))
+    others = sorted(
+        (o for o in graph.objects if o is not obj and o.support != obj.object_id and obj.support != o.object_id),
+        key=lambda o: _distance(obj, o),
+    )
     if not others:
         return None
     if len(others) > 1 and _distance(obj, others[1]) < 1.25 * _distance(obj, others[0]):
@@ -61,9 +63,14 @@ def _nearest(graph: SceneGraph, obj: SynthObject) -> SynthObject | None:
 
 
 def _qa(graph, kind, question, answers, objs) -> dict:
-    return {"scene_id": graph.scene_id, "question": question, "answers": answers,
-            "object_ids": [o.object_id for o in objs], "object_names": [o.label for o in objs],
-            "question_type": kind}
+    return {
+        "scene_id": graph.scene_id,
+        "question": question,
+        "answers": answers,
+        "object_ids": [o.object_id for o in objs],
+        "object_names": [o.label for o in objs],
+        "question_type": kind,
+    }
 
 
 def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
@@ -83,11 +90,25 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
             labels = sorted({i.label for i in items})
             for label in labels:
                 n = sum(i.label == label for i in items)
-                out.append(_qa(graph, "counting", f"How many {plural(label)} are on {ref}?", [str(n)],
-                               [i for i in items if i.label == label]))
+                out.append(
+                    _qa(
+                        graph,
+                        "counting",
+                        f"How many {plural(label)} are on {ref}?",
+                        [str(n)],
+                        [i for i in items if i.label == label],
+                    )
+                )
             present = labels[rng.integers(len(labels))]
-            out.append(_qa(graph, "existence", f"Is there a {present} on {ref}?", ["yes"],
-                           [i for i in items if i.label == present]))
+            out.append(
+                _qa(
+                    graph,
+                    "existence",
+                    f"Is there a {present} on {ref}?",
+                    ["yes"],
+                    [i for i in items if i.label == present],
+                )
+            )
             absent = [c for c in CATEGORIES.values() if obj.label in c.on and c.label not in labels]
             if absent:
                 label = absent[rng.integers(len(absent))].label
@@ -110,19 +131,21 @@ def scanqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
             dx, dy = a.center[:2] - b.center[:2]
             if _distance(a, b) < 3.0 and abs(dx) > max(0.3, 2 * abs(dy)):
                 side = "right" if dx > 0 else "left"
-                pairs.append(_qa(graph, "location", f"Facing the back wall, which side of {rb} is {ra} on?",
-                                 [side], [a, b]))
+                pairs.append(
+                    _qa(graph, "location", f"Facing the back wall, which side of {rb} is {ra} on?", [side], [a, b])
+                )
             d = _distance(a, b)
             if a.object_id < b.object_id and (d < NEAR or d > FAR):
-                pairs.append(_qa(graph, "location", f"Is {ra} near or far from {rb}?",
-                                 ["near" if d < NEAR else "far"], [a, b]))
+                pairs.append(
+                    _qa(graph, "location", f"Is {ra} near or far from {rb}?", ["near" if d < NEAR else "far"], [a, b])
+                )
     # pairs grow quadratically with the room; keep them from swamping the other question types
     keep = sorted(rng.choice(len(pairs), size=min(len(pairs), MAX_PAIR_QUESTIONS), replace=False)) if pairs else []
     return out + [pairs[i] for i in keep]
 
 
 def _vertical_pairs(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
-    """"Is A above or below B?" for two objects on different supports, one clear of the other: which one
+    """ "Is A above or below B?" for two objects on different supports, one clear of the other: which one
     is higher depends on the furniture they rest on, which only the room tells (an object is never asked
     about against its own support, which the categories alone would answer)."""
     raised = [o for o in graph.objects if o.support is not None and refer(graph, o) is not None]
@@ -135,8 +158,9 @@ def _vertical_pairs(graph: SceneGraph, rng: np.random.Generator) -> list[dict]:
             b_lo, b_hi = b.center[2] - b.dims[2] / 2, b.center[2] + b.dims[2] / 2
             answer = "above" if a_lo > b_hi + VERTICAL_GAP else "below" if a_hi < b_lo - VERTICAL_GAP else None
             if answer:
-                pairs.append(_qa(graph, "relation", f"Is {refer(graph, a)} above or below {refer(graph, b)}?",
-                                 [answer], [a, b]))
+                pairs.append(
+                    _qa(graph, "relation", f"Is {refer(graph, a)} above or below {refer(graph, b)}?", [answer], [a, b])
+                )
     keep = sorted(rng.choice(len(pairs), size=min(len(pairs), MAX_PAIR_QUESTIONS), replace=False)) if pairs else []
     return [pairs[i] for i in keep]
 
@@ -171,8 +195,16 @@ def scanrefer_descriptions(graph: SceneGraph) -> list[dict]:
             second += f" it is next to a {near.label}."
         texts.append(second)
         for ann_id, text in enumerate(texts):
-            out.append({"scene_id": graph.scene_id, "object_id": str(obj.object_id), "object_name": obj.label,
-                        "ann_id": str(ann_id), "description": text, "token": _tokens(text)})
+            out.append(
+                {
+                    "scene_id": graph.scene_id,
+                    "object_id": str(obj.object_id),
+                    "object_name": obj.label,
+                    "ann_id": str(ann_id),
+                    "description": text,
+                    "token": _tokens(text),
+                }
+            )
     return out
 
 
@@ -188,17 +220,26 @@ def existence_questions(graph: SceneGraph, rng: np.random.Generator) -> list[dic
         "random": list(rng.permutation(absent)),
         "popular": [c for c in _popular_order() if c in absent],
         # most co-occurring first; ties by name, never by set order (which follows PYTHONHASHSEED)
-        "adversarial": sorted({c for p in present for c in CO_OCCURRENCE.get(p, ()) if c in absent},
-                              key=lambda c: (-sum(c in CO_OCCURRENCE.get(p, ()) for p in present), c)),
+        "adversarial": sorted(
+            {c for p in present for c in CO_OCCURRENCE.get(p, ()) if c in absent},
+            key=lambda c: (-sum(c in CO_OCCURRENCE.get(p, ()) for p in present), c),
+        ),
     }
     out = []
     for pope_type, negatives in candidates.items():
         k = min(POPE_PER_TYPE, len(present), len(negatives))
         yes = rng.choice(present, size=k, replace=False).tolist() if k else []
         for label, answer in [(y, "yes") for y in yes] + [(n, "no") for n in negatives[:k]]:
-            out.append({"scene_id": graph.scene_id, "question": f"Is there a {label} in the room?",
-                        "answer": answer, "object_name": str(label), "pope_type": pope_type,
-                        "object_ids": [o.object_id for o in graph.objects if o.label == label]})
+            out.append(
+                {
+                    "scene_id": graph.scene_id,
+                    "question": f"Is there a {label} in the room?",
+                    "answer": answer,
+                    "object_name": str(label),
+                    "pope_type": pope_type,
+                    "object_ids": [o.object_id for o in graph.objects if o.label == label],
+                }
+            )
     return out
 
 
@@ -274,7 +315,9 @@ def balance_question_words(splits: dict[str, list[dict]], rng: np.random.Generat
     for split in sorted(splits):
         rest = [q for i, q in enumerate(splits[split]) if (split, i) not in dropped]
         words = [i for i, q in enumerate(rest) if q.get("question_type") != "counting"]
-        kept = {words[j] for j in _cap_answers([rest[i] for i in words], question_text,
-                                                lambda t, counts: _share(None, counts), rng)}
+        kept = {
+            words[j]
+            for j in _cap_answers([rest[i] for i in words], question_text, lambda t, counts: _share(None, counts), rng)
+        }
         out[split] = [q for i, q in enumerate(rest) if q.get("question_type") == "counting" or i in kept]
     return out

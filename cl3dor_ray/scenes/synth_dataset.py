@@ -20,11 +20,16 @@ import numpy as np
 
 from cl3dor_ray.scenes.scannet import write_scan
 from cl3dor_ray.scenes.synth import generate_scene
+from cl3dor_ray.scenes.synth_annotations import (
+    balance_answers,
+    balance_question_words,
+    existence_questions,
+    scanqa_questions,
+    scanrefer_descriptions,
+)
 from cl3dor_ray.scenes.synth_situated import sqa_questions, to_sensor_frame
 from cl3dor_ray.text.sqa3d import ANSWERS as SQA_ANNOTATIONS
 from cl3dor_ray.text.sqa3d import QUESTIONS as SQA_QUESTIONS
-from cl3dor_ray.scenes.synth_annotations import (balance_answers, balance_question_words, existence_questions,
-                                                 scanqa_questions, scanrefer_descriptions)
 
 ANNOTATION_FILES = {
     "scanqa": "ScanQA_v1.0_{split}.json",
@@ -71,35 +76,48 @@ def synthesize(out: str | Path, n_scenes: int, seed: int = 0, val_scenes: int | 
         graph, scene, segments = generate_scene(scene_id(index), seed, index)
         write_scan(scene, out / "scans", segments=segments)
         rng = np.random.default_rng([seed, index, 1])  # own stream: annotations don't shift the geometry
-        for kind, items in (("scanqa", scanqa_questions(graph, rng)), ("scanrefer", scanrefer_descriptions(graph)),
-                            ("existence", existence_questions(graph, rng))):
+        for kind, items in (
+            ("scanqa", scanqa_questions(graph, rng)),
+            ("scanrefer", scanrefer_descriptions(graph)),
+            ("existence", existence_questions(graph, rng)),
+        ):
             for k, item in enumerate(items):
                 if kind != "scanrefer":
                     item["question_id"] = f"{split}-{graph.scene_id}-{k}"
                 records[kind, split].append(item)
-        records["sqa", split] += [(q, to_sensor_frame(a, scene.axis_alignment))
-                                  for q, a in sqa_questions(graph, np.random.default_rng([seed, index, 3]))]
+        records["sqa", split] += [
+            (q, to_sensor_frame(a, scene.axis_alignment))
+            for q, a in sqa_questions(graph, np.random.default_rng([seed, index, 3]))
+        ]
         scenes[split] += 1
         n_objects += len(graph.objects)
         n_vertices += len(scene.vertices)
 
     # balanced as ScanQA's are: "no" would otherwise answer most "Can I reach ...?" questions unseen; first
     # by the question's own words over both splits, then by template within each
-    proxies = {split: [{"question": q["question"], "answers": [a["answers"][0]["answer"]], "pair": k}
-                       for k, (q, a) in enumerate(records["sqa", split])] for split in ("train", "val")}
+    proxies = {
+        split: [
+            {"question": q["question"], "answers": [a["answers"][0]["answer"]], "pair": k}
+            for k, (q, a) in enumerate(records["sqa", split])
+        ]
+        for split in ("train", "val")
+    }
     proxies = balance_question_words(proxies, np.random.default_rng([seed, 5]))
     for s, split in enumerate(("train", "val")):  # SQA3D's pair of files: questions, and their answers and poses
         pairs = records.pop(("sqa", split))
         pairs = [pairs[p["pair"]] for p in balance_answers(proxies[split], np.random.default_rng([seed, 4, s]))]
         for k, (question, annotation) in enumerate(pairs):
             question["question_id"] = annotation["question_id"] = f"{split}-sqa-{k}"
-        for name, key, items in ((SQA_QUESTIONS, "questions", [q for q, _ in pairs]),
-                                 (SQA_ANNOTATIONS, "annotations", [a for _, a in pairs])):
+        for name, key, items in (
+            (SQA_QUESTIONS, "questions", [q for q, _ in pairs]),
+            (SQA_ANNOTATIONS, "annotations", [a for _, a in pairs]),
+        ):
             name = name.format(split=split)
             (out / "annotations" / name).write_text(json.dumps({key: items}, indent=1), encoding="utf-8")
             counts[name] = len(items)
-    qa = balance_question_words({split: records["scanqa", split] for split in ("train", "val")},
-                                np.random.default_rng([seed, 6]))
+    qa = balance_question_words(
+        {split: records["scanqa", split] for split in ("train", "val")}, np.random.default_rng([seed, 6])
+    )
     for s, split in enumerate(("train", "val")):  # per split, so validation answers are balanced too
         records["scanqa", split] = balance_answers(qa[split], np.random.default_rng([seed, 2, s]))
     for (kind, split), items in records.items():

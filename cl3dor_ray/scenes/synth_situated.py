@@ -39,8 +39,10 @@ MAX_SITUATIONS = 3
 
 def pose_records(pose) -> tuple[dict, dict]:
     """SQA3D's `position` and `rotation` records of a 7-number pose (scenes/pose.py)."""
-    return ({k: round(float(v), 4) for k, v in zip("xyz", pose[:3])},
-            {k: round(float(v), 6) for k, v in zip(("_x", "_y", "_z", "_w"), pose[3:])})
+    return (
+        {k: round(float(v), 4) for k, v in zip("xyz", pose[:3])},
+        {k: round(float(v), 6) for k, v in zip(("_x", "_y", "_z", "_w"), pose[3:])},
+    )
 
 
 def to_sensor_frame(annotation: dict, axis_alignment: np.ndarray) -> dict:
@@ -74,8 +76,11 @@ def _sector_answer(graph, position, yaw, anchor, sector) -> SynthObject | None:
     """The nearest object within 45 degrees of the sector's direction, when that is unambiguous."""
     inside = []
     for o in _others(graph, anchor):
-        off = abs(math.atan2(math.sin(bearing(position, yaw, o.center) - sector),
-                             math.cos(bearing(position, yaw, o.center) - sector)))
+        off = abs(
+            math.atan2(
+                math.sin(bearing(position, yaw, o.center) - sector), math.cos(bearing(position, yaw, o.center) - sector)
+            )
+        )
         if off < math.pi / 4 - MARGIN:
             inside.append((float(np.linalg.norm(o.center[:2] - position[:2])), o))
         elif off < math.pi / 4 + MARGIN:
@@ -94,8 +99,11 @@ def situations(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[str, n
     anchors = [o for o in graph.objects if o.label in SEATS + STANDS and o.support is None and refer(graph, o)]
     for k in rng.permutation(len(anchors))[:MAX_SITUATIONS]:
         anchor = anchors[int(k)]
-        facing = [o for o in _others(graph, anchor) if o.support is None and refer(graph, o)
-                  and np.linalg.norm(o.center[:2] - anchor.center[:2]) > 1.0]
+        facing = [
+            o
+            for o in _others(graph, anchor)
+            if o.support is None and refer(graph, o) and np.linalg.norm(o.center[:2] - anchor.center[:2]) > 1.0
+        ]
         if not facing:
             continue
         target = facing[int(rng.integers(len(facing)))]
@@ -129,24 +137,48 @@ def sqa_questions(graph: SceneGraph, rng: np.random.Generator) -> list[tuple[dic
             if math.pi / 6 < abs(b) < math.pi - MARGIN:
                 asked.append((f"Which way should I turn to face {name}?", "left" if b > 0 else "right", "other", [o]))
             if sitting and abs(box_distance(position, o) - REACH) > 0.2:
-                asked.append((f"Can I reach {name} without standing up?",
-                              "yes" if box_distance(position, o) < REACH else "no", "yes/no", [o]))
+                asked.append(
+                    (
+                        f"Can I reach {name} without standing up?",
+                        "yes" if box_distance(position, o) < REACH else "no",
+                        "yes/no",
+                        [o],
+                    )
+                )
         for label in sorted({o.label for o in _others(graph, anchor)}):
             same = [o for o in _others(graph, anchor) if o.label == label]
             bearings = [abs(bearing(position, yaw, o.center)) for o in same]
             if all(abs(b - math.pi / 2) > MARGIN for b in bearings):
-                asked.append((f"How many {plural(label)} are in front of me?",
-                              str(sum(b < math.pi / 2 for b in bearings)), "number", same))
+                asked.append(
+                    (
+                        f"How many {plural(label)} are in front of me?",
+                        str(sum(b < math.pi / 2 for b in bearings)),
+                        "number",
+                        same,
+                    )
+                )
         position_record, rotation = pose_records([position[0], position[1], 0.0, *yaw_quaternion(yaw)])
         for k in rng.permutation(len(asked))[:8]:  # a handful per situation, as SQA3D has
             question, answer, answer_type, about = asked[int(k)]
-            pairs.append((
-                {"scene_id": graph.scene_id, "situation": situation, "alternative_situation": [],
-                 "question": question},
-                {"scene_id": graph.scene_id, "answers": [{"answer": answer, "answer_confidence": "yes",
-                                                          "answer_id": 1}],
-                 "position": position_record, "rotation": rotation, "answer_type": answer_type, "question_type": "N/A",
-                 # ours, beside SQA3D's fields (its release has none): the objects the question is about,
-                 # known when the room is generated, for the grounding head
-                 "object_ids": [o.object_id for o in about]}))
+            pairs.append(
+                (
+                    {
+                        "scene_id": graph.scene_id,
+                        "situation": situation,
+                        "alternative_situation": [],
+                        "question": question,
+                    },
+                    {
+                        "scene_id": graph.scene_id,
+                        "answers": [{"answer": answer, "answer_confidence": "yes", "answer_id": 1}],
+                        "position": position_record,
+                        "rotation": rotation,
+                        "answer_type": answer_type,
+                        "question_type": "N/A",
+                        # ours, beside SQA3D's fields (its release has none): the objects the question is about,
+                        # known when the room is generated, for the grounding head
+                        "object_ids": [o.object_id for o in about],
+                    },
+                )
+            )
     return pairs

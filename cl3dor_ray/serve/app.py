@@ -43,8 +43,14 @@ from starlette.requests import ClientDisconnect
 
 from cl3dor_ray.config import ServeConfig, from_dict
 from cl3dor_ray.serve.model_deployment import Scene3DLMDeployment, UnknownTarget
-from cl3dor_ray.serve.schemas import (AnswerRequest, AnswerResponse, CaptionRequest, CaptionResponse, ScoreRequest,
-                                      ScoreResponse)
+from cl3dor_ray.serve.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    CaptionRequest,
+    CaptionResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 
 TOKEN_ENV = "CL3DOR_API_TOKEN"
 PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
@@ -58,15 +64,22 @@ logger = logging.getLogger("ray.serve")
 def static_files(web: Path) -> dict[str, Path]:
     """The page's library files under a web folder (its node_modules): a fixed list, never a request's path."""
     three = web / "node_modules" / "three"
-    return {"three.module.js": three / "build" / "three.module.js", "three.core.js": three / "build" / "three.core.js",
-            "addons/OrbitControls.js": three / "examples" / "jsm" / "controls" / "OrbitControls.js"}
+    return {
+        "three.module.js": three / "build" / "three.module.js",
+        "three.core.js": three / "build" / "three.core.js",
+        "addons/OrbitControls.js": three / "examples" / "jsm" / "controls" / "OrbitControls.js",
+    }
 
 
 def page_without_three(missing: list[Path]) -> str:
     """The page, saying in place of its 3D view why there is none (its script cannot load without three.js)."""
-    note = (f'<p id="no-three" class="error">The 3D view needs three.js, which is not installed here '
-            f'({missing[0]} is missing): run <code>{INSTALL_WEB}</code> and restart the server.</p>')
+    note = (
+        f'<p id="no-three" class="error">The 3D view needs three.js, which is not installed here '
+        f"({missing[0]} is missing): run <code>{INSTALL_WEB}</code> and restart the server.</p>"
+    )
     return PAGE.replace('<div id="view">', note + '<div id="view">', 1)
+
+
 api = FastAPI(title="cl3dor", description="CL3DOR 3D LMM: answers, captions and answer scores for 3D scenes")
 
 
@@ -83,8 +96,9 @@ class RequestError(Exception):
 
 # what a DeploymentHandle call raises when the replica serving it dies or cannot be reached
 LOST_REPLICA = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
-UNAUTHORISED = JSONResponse({"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"},
-                            status_code=401)
+UNAUTHORISED = JSONResponse(
+    {"error": "unauthorised", "detail": "expected header Authorization: Bearer <token>"}, status_code=401
+)
 
 
 def _validation_error(e: ValidationError) -> RequestError:
@@ -110,11 +124,22 @@ class Admission:
         except ValueError:
             raise RequestError(400, {"error": "bad Content-Length header", "detail": repr(content_length)}) from None
         if size > lim.max_body_bytes:
-            raise RequestError(413, {"error": "request too large", "detail": f"{size} bytes; at most "
-                                     f"{lim.max_body_bytes} (serve.max_body_bytes)"})
+            raise RequestError(
+                413,
+                {
+                    "error": "request too large",
+                    "detail": f"{size} bytes; at most {lim.max_body_bytes} (serve.max_body_bytes)",
+                },
+            )
         if self.requests >= lim.max_in_flight or self.bytes + size > lim.max_bytes_in_flight:
-            raise RequestError(503, {"error": "busy", "detail": f"{self.requests} requests and {self.bytes} bytes "
-                                     "in flight; retry shortly"}, headers={"Retry-After": "1"})
+            raise RequestError(
+                503,
+                {
+                    "error": "busy",
+                    "detail": f"{self.requests} requests and {self.bytes} bytes in flight; retry shortly",
+                },
+                headers={"Retry-After": "1"},
+            )
         self.requests += 1
         self.bytes += size
         return size
@@ -129,17 +154,27 @@ def _compact(req: BaseModel) -> dict:
     lists of Python floats, and one buffer to pickle across processes."""
     body = req.model_dump(exclude={"objects"})
     objects = getattr(req, "objects", None)
-    body["objects"] = None if objects is None else [
-        {"points": np.asarray(o.points, np.float32), "label": o.label,
-         "colors": None if o.colors is None else np.asarray(o.colors, np.float32)} for o in objects]
+    body["objects"] = (
+        None
+        if objects is None
+        else [
+            {
+                "points": np.asarray(o.points, np.float32),
+                "label": o.label,
+                "colors": None if o.colors is None else np.asarray(o.colors, np.float32),
+            }
+            for o in objects
+        ]
+    )
     return body
 
 
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.1})  # routing and validation only
 @serve.ingress(api)
 class Cl3dorIngress:
-    def __init__(self, model: DeploymentHandle, limits: ServeConfig, api_token: str | None = None,
-                 web_dir: str | None = None):
+    def __init__(
+        self, model: DeploymentHandle, limits: ServeConfig, api_token: str | None = None, web_dir: str | None = None
+    ):
         self.model = model
         self.limits = limits
         self.context = {"limits": limits}  # what the request models validate against (schemas.py)
@@ -154,15 +189,30 @@ class Cl3dorIngress:
     # ---- the methods, shared by HTTP and DeploymentHandle callers
     def _parse(self, model: type[BaseModel], payload: Any) -> BaseModel:
         if not isinstance(payload, dict):
-            raise RequestError(422, {"error": "invalid request", "fields": [
-                {"field": "(body)", "problem": f"expected a JSON object, got {type(payload).__name__}"}]})
+            raise RequestError(
+                422,
+                {
+                    "error": "invalid request",
+                    "fields": [{"field": "(body)", "problem": f"expected a JSON object, got {type(payload).__name__}"}],
+                },
+            )
         objects = payload.get("objects")
         if isinstance(objects, list):  # before pydantic copies them: the total is what costs memory
             total = sum(len(o["points"]) for o in objects if isinstance(o, dict) and isinstance(o.get("points"), list))
             if total > self.limits.max_total_points:
-                raise RequestError(422, {"error": "invalid request", "fields": [
-                    {"field": "objects", "problem": f"{total} points in all; at most {self.limits.max_total_points} "
-                                                    "per request (serve.max_total_points)"}]})
+                raise RequestError(
+                    422,
+                    {
+                        "error": "invalid request",
+                        "fields": [
+                            {
+                                "field": "objects",
+                                "problem": f"{total} points in all; at most {self.limits.max_total_points} "
+                                "per request (serve.max_total_points)",
+                            }
+                        ],
+                    },
+                )
         try:
             return model.model_validate(payload, context=self.context)
         except ValidationError as e:
@@ -174,8 +224,14 @@ class Cl3dorIngress:
         except UnknownTarget as e:
             raise RequestError(404, {"error": "not found", "field": e.field, "detail": e.detail}) from None
         except LOST_REPLICA as e:  # the replica died under the request: Serve starts another, so come back
-            raise RequestError(503, {"error": "model replica lost", "detail": f"{type(e).__name__}: the replica "
-                                     "serving this request stopped; retry shortly"}, headers={"Retry-After": "2"}) from None
+            raise RequestError(
+                503,
+                {
+                    "error": "model replica lost",
+                    "detail": f"{type(e).__name__}: the replica serving this request stopped; retry shortly",
+                },
+                headers={"Retry-After": "2"},
+            ) from None
 
     async def answer(self, payload: dict) -> dict:
         t = time.perf_counter()
@@ -183,8 +239,9 @@ class Cl3dorIngress:
         body = _compact(req)
         body["max_new_tokens"] = req.max_new_tokens or self.limits.default_new_tokens
         out = await self._call("generate", body)
-        return AnswerResponse(answer=out["text"], objects=out["objects"],
-                              latency_ms=1000 * (time.perf_counter() - t)).model_dump()
+        return AnswerResponse(
+            answer=out["text"], objects=out["objects"], latency_ms=1000 * (time.perf_counter() - t)
+        ).model_dump()
 
     async def caption(self, payload: dict) -> dict:
         t = time.perf_counter()
@@ -255,8 +312,13 @@ class Cl3dorIngress:
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.limits.max_body_bytes:
-                raise RequestError(413, {"error": "request too large", "detail": f"over {self.limits.max_body_bytes} "
-                                         "bytes (serve.max_body_bytes)"})
+                raise RequestError(
+                    413,
+                    {
+                        "error": "request too large",
+                        "detail": f"over {self.limits.max_body_bytes} bytes (serve.max_body_bytes)",
+                    },
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -292,8 +354,10 @@ class Cl3dorIngress:
         if path is None:
             return JSONResponse({"error": "not found", "detail": f"no static file {name!r}"}, status_code=404)
         if not path.is_file():
-            return JSONResponse({"error": "three.js is not installed", "detail": f"{path} is missing; run "
-                                 f"{INSTALL_WEB}"}, status_code=503)
+            return JSONResponse(
+                {"error": "three.js is not installed", "detail": f"{path} is missing; run {INSTALL_WEB}"},
+                status_code=503,
+            )
         return FileResponse(path, media_type="text/javascript")
 
     @api.get("/", response_class=HTMLResponse)
@@ -309,8 +373,9 @@ class Cl3dorIngress:
 def build_app(model_dir: str, data_dir: str, serve_cfg: "ServeConfig | None" = None, web_dir: str | None = None):
     """`web_dir`: where the page's three.js is installed (default: the package's own web/ folder)."""
     cfg = serve_cfg or ServeConfig()
-    model = Scene3DLMDeployment.bind(model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-                                     cfg.prefix_cache_mb)
+    model = Scene3DLMDeployment.bind(
+        model_dir, data_dir, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.prefix_cache_mb
+    )
     # the typed config crosses to the replica as it is; the token travels on its own, once
     return Cl3dorIngress.bind(model, dataclasses.replace(cfg, api_token=None), cfg.api_token, web_dir)
 

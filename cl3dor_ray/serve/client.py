@@ -31,16 +31,18 @@ class Cl3dorRequestError(Exception):
 
 
 class Cl3dorClient:
-    def __init__(self, url: str | None = None, token: str | None = None, handle=None, timeout: float = 120.0,
-                 retries: int = 3):
+    def __init__(
+        self, url: str | None = None, token: str | None = None, handle=None, timeout: float = 120.0, retries: int = 3
+    ):
         if (url is None) == (handle is None):
             raise ValueError("give exactly one of url (HTTP) or handle (DeploymentHandle)")
         self.url, self.token, self.handle, self.timeout = (url or "").rstrip("/"), token, handle, timeout
         self.retries = retries  # of a 503 (admission control, a lost replica), after its Retry-After
 
     @classmethod
-    def over_http(cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0,
-                  retries: int = 3):
+    def over_http(
+        cls, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0, retries: int = 3
+    ):
         return cls(url=url, token=token, timeout=timeout, retries=retries)
 
     @classmethod
@@ -50,23 +52,51 @@ class Cl3dorClient:
         return cls(handle=handle or serve.get_app_handle(app_name))
 
     # ---- the API
-    def answer(self, question: str, scene_id: str | None = None, objects: list[dict] | None = None,
-               max_new_tokens: int | None = None, num_beams: int = 1, situation: str | None = None,
-               pose: list[float] | None = None) -> dict:
-        payload = {"question": question, "scene_id": scene_id, "objects": objects, "situation": situation,
-                   "pose": pose, "max_new_tokens": max_new_tokens, "num_beams": num_beams}
+    def answer(
+        self,
+        question: str,
+        scene_id: str | None = None,
+        objects: list[dict] | None = None,
+        max_new_tokens: int | None = None,
+        num_beams: int = 1,
+        situation: str | None = None,
+        pose: list[float] | None = None,
+    ) -> dict:
+        payload = {
+            "question": question,
+            "scene_id": scene_id,
+            "objects": objects,
+            "situation": situation,
+            "pose": pose,
+            "max_new_tokens": max_new_tokens,
+            "num_beams": num_beams,
+        }
         return self._call("answer", "POST", "/v1/answer", payload)
 
     def caption(self, scene_id: str, object_id: int, max_new_tokens: int | None = None) -> dict:
         payload = {"scene_id": scene_id, "object_id": object_id, "max_new_tokens": max_new_tokens}
         return self._call("caption", "POST", "/v1/caption", payload)
 
-    def score(self, question: str, candidates: list[str], scene_id: str | None = None,
-              objects: list[dict] | None = None, situation: str | None = None, pose: list[float] | None = None,
-              object_id: int | None = None) -> dict:
+    def score(
+        self,
+        question: str,
+        candidates: list[str],
+        scene_id: str | None = None,
+        objects: list[dict] | None = None,
+        situation: str | None = None,
+        pose: list[float] | None = None,
+        object_id: int | None = None,
+    ) -> dict:
         """`object_id`: score the candidates as captions of that object (the question is then not read)."""
-        payload = {"question": question, "candidates": candidates, "scene_id": scene_id, "objects": objects,
-                   "situation": situation, "pose": pose, "object_id": object_id}
+        payload = {
+            "question": question,
+            "candidates": candidates,
+            "scene_id": scene_id,
+            "objects": objects,
+            "situation": situation,
+            "pose": pose,
+            "object_id": object_id,
+        }
         return self._call("score", "POST", "/v1/score", payload)
 
     def scenes(self) -> list[dict]:
@@ -98,8 +128,9 @@ class Cl3dorClient:
 
     def _over_http(self, http_method: str, path: str, payload: dict | None) -> dict:
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=http_method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=http_method, headers={"Content-Type": "application/json"}
+        )
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

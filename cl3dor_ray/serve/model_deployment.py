@@ -47,8 +47,16 @@ def uploaded_objects(objects: list[dict]) -> list[dict]:
         pts = np.asarray(o["points"], dtype=np.float32)
         colors = np.asarray(o["colors"], dtype=np.float32) if o.get("colors") is not None else np.full_like(pts, 128.0)
         lo, hi = pts.min(0), pts.max(0)
-        rows.append({"object_id": i, "label": o.get("label") or "", "points": pts, "colors": colors,
-                     "center": (lo + hi) / 2, "size": hi - lo})
+        rows.append(
+            {
+                "object_id": i,
+                "label": o.get("label") or "",
+                "points": pts,
+                "colors": colors,
+                "center": (lo + hi) / 2,
+                "size": hi - lo,
+            }
+        )
     return rows
 
 
@@ -65,10 +73,16 @@ def model_version(model_dir: str) -> str:
 # Serve's default of 5 ongoing requests per replica would cap every batch at 5.
 @serve.deployment(max_ongoing_requests=64)
 class Scene3DLMDeployment:
-    def __init__(self, model_dir: str, data_dir: str, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01,
-                 prefix_cache_mb: float = 0.0):
+    def __init__(
+        self,
+        model_dir: str,
+        data_dir: str,
+        max_batch_size: int = 8,
+        batch_wait_timeout_s: float = 0.01,
+        prefix_cache_mb: float = 0.0,
+    ):
         self.prepared = Prepared(data_dir)
-        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2 ** 20))
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self._load(os.environ.get(MODEL_DIR_ENV) or model_dir)
         self.generate_batch.set_max_batch_size(max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -90,22 +104,36 @@ class Scene3DLMDeployment:
             self._load(config["model_dir"])
 
     def cache_stats(self) -> dict:
-        return {**dataclasses.asdict(self.prefix_cache.stats), "max_bytes": self.prefix_cache.max_bytes,
-                "model_version": self.model_version}
+        return {
+            **dataclasses.asdict(self.prefix_cache.stats),
+            "max_bytes": self.prefix_cache.max_bytes,
+            "model_version": self.model_version,
+        }
 
     def scene_points(self, scene_id: str) -> dict:
         """The scene's densified objects as the page draws them: every prepared point (P per object, in
         millimetres of precision), its colour, and the object's box."""
         self._target({"scene_id": scene_id})
-        return {"scene_id": scene_id, "objects": [
-            {"object_id": o["object_id"], "label": o["label"], "center": [round(float(c), 3) for c in o["center"]],
-             "size": [round(float(c), 3) for c in o["size"]], "points": np.round(o["points"], 3).ravel().tolist(),
-             "colors": o["colors"].ravel().tolist()}
-            for o in self.prepared.scene_objects(scene_id)]}
+        return {
+            "scene_id": scene_id,
+            "objects": [
+                {
+                    "object_id": o["object_id"],
+                    "label": o["label"],
+                    "center": [round(float(c), 3) for c in o["center"]],
+                    "size": [round(float(c), 3) for c in o["size"]],
+                    "points": np.round(o["points"], 3).ravel().tolist(),
+                    "colors": o["colors"].ravel().tolist(),
+                }
+                for o in self.prepared.scene_objects(scene_id)
+            ],
+        }
 
     def scenes(self) -> list[dict]:
-        return [{"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
-                for s, objs in sorted(self.objects.items())]
+        return [
+            {"scene_id": s, "objects": [{"object_id": o["object_id"], "label": o["label"]} for o in objs]}
+            for s, objs in sorted(self.objects.items())
+        ]
 
     def _target(self, req: dict) -> dict | None:
         """The requested object row (captions), None otherwise; raises UnknownTarget for a scene or
@@ -114,13 +142,18 @@ class Scene3DLMDeployment:
             return None
         scene_id = req["scene_id"]
         if scene_id not in self.objects:
-            raise UnknownTarget("scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them")
+            raise UnknownTarget(
+                "scene_id", f"scene {scene_id!r} is not in the prepared data; GET /v1/scenes lists them"
+            )
         if req.get("object_id") is None:
             return None
         match = [o for o in self.objects[scene_id] if o["object_id"] == req["object_id"]]
         if not match:
-            raise UnknownTarget("object_id", f"scene {scene_id!r} has no object {req['object_id']} "
-                                             f"(ids: {sorted(o['object_id'] for o in self.objects[scene_id])})")
+            raise UnknownTarget(
+                "object_id",
+                f"scene {scene_id!r} has no object {req['object_id']} "
+                f"(ids: {sorted(o['object_id'] for o in self.objects[scene_id])})",
+            )
         return match[0]
 
     def _sample(self, req: dict) -> tuple[dict, dict]:
@@ -128,14 +161,20 @@ class Scene3DLMDeployment:
         situated = {"situation": req.get("situation") or "", "pose": req.get("pose") or []}
         if req.get("objects") is not None:
             key = f"upload-{next(self._uploads)}"
-            return ({"scene_id": key, "object_ids": [], "question": req["question"], **situated},
-                    {key: uploaded_objects(req["objects"])})
+            return (
+                {"scene_id": key, "object_ids": [], "question": req["question"], **situated},
+                {key: uploaded_objects(req["objects"])},
+            )
         scene_id, target = req["scene_id"], self._target(req)
         if target is None:
             sample = {"scene_id": scene_id, "object_ids": [], "question": req["question"], **situated}
         else:
-            sample = {"scene_id": scene_id, "object_ids": [target["object_id"]], "task": "caption",
-                      "question": caption_instruction(target["center"])}
+            sample = {
+                "scene_id": scene_id,
+                "object_ids": [target["object_id"]],
+                "task": "caption",
+                "question": caption_instruction(target["center"]),
+            }
         return sample, {scene_id: self.objects[scene_id]}
 
     def _with_features(self, key: str, rows: list[dict]) -> list[dict]:
@@ -159,16 +198,20 @@ class Scene3DLMDeployment:
         if not with_ids:
             return batch
         # the collator's own choice and order of objects (select_objects), to name the batch's columns
-        return batch, [[o["object_id"] for o in select_objects(objects[s["scene_id"]], s["object_ids"], cfg.max_objects)]
-                       for s in samples]
+        return batch, [
+            [o["object_id"] for o in select_objects(objects[s["scene_id"]], s["object_ids"], cfg.max_objects)]
+            for s in samples
+        ]
 
     def _prefixes(self, reqs: list[dict], batch, column_ids: list[list[int]]):
         """Each sample's cached scene prefix, computed once per key for those not cached yet; None when the
         cache is off or a request brings its own objects (a one-off scene)."""
         if not self.prefix_cache.enabled or any(r.get("objects") is not None for r in reqs):
             return None
-        keys = [(self.model_version, r["scene_id"], tuple(ids), tuple(r.get("pose") or ()))
-                for r, ids in zip(reqs, column_ids)]
+        keys = [
+            (self.model_version, r["scene_id"], tuple(ids), tuple(r.get("pose") or ()))
+            for r, ids in zip(reqs, column_ids)
+        ]
         found = {k: self.prefix_cache.get(k) for k in dict.fromkeys(keys)}
         missing = [k for k, p in found.items() if p is None]
         if missing:
@@ -203,12 +246,18 @@ class Scene3DLMDeployment:
             idx = [i for i, r in enumerate(reqs) if r["num_beams"] == beams]
             group = [reqs[i] for i in idx]
             batch, column_ids = self._collate(group, [[] for _ in group], with_ids=True)
-            ids = self.model.generate_ids(batch, max_new_tokens=max(r["max_new_tokens"] for r in group),
-                                          num_beams=beams, prefixes=self._prefixes(group, batch, column_ids))
+            ids = self.model.generate_ids(
+                batch,
+                max_new_tokens=max(r["max_new_tokens"] for r in group),
+                num_beams=beams,
+                prefixes=self._prefixes(group, batch, column_ids),
+            )
             for i, r, row, about in zip(idx, group, ids, self._grounded(batch, column_ids)):
                 # greedy decoding is prefix-consistent: cutting at a request's own budget is exact
-                out[i] = {"text": self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip(),
-                          "objects": about}
+                out[i] = {
+                    "text": self.model.tokenizer.decode(row[: r["max_new_tokens"]], skip_special_tokens=True).strip(),
+                    "objects": about,
+                }
         return out
 
     # ---- scoring candidate answers

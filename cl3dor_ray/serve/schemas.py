@@ -53,11 +53,17 @@ class _SceneQuery(BaseModel):
     scene_id: str | None = Field(None, description="a prepared scene (GET /v1/scenes)")
     objects: list[UploadedObject] | None = Field(None, description="uploaded object point clouds instead")
     question: str
-    situation: str | None = Field(None, description="SQA3D: where the agent is, in its words "
-                                  "(\"I am sitting on the bed facing the desk.\"); it leads the instruction")
-    pose: list[float] | None = Field(None, description="SQA3D: the agent's x, y, z, qx, qy, qz, qw in the "
-                                     "prepared scene's axis-aligned frame (or the uploaded objects' frame); the "
-                                     "model then reads the room in the agent's frame")
+    situation: str | None = Field(
+        None,
+        description="SQA3D: where the agent is, in its words "
+        '("I am sitting on the bed facing the desk."); it leads the instruction',
+    )
+    pose: list[float] | None = Field(
+        None,
+        description="SQA3D: the agent's x, y, z, qx, qy, qz, qw in the "
+        "prepared scene's axis-aligned frame (or the uploaded objects' frame); the "
+        "model then reads the room in the agent's frame",
+    )
 
     @field_validator("pose")
     @classmethod
@@ -115,8 +121,11 @@ class CaptionRequest(_Generation):
 
 class ScoreRequest(_SceneQuery):
     candidates: list[str]
-    object_id: int | None = Field(None, description="score the candidates as descriptions of this object of the "
-                                  "prepared scene (a caption's target; the question is then not read)")
+    object_id: int | None = Field(
+        None,
+        description="score the candidates as descriptions of this object of the "
+        "prepared scene (a caption's target; the question is then not read)",
+    )
 
     @model_validator(mode="after")
     def _target_in_a_scene(self):
@@ -139,9 +148,12 @@ class ScoreRequest(_SceneQuery):
 
 class AnswerResponse(BaseModel):
     answer: str
-    objects: list[int] = Field(default_factory=list, description="the objects the model read the question as "
-                               "being about (its grounding head's choice), most relevant first; for uploaded "
-                               "objects, their indices")
+    objects: list[int] = Field(
+        default_factory=list,
+        description="the objects the model read the question as "
+        "being about (its grounding head's choice), most relevant first; for uploaded "
+        "objects, their indices",
+    )
     latency_ms: float
 
 

@@ -105,18 +105,34 @@ def _id(rec: dict, key: str) -> str:
 
 
 def _scanqa(rec: dict, split: str, source: str) -> Annotation:
-    return Annotation("qa", split, _text(rec, "scene_id"), f"scanqa-{_id(rec, 'question_id')}",
-                      _text(rec, "question"), _answers(rec), _int_list(rec, "object_ids"),
-                      str(rec.get("question_type", "")), source)
+    return Annotation(
+        "qa",
+        split,
+        _text(rec, "scene_id"),
+        f"scanqa-{_id(rec, 'question_id')}",
+        _text(rec, "question"),
+        _answers(rec),
+        _int_list(rec, "object_ids"),
+        str(rec.get("question_type", "")),
+        source,
+    )
 
 
 def _existence(rec: dict, split: str, source: str) -> Annotation:
     answer = _text(rec, "answer").lower()
     if answer not in ("yes", "no"):
         raise _Invalid(f"field 'answer' must be 'yes' or 'no', got {rec['answer']!r}")
-    return Annotation("existence", split, _text(rec, "scene_id"), f"pope-{_id(rec, 'question_id')}",
-                      _text(rec, "question"), [answer],
-                      _int_list(rec, "object_ids"), str(rec.get("pope_type", "")), source)
+    return Annotation(
+        "existence",
+        split,
+        _text(rec, "scene_id"),
+        f"pope-{_id(rec, 'question_id')}",
+        _text(rec, "question"),
+        [answer],
+        _int_list(rec, "object_ids"),
+        str(rec.get("pope_type", "")),
+        source,
+    )
 
 
 def _scanrefer(records: list, split: str, source: str, errors: list[AnnotationError]) -> list[Annotation]:
@@ -132,8 +148,17 @@ def _scanrefer(records: list, split: str, source: str, errors: list[AnnotationEr
             continue
         key = (scene_id, object_id)
         if key not in grouped:
-            grouped[key] = Annotation("caption", split, scene_id, f"scan2cap-{split}-{scene_id}-{object_id}", "",
-                                      [], [object_id], str(rec.get("object_name", "")), source)
+            grouped[key] = Annotation(
+                "caption",
+                split,
+                scene_id,
+                f"scan2cap-{split}-{scene_id}-{object_id}",
+                "",
+                [],
+                [object_id],
+                str(rec.get("object_name", "")),
+                source,
+            )
         grouped[key].answers.append(text)
     return list(grouped.values())
 

@@ -34,8 +34,30 @@ KINDS = CLOSED_KINDS + (CATEGORY, PLACE, CAPTION, OTHER)
 PAIRS = {YES_NO: ("yes", "no"), SIDE: ("left", "right"), VERTICAL: ("above", "below"), DISTANCE: ("near", "far")}
 _PAIR_OF = {w: kind for kind, words in PAIRS.items() for w in words}
 # words that start a place phrase ("on the desk", "next to the bed", "to the left of the sofa")
-PLACE_WORDS = ("on", "under", "next", "beside", "behind", "in", "inside", "near", "above", "below", "by", "against",
-               "between", "to", "at", "left", "right", "front", "outside", "across", "underneath", "over")
+PLACE_WORDS = (
+    "on",
+    "under",
+    "next",
+    "beside",
+    "behind",
+    "in",
+    "inside",
+    "near",
+    "above",
+    "below",
+    "by",
+    "against",
+    "between",
+    "to",
+    "at",
+    "left",
+    "right",
+    "front",
+    "outside",
+    "across",
+    "underneath",
+    "over",
+)
 _COLOURS = set(COLOR_WORDS) | {"dark", "light"}  # "dark brown" is a colour; "dark" alone is not one
 
 

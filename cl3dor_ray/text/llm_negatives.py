@@ -41,8 +41,11 @@ EXAMPLE_ROOM = (("sofa", "table", "tv", "plant", "lamp", "book"), ("black", "gre
 EXAMPLES = {
     "colour": ("What color is the sofa?", "black", ("green", "white", "gray", "blue", "brown", "red")),
     "object": ("What is on the table?", "tv", ("plant", "lamp", "book", "sofa", "cup", "box")),
-    "answer": ("Where is the plant?", "next to the sofa", ("on the table", "under the tv", "behind the lamp",
-                                                        "beside the book", "in the corner", "on the floor")),
+    "answer": (
+        "Where is the plant?",
+        "next to the sofa",
+        ("on the table", "under the tv", "behind the lamp", "beside the book", "in the corner", "on the floor"),
+    ),
 }
 _QUESTION = "\x00QUESTION\x00"  # where the question goes in the chat template's text
 KIND_WORDS = {"colour": "a colour", "object": "an object", "answer": "a short answer"}
@@ -54,7 +57,7 @@ def prompt_kind(kind: str) -> str:
 
 
 def parse_reply(reply: str) -> list[str]:
-    """"1. red, 2. blue; green." -> ["red", "blue", "green"]: the items, stripped, short ones only."""
+    """ "1. red, 2. blue; green." -> ["red", "blue", "green"]: the items, stripped, short ones only."""
     items = []
     for part in _SPLIT.split(" " + reply):
         part = re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", part).strip(_STRIP)
@@ -67,14 +70,17 @@ class LLMNegatives:
     name = "llm"
     needs_actor = True  # holds a model: one per Ray Data actor
 
-    def __init__(self, vocabulary: Vocabulary, llm_path: str | None = None, batch_size: int = 16,
-                 max_new_tokens: int = 32):
+    def __init__(
+        self, vocabulary: Vocabulary, llm_path: str | None = None, batch_size: int = 16, max_new_tokens: int = 32
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not llm_path or not (Path(llm_path) / "config.json").is_file():
-            raise ValueError(f"prepare.negative_llm_path {llm_path!r} is not a Hugging Face model folder "
-                             f"(config.json missing); `make smollm2` builds the default one")
+            raise ValueError(
+                f"prepare.negative_llm_path {llm_path!r} is not a Hugging Face model folder "
+                f"(config.json missing); `make smollm2` builds the default one"
+            )
         self.rules = RuleBasedNegatives(vocabulary)
         self.labels = vocabulary.labels
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -97,14 +103,18 @@ class LLMNegatives:
             return text + (f" Colours in the room: {', '.join(colors)}." if colors else "")
 
         def ask(q, a):
-            return f"Question: {q}\nCorrect answer: {a}\nGive {k} different wrong answers, each {KIND_WORDS[kind]}, " \
-                   "separated by commas."
+            return (
+                f"Question: {q}\nCorrect answer: {a}\nGive {k} different wrong answers, each {KIND_WORDS[kind]}, "
+                "separated by commas."
+            )
 
         q, a, wrong = EXAMPLES[kind]
-        messages = [{"role": "system", "content": "You write wrong but plausible answers for a quiz about a room."},
-                    {"role": "user", "content": f"{facts(*EXAMPLE_ROOM)}\n{ask(q, a)}"},
-                    {"role": "assistant", "content": ", ".join(wrong[:k])},
-                    {"role": "user", "content": f"{facts(scene.labels, scene.colors)}\n{_QUESTION}"}]
+        messages = [
+            {"role": "system", "content": "You write wrong but plausible answers for a quiz about a room."},
+            {"role": "user", "content": f"{facts(*EXAMPLE_ROOM)}\n{ask(q, a)}"},
+            {"role": "assistant", "content": ", ".join(wrong[:k])},
+            {"role": "user", "content": f"{facts(scene.labels, scene.colors)}\n{_QUESTION}"},
+        ]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
@@ -129,21 +139,31 @@ class LLMNegatives:
             with torch.no_grad():
                 cache = self.model(input_ids=prefix, use_cache=True).cache
             for start in range(0, len(members), self.batch_size):
-                chunk = members[start: start + self.batch_size]
+                chunk = members[start : start + self.batch_size]
                 own = [self.tokenizer(prompts[i][1], add_special_tokens=False).input_ids for i in chunk]
                 width = max(map(len, own))
                 ids = torch.full((len(chunk), prefix.shape[1] + width), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)
                 ids[:, : prefix.shape[1]], mask[:, : prefix.shape[1]] = prefix[0].cpu(), 1
                 for row, tokens in enumerate(own):  # left-padded after the shared part; the gap is masked
-                    ids[row, ids.shape[1] - len(tokens):], mask[row, ids.shape[1] - len(tokens):] = torch.tensor(tokens), 1
+                    ids[row, ids.shape[1] - len(tokens) :], mask[row, ids.shape[1] - len(tokens) :] = (
+                        torch.tensor(tokens),
+                        1,
+                    )
                 batch_cache = copy.deepcopy(cache)
                 batch_cache.batch_repeat_interleave(len(chunk))
                 with torch.no_grad():
-                    out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                              cache=batch_cache, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=pad)
-                for i, text in zip(chunk, self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)):
+                    out = self.model.generate(
+                        input_ids=ids.to(self.device),
+                        attention_mask=mask.to(self.device),
+                        cache=batch_cache,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=pad,
+                    )
+                for i, text in zip(
+                    chunk, self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+                ):
                     replies[i] = text
         return [replies[i] for i in range(len(prompts))]
 
@@ -153,8 +173,10 @@ class LLMNegatives:
     def generate_many(self, requests: list[dict]) -> list[list[HardNegative]]:
         """requests: {task, answers, scene, k, rng, question}. The LLM's answers first, the rules' after."""
         asked = [i for i, r in enumerate(requests) if r["k"] and self._asks_llm(r["task"], r["answers"])]
-        prompts = [self.prompt(requests[i]["question"], requests[i]["answers"][0], requests[i]["scene"], requests[i]["k"])
-                   for i in asked]
+        prompts = [
+            self.prompt(requests[i]["question"], requests[i]["answers"][0], requests[i]["scene"], requests[i]["k"])
+            for i in asked
+        ]
         # about 6 tokens per short answer: a longer budget only lets the model repeat itself
         budget = min(self.max_new_tokens, 6 * max((requests[i]["k"] for i in asked), default=1))
         replies = dict(zip(asked, self._replies(prompts, budget)))
@@ -165,8 +187,12 @@ class LLMNegatives:
             chosen: list[HardNegative] = []
             for text in parse_reply(replies.get(i, "")):
                 norm = normalize_answer(text)
-                if (norm and norm not in seen and len(chosen) < r["k"]
-                        and answer_kind(text, self.labels, r["task"]) == kind):  # of the gold's kind, or dropped
+                if (
+                    norm
+                    and norm not in seen
+                    and len(chosen) < r["k"]
+                    and answer_kind(text, self.labels, r["task"]) == kind
+                ):  # of the gold's kind, or dropped
                     seen.add(norm)
                     chosen.append(HardNegative(text, LLM_KIND))
             # the rules fill the rest, each negative keeping its rule's kind
@@ -174,5 +200,6 @@ class LLMNegatives:
         return out
 
     def generate(self, task, answers, scene, k, rng: np.random.Generator, question: str = ""):
-        return self.generate_many([{"task": task, "answers": answers, "scene": scene, "k": k, "rng": rng,
-                                    "question": question}])[0]
+        return self.generate_many(
+            [{"task": task, "answers": answers, "scene": scene, "k": k, "rng": rng, "question": question}]
+        )[0]

@@ -86,8 +86,9 @@ class NegativeGenerator(Protocol):
     name: str
     needs_actor: bool  # True for generators that hold a model: Ray Data runs them in a pool of actors
 
-    def generate(self, task: str, answers: list[str], scene: SceneContext, k: int,
-                 rng: np.random.Generator, question: str = "") -> list[HardNegative]:
+    def generate(
+        self, task: str, answers: list[str], scene: SceneContext, k: int, rng: np.random.Generator, question: str = ""
+    ) -> list[HardNegative]:
         """At most k negatives of the gold answers' kind (and this instruction, for a generator that
         reads it); fewer when the kind has fewer wrong answers (yes/no has one)."""
 
@@ -104,7 +105,7 @@ def _word_pattern(words) -> re.Pattern | None:
 
 
 def _replace_at(text: str, match: re.Match, new: str) -> str:
-    return text[: match.start()] + new + text[match.end():]
+    return text[: match.start()] + new + text[match.end() :]
 
 
 def _other_word(kind: str, norm: str) -> str:
@@ -112,8 +113,9 @@ def _other_word(kind: str, norm: str) -> str:
     return b if norm == a else a
 
 
-def _distinct(candidates, answers: list[str], chosen: list[HardNegative], k: int, rng: np.random.Generator,
-              keep=lambda text: True) -> list[HardNegative]:
+def _distinct(
+    candidates, answers: list[str], chosen: list[HardNegative], k: int, rng: np.random.Generator, keep=lambda text: True
+) -> list[HardNegative]:
     """`chosen` topped up to k from (tier, kind, text) candidates, tier by tier, in a random order within a
     tier: none equal to a gold answer or to another after the normaliser, each one `keep` accepts."""
     tiers: dict[int, list[tuple[str, str]]] = {}
@@ -159,8 +161,11 @@ class RuleBasedNegatives:
                 for label in self.vocab.labels:
                     if label.lower() != m.group(0).lower():
                         hard = label in present
-                        yield (0 if hard else 2), ("category_swap_present" if hard else "category_swap_absent"), \
-                            _replace_at(ref, m, label)
+                        yield (
+                            (0 if hard else 2),
+                            ("category_swap_present" if hard else "category_swap_absent"),
+                            _replace_at(ref, m, label),
+                        )
         for m in self._colors.finditer(ref):
             for color in COLOR_WORDS:
                 if color != m.group(0).lower():
@@ -190,8 +195,11 @@ class RuleBasedNegatives:
         elif kind == CATEGORY:
             present = set(scene.labels)
             for label in self.vocab.labels:
-                yield (0 if label in present else 2), ("category_swap_present" if label in present
-                                                       else "category_swap_absent"), label
+                yield (
+                    (0 if label in present else 2),
+                    ("category_swap_present" if label in present else "category_swap_absent"),
+                    label,
+                )
         else:  # a place, a caption or a free answer: one fact changed, the rest as it was
             for tier, swap, text in self._swaps(ref, scene):
                 yield tier, ("caption_corruption" if task == "caption" else swap), text
@@ -209,8 +217,14 @@ class RuleBasedNegatives:
         answer's kind that differ from it and from the gold answers; fewer when the kind has no more."""
         labels = self.vocab.labels
         kind = answer_kind(answers[0], labels, task)
-        return _distinct(self._candidates(task, answers[0], kind, scene), answers, chosen, k, rng,
-                         keep=lambda text: answer_kind(text, labels, task) == kind)
+        return _distinct(
+            self._candidates(task, answers[0], kind, scene),
+            answers,
+            chosen,
+            k,
+            rng,
+            keep=lambda text: answer_kind(text, labels, task) == kind,
+        )
 
 
 class RandomNegatives:

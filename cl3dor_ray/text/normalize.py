@@ -17,15 +17,42 @@ import unicodedata
 NORMALIZER_VERSION = "cl3dor-answer-norm-v2"
 
 NUMBER_WORDS = {
-    "zero": "0", "none": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
-    "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+    "zero": "0",
+    "none": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "fourteen": "14",
+    "fifteen": "15",
+    "sixteen": "16",
+    "seventeen": "17",
+    "eighteen": "18",
+    "nineteen": "19",
     "twenty": "20",
 }
 # the misspellings of ScanQA's answers that LEO's evaluation corrects, word for word
 TYPOS = {
-    "letf": "left", "let": "left", "tehre": "there", "rigth": "right", "rght": "right", "behine": "behind",
-    "chai": "chair", "wasing": "washing", "waslked": "walked", "backwards": "backward", "oclock": "o clock",
+    "letf": "left",
+    "let": "left",
+    "tehre": "there",
+    "rigth": "right",
+    "rght": "right",
+    "behine": "behind",
+    "chai": "chair",
+    "wasing": "washing",
+    "waslked": "walked",
+    "backwards": "backward",
+    "oclock": "o clock",
 }
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[^\w\s]", flags=re.UNICODE)

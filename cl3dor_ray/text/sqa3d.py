@@ -41,8 +41,16 @@ def question_type(question: str) -> str:
 
 # SQA3D's situations and questions speak as the agent ("I am sitting on the bed"); the model is told
 # where it is ("You are sitting on the bed"), as LEO rewrites them.
-_SECOND_PERSON = [(r"\bI am\b", "you are"), (r"\bam I\b", "are you"), (r"\bI'm\b", "you're"), (r"\bI\b", "you"),
-                  (r"\bmyself\b", "yourself"), (r"\bmine\b", "yours"), (r"\bmy\b", "your"), (r"\bme\b", "you")]
+_SECOND_PERSON = [
+    (r"\bI am\b", "you are"),
+    (r"\bam I\b", "are you"),
+    (r"\bI'm\b", "you're"),
+    (r"\bI\b", "you"),
+    (r"\bmyself\b", "yourself"),
+    (r"\bmine\b", "yours"),
+    (r"\bmy\b", "your"),
+    (r"\bme\b", "you"),
+]
 
 
 def second_person(text: str) -> str:
@@ -84,8 +92,9 @@ def _pose(rec: dict) -> list[float]:
         raise _Invalid(f"field 'position' must be an object {{x, y, z}}, got {position!r}")
     if not isinstance(rotation, dict):
         raise _Invalid(f"field 'rotation' must be an object {{_x, _y, _z, _w}}, got {rotation!r}")
-    pose = [_number(position, k, "position") for k in ("x", "y", "z")] + \
-        [_number(rotation, k, "rotation") for k in ("_x", "_y", "_z", "_w")]
+    pose = [_number(position, k, "position") for k in ("x", "y", "z")] + [
+        _number(rotation, k, "rotation") for k in ("_x", "_y", "_z", "_w")
+    ]
     try:
         return check_pose(pose)
     except ValueError as e:
@@ -152,9 +161,21 @@ def load_sqa3d(folder: str | Path, splits=SPLITS) -> tuple[list[Annotation], lis
                 if ann.get("scene_id", scene_id) != scene_id:
                     raise _Invalid(f"scene_id {scene_id!r} but {a_path.name} says {ann.get('scene_id')!r}")
                 # `object_ids` is not in SQA3D's release; our synthetic rooms write it (absent: [])
-                annotations.append(Annotation(
-                    "sqa", split, scene_id, f"sqa3d-{qid}", question, _answers(ann), _int_list(ann, "object_ids"),
-                    question_type(question), q_path.name, situation=_text(rec, "situation"), pose=_pose(ann)))
+                annotations.append(
+                    Annotation(
+                        "sqa",
+                        split,
+                        scene_id,
+                        f"sqa3d-{qid}",
+                        question,
+                        _answers(ann),
+                        _int_list(ann, "object_ids"),
+                        question_type(question),
+                        q_path.name,
+                        situation=_text(rec, "situation"),
+                        pose=_pose(ann),
+                    )
+                )
             except _Invalid as e:
                 errors.append(AnnotationError(scene, q_path.name, f"record {i}: {e}"))
     return annotations, errors, read

@@ -8,10 +8,24 @@ from __future__ import annotations
 import re
 
 COLOR_WORDS = (
-    "red", "green", "blue", "yellow", "white", "black", "brown", "gray", "grey", "orange", "purple", "pink",
-    "beige", "tan", "silver", "gold", "wooden",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "white",
+    "black",
+    "brown",
+    "gray",
+    "grey",
+    "orange",
+    "purple",
+    "pink",
+    "beige",
+    "tan",
+    "silver",
+    "gold",
+    "wooden",
 )
-
 
 
 def masking_pattern(labels) -> re.Pattern:
@@ -43,8 +57,14 @@ def caption_color(descriptions: list[str]) -> str | None:
 # Each pair flips both ways.
 SIZE_OPPOSITES = (("small", "big"), ("large", "small"), ("tall", "short"), ("long", "short"), ("wide", "narrow"))
 RELATION_OPPOSITES = (
-    ("left", "right"), ("above", "below"), ("near", "far"), ("on", "under"), ("top", "bottom"),
-    ("front", "behind"), ("inside", "outside"), ("closer", "farther"),
+    ("left", "right"),
+    ("above", "below"),
+    ("near", "far"),
+    ("on", "under"),
+    ("top", "bottom"),
+    ("front", "behind"),
+    ("inside", "outside"),
+    ("closer", "farther"),
 )
 
 

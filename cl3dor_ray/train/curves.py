@@ -10,8 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = [("loss", ["loss", "nll", "val_loss"]), ("odds-ratio term", ["or_loss"]),
-          ("preference accuracy", ["pref_accuracy"]), ("learning rate", ["lr"])]
+PANELS = [
+    ("loss", ["loss", "nll", "val_loss"]),
+    ("odds-ratio term", ["or_loss"]),
+    ("preference accuracy", ["pref_accuracy"]),
+    ("learning rate", ["lr"]),
+]
 
 
 def plot_curves(metrics_path: Path, out: Path) -> Path:
@@ -30,7 +34,9 @@ def plot_curves(metrics_path: Path, out: Path) -> Path:
             if ax.lines:
                 ax.legend(fontsize=7)
             else:
-                ax.text(0.5, 0.5, "not used in this stage", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, "not used in this stage", ha="center", va="center", fontsize=8, transform=ax.transAxes
+                )
             ax.set_title(f"{stage}: {title}" if row == 0 else title, fontsize=9)
             ax.set_xlabel("step", fontsize=8)
     fig.tight_layout()

@@ -1,11 +1,11 @@
 """The per-worker training loop of one stage (Ray Train calls `train_loop_per_worker` on every worker).
 
-    setup: load the stage's starting model -> set what trains -> DeepSpeed engine -> resume from
-           Ray Train's latest checkpoint if there is one
-    train: micro-batches from this worker's shard -> ORPO (or plain NLL) loss -> engine.step
-    every eval_every: validation loss + answer exact match;  every checkpoint_every: all ranks
-           save their DeepSpeed shards and report one Ray Train checkpoint
-    end:   rank 0 exports the stage's model folder
+setup: load the stage's starting model -> set what trains -> DeepSpeed engine -> resume from
+       Ray Train's latest checkpoint if there is one
+train: micro-batches from this worker's shard -> ORPO (or plain NLL) loss -> engine.step
+every eval_every: validation loss + answer exact match;  every checkpoint_every: all ranks
+       save their DeepSpeed shards and report one Ray Train checkpoint
+end:   rank 0 exports the stage's model folder
 """
 
 from __future__ import annotations
@@ -81,10 +81,16 @@ def train_loop_per_worker(config: dict) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, stage.min_lr_ratio))
-    engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer,
-                                                   lr_scheduler=schedule, config=deepspeed_config(cfg, stage.lr),
-                                                   dist_init_required=False)
+        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, stage.min_lr_ratio)
+    )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=params,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=deepspeed_config(cfg, stage.lr),
+        dist_init_required=False,
+    )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -92,9 +98,11 @@ def train_loop_per_worker(config: dict) -> None:
     start = engine.global_steps
     metrics = _Metrics(run_dir / "metrics.jsonl", name, start, rank)
     if rank == 0:
-        print(f"[{name}] {'resuming at step ' + str(start) if start else 'starting'}: {stage.steps} steps, "
-              f"{world} workers, ZeRO-{cfg.zero_stage}, {sum(p.numel() for p in params):,} trainable parameters",
-              flush=True)
+        print(
+            f"[{name}] {'resuming at step ' + str(start) if start else 'starting'}: {stage.steps} steps, "
+            f"{world} workers, ZeRO-{cfg.zero_stage}, {sum(p.numel() for p in params):,} trainable parameters",
+            flush=True,
+        )
 
     objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     if stage.trainable.point_encoder == "freeze":
@@ -119,13 +127,18 @@ def train_loop_per_worker(config: dict) -> None:
     step, t0, seen, tokens, epoch = start, time.perf_counter(), 0, 0, 0
     last_ckpt = start
     while step < stage.steps:
-        for table in shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True,
-                                        local_shuffle_buffer_size=4 * cfg.batch_size,
-                                        local_shuffle_seed=cfg.seed + 1000 * epoch + rank):
+        for table in shard.iter_batches(
+            batch_size=cfg.batch_size,
+            batch_format="pyarrow",
+            drop_last=True,
+            local_shuffle_buffer_size=4 * cfg.batch_size,
+            local_shuffle_seed=cfg.seed + 1000 * epoch + rank,
+        ):
             rows = table.to_pylist()
             batch = collate(rows, candidates(rows)).to(engine.device)
-            loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.contrastive else 0.0,
-                                     present=batch.cand_present)
+            loss, values = orpo_loss(
+                engine(batch), lam=stage.lam if stage.contrastive else 0.0, present=batch.cand_present
+            )
             engine.backward(loss)
             engine.step()
             seen, tokens = seen + len(rows), tokens + batch_tokens(batch)
@@ -136,13 +149,17 @@ def train_loop_per_worker(config: dict) -> None:
             if step % cfg.log_every == 0 or step == stage.steps:
                 elapsed = time.perf_counter() - t0
                 rate = seen * world / elapsed
-                values.update({"lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
-                               "tokens_per_s": tokens * world / elapsed})
+                values.update(
+                    {"lr": scheduler.get_last_lr()[0], "samples_per_s": rate, "tokens_per_s": tokens * world / elapsed}
+                )
                 metrics.write(step, values)
                 if rank == 0:
                     eta = (stage.steps - step) * cfg.batch_size * cfg.grad_accum * world / max(rate, 1e-9)
-                    print(f"[{name}] step {step}/{stage.steps} loss {values['loss']:.4f} "
-                          f"{rate:.1f} samples/s ETA {eta:.0f} s", flush=True)
+                    print(
+                        f"[{name}] step {step}/{stage.steps} loss {values['loss']:.4f} "
+                        f"{rate:.1f} samples/s ETA {eta:.0f} s",
+                        flush=True,
+                    )
             report = {"step": step, "loss": values["loss"]}
             if step % cfg.eval_every == 0 or step == stage.steps:
                 report.update(_evaluate(engine, val_collate, val_rows, dist))
@@ -183,7 +200,7 @@ def _evaluate(engine, collate, rows: list[dict], dist) -> dict:
     model.eval()
     nll_sum = n = em_hits = em_n = 0.0
     for i in range(0, len(rows), 4):
-        chunk = rows[i: i + 4]
+        chunk = rows[i : i + 4]
         logps = model(collate(chunk, [[r["answers"][0]] for r in chunk]).to(engine.device))
         nll_sum, n = nll_sum - logps[:, 0].float().sum().item(), n + len(chunk)
         short = [r for r in chunk if r["task"] != "caption"]
@@ -210,7 +227,7 @@ def _pair_accuracy(engine, collate, rows: list[dict], dist, when: str) -> dict:
     model.eval()
     right = pairs = 0.0
     for i in range(0, len(rows), 8):
-        batch = collate(rows[i: i + 8]).to(engine.device)
+        batch = collate(rows[i : i + 8]).to(engine.device)
         logps = model(batch)
         valid = batch.cand_present[:, 1:]
         right += ((logps[:, :1] > logps[:, 1:]) & valid).sum().item()

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from cl3dor_ray.model.odds import log_odds
 
 
-def odds_ratio_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
-                    rejected_mask: torch.Tensor | None = None) -> torch.Tensor:
+def odds_ratio_loss(
+    chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, rejected_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per sample (B,): mean over its negatives k of -log sigmoid(log odds(chosen) - log odds(rejected_k));
     0 for a sample without negatives.
 
@@ -25,11 +26,15 @@ def odds_ratio_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
     rejected_mask (B, K) bool: which rejected slots hold a negative (default: all).
     """
     if chosen_logps.dim() != 1 or rejected_logps.dim() != 2 or rejected_logps.shape[0] != chosen_logps.shape[0]:
-        raise ValueError(f"odds_ratio_loss expects chosen_logps (B,) and rejected_logps (B, K), got "
-                         f"{tuple(chosen_logps.shape)} and {tuple(rejected_logps.shape)}")
+        raise ValueError(
+            f"odds_ratio_loss expects chosen_logps (B,) and rejected_logps (B, K), got "
+            f"{tuple(chosen_logps.shape)} and {tuple(rejected_logps.shape)}"
+        )
     if not (chosen_logps.is_floating_point() and rejected_logps.is_floating_point()):
-        raise ValueError(f"odds_ratio_loss expects floating-point log-probabilities, got "
-                         f"{chosen_logps.dtype} and {rejected_logps.dtype}")
+        raise ValueError(
+            f"odds_ratio_loss expects floating-point log-probabilities, got "
+            f"{chosen_logps.dtype} and {rejected_logps.dtype}"
+        )
     if rejected_mask is None:
         rejected_mask = torch.ones_like(rejected_logps, dtype=torch.bool)
     ratio = log_odds(chosen_logps).unsqueeze(1) - log_odds(rejected_logps)
@@ -37,12 +42,13 @@ def odds_ratio_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
     return terms.sum(1) / rejected_mask.sum(1).clamp_min(1)
 
 
-def orpo_loss(candidate_logps: torch.Tensor, lam: float = 0.1,
-              present: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def orpo_loss(
+    candidate_logps: torch.Tensor, lam: float = 0.1, present: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and metrics from (B, C) mean log-probs, the gold answer in column 0 and the negatives
     after it; `present` (B, C) bool marks the slots that hold an answer (SceneBatch.cand_present)."""
     chosen, rejected = candidate_logps[:, 0].float(), candidate_logps[:, 1:].float()
-    valid = (torch.ones_like(rejected, dtype=torch.bool) if present is None else present[:, 1:].bool())
+    valid = torch.ones_like(rejected, dtype=torch.bool) if present is None else present[:, 1:].bool()
     nll = -chosen.mean()
     metrics = {"nll": nll.item(), "logps/chosen": chosen.mean().item()}
     has = valid.any(1)
@@ -62,6 +68,9 @@ def _preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, valid: tor
     """Over the real (gold, negative) pairs: the mean log-odds ratio, the negatives' mean log-probability,
     and the share of pairs the model ranks right."""
     ratio = log_odds(chosen).unsqueeze(1) - log_odds(rejected)
-    return {"log_odds": ratio[valid].mean().item(), "logps/rejected": rejected[valid].mean().item(),
-            "pref_accuracy": (chosen.unsqueeze(1) > rejected)[valid].float().mean().item(),
-            "negatives_per_sample": valid.sum(1).float().mean().item()}
+    return {
+        "log_odds": ratio[valid].mean().item(),
+        "logps/rejected": rejected[valid].mean().item(),
+        "pref_accuracy": (chosen.unsqueeze(1) > rejected)[valid].float().mean().item(),
+        "negatives_per_sample": valid.sum(1).float().mean().item(),
+    }

@@ -92,13 +92,28 @@ def grounding_rows(data_dir: str | Path, split: str, columns: list[str]) -> pa.T
     named = pc.greater(pc.list_value_length(questions["object_ids"]), 0)
     questions = questions.filter(pc.or_(pc.not_equal(questions["task"], "sqa"), named))
     captions = prepared.samples(split, ["caption"], columns).to_pylist()
-    refer = [{**c, "sample_id": f"{c['sample_id']}-{k}", "task": REFER, "question": text, "question_type": REFER,
-              "answers": [], "negatives": []} for c in captions for k, text in enumerate(c["answers"])]
+    refer = [
+        {
+            **c,
+            "sample_id": f"{c['sample_id']}-{k}",
+            "task": REFER,
+            "question": text,
+            "question_type": REFER,
+            "answers": [],
+            "negatives": [],
+        }
+        for c in captions
+        for k, text in enumerate(c["answers"])
+    ]
     return pa.concat_tables([questions, pa.Table.from_pylist(refer, schema=questions.schema)])
 
 
-def _clouds(rows: list[dict], num_points: int, rng: np.random.Generator | None = None,
-            arrays: list[tuple[np.ndarray, np.ndarray]] | None = None) -> torch.Tensor:
+def _clouds(
+    rows: list[dict],
+    num_points: int,
+    rng: np.random.Generator | None = None,
+    arrays: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> torch.Tensor:
     """(B, num_points, 6); with `rng`, a random subset of each cloud turned about the vertical axis
     (training augmentation: the same object seen another way round)."""
     out = []
@@ -124,7 +139,7 @@ def classification_metrics(model, rows: list[dict], chunk: int = 64) -> dict[str
     labels = model.cfg.object_labels
     hits, color_hits = [], []
     for i in range(0, len(rows), chunk):
-        part = rows[i: i + chunk]
+        part = rows[i : i + chunk]
         feats = model.point_encoder(_clouds(part, model.cfg.num_points).to(model.projector[0].weight.dtype))
         label_logits, color_logits = model.object_classifier(feats)
         for r, lab, col in zip(part, label_logits.argmax(-1).tolist(), color_logits.argmax(-1).tolist()):
@@ -155,7 +170,7 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
     model.eval()
     stats = defaultdict(lambda: np.zeros(7))  # tp, fp, fn, exact, n, first right, questions naming objects
     for i in range(0, len(rows), chunk):
-        part = rows[i: i + chunk]
+        part = rows[i : i + chunk]
         batch = collate(part, [[] for _ in part])
         feats = model.point_feats(batch)
         pred, gold, mask = model.relevance_logits(batch, feats) > 0, batch.relevant.bool(), batch.object_mask
@@ -166,8 +181,9 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
             p, g = pred[j] & mask[j], gold[j] & mask[j]
             named = bool(g.any())
             right = named and batch.relevant[j, first[j]].item() == 1.0
-            row = np.array([(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named],
-                           float)
+            row = np.array(
+                [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named], float
+            )
             stats[key] += row
             stats["all"] += row
     out = {}
@@ -218,18 +234,27 @@ def pretrain_loop_per_worker(config: dict) -> None:
     ds_cfg = dataclasses.replace(cfg, batch_size=stage.batch_size, grad_accum=1)
     optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr)
     schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, 0.1))
-    engine, _, _, _ = deepspeed.initialize(model=_Objective(model, name), model_parameters=params, optimizer=optimizer,
-                                           lr_scheduler=schedule, config=deepspeed_config(ds_cfg, stage.lr),
-                                           dist_init_required=False)
+        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, 0.1)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=_Objective(model, name),
+        model_parameters=params,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=deepspeed_config(ds_cfg, stage.lr),
+        dist_init_required=False,
+    )
     metrics = _Metrics(run_dir / "metrics.jsonl", name, 0, rank)
     if rank == 0:
-        print(f"[{name}] starting: {stage.steps} steps, {world} workers, "
-              f"{sum(p.numel() for p in params):,} trainable parameters", flush=True)
+        print(
+            f"[{name}] starting: {stage.steps} steps, {world} workers, "
+            f"{sum(p.numel() for p in params):,} trainable parameters",
+            flush=True,
+        )
 
     if name == "grounding":
         objects = Prepared(data_dir).objects(model.cfg.num_points)
-        for scene, rows in objects.items():  # the frozen encoder's features, once
+        for rows in objects.values():  # the frozen encoder's features, once
             for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
                 row["feature"] = feat.numpy()
         collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
@@ -248,11 +273,13 @@ def pretrain_loop_per_worker(config: dict) -> None:
     while step < stage.steps:
         order = rng.permutation(local.num_rows)
         for start in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
-            idx = order[start: start + stage.batch_size]
+            idx = order[start : start + stage.batch_size]
             if name == "encoder_pretraining":
-                inputs = (_clouds([{}] * len(idx), model.cfg.num_points, rng, [clouds[i] for i in idx]).to(device),
-                          torch.tensor([targets[i]["label_id"] for i in idx], device=device),
-                          torch.tensor([targets[i]["color_id"] for i in idx], device=device))
+                inputs = (
+                    _clouds([{}] * len(idx), model.cfg.num_points, rng, [clouds[i] for i in idx]).to(device),
+                    torch.tensor([targets[i]["label_id"] for i in idx], device=device),
+                    torch.tensor([targets[i]["color_id"] for i in idx], device=device),
+                )
             else:
                 rows = [questions[i] for i in idx]
                 inputs = (collate(rows, [[] for _ in rows]).to(device),)
@@ -265,8 +292,11 @@ def pretrain_loop_per_worker(config: dict) -> None:
                 metrics.write(step, {"loss": loss.item(), "samples_per_s": rate})
                 if rank == 0:
                     eta = (stage.steps - step) * stage.batch_size * world / max(rate, 1e-9)
-                    print(f"[{name}] step {step}/{stage.steps} loss {loss.item():.4f} {rate:.1f} samples/s "
-                          f"ETA {eta:.0f} s", flush=True)
+                    print(
+                        f"[{name}] step {step}/{stage.steps} loss {loss.item():.4f} {rate:.1f} samples/s "
+                        f"ETA {eta:.0f} s",
+                        flush=True,
+                    )
             if step >= stage.steps:
                 break
     _checkpoint(engine, {"step": step, "loss": loss.item()}, ray.train)

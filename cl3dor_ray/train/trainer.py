@@ -39,8 +39,19 @@ from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
 from cl3dor_ray.train.pretrain import grounding_rows, object_rows, object_vocabulary, pretrain_loop_per_worker
 
-SAMPLE_COLUMNS = ["sample_id", "split", "task", "scene_id", "object_ids", "question", "answers", "negatives",
-                  "question_type", "situation", "pose"]
+SAMPLE_COLUMNS = [
+    "sample_id",
+    "split",
+    "task",
+    "scene_id",
+    "object_ids",
+    "question",
+    "answers",
+    "negatives",
+    "question_type",
+    "situation",
+    "pose",
+]
 
 
 @dataclass
@@ -64,8 +75,9 @@ def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
     if (folder / MODEL_FILE).is_file():
         return folder
     train = Prepared(data_dir).samples("train", columns=["question", "situation", "answers", "negatives"]).to_pydict()
-    corpus = [situated_instruction(q, s) for q, s in zip(train["question"], train["situation"])] + \
-        [a for group in train["answers"] + train["negatives"] for a in group]
+    corpus = [situated_instruction(q, s) for q, s in zip(train["question"], train["situation"])] + [
+        a for group in train["answers"] + train["negatives"] for a in group
+    ]
     import torch
 
     labels, colors = object_vocabulary(data_dir)
@@ -85,7 +97,9 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
         table["colors"] = nested([r["colors"] for r in rows], pa.uint8())
         return pa.table(table), []
     if name == "grounding":
-        return grounding_rows(data_dir, "train", SAMPLE_COLUMNS), grounding_rows(data_dir, "val", SAMPLE_COLUMNS).to_pylist()
+        return grounding_rows(data_dir, "train", SAMPLE_COLUMNS), grounding_rows(
+            data_dir, "val", SAMPLE_COLUMNS
+        ).to_pylist()
     train_rows = stage_samples(data_dir, "train", stage.tasks)
     return train_rows, stage_samples(data_dir, "val", stage.tasks).slice(0, cfg.train.eval_samples).to_pylist()
 
@@ -113,14 +127,19 @@ def _resume_step(run_dir: Path, name: str) -> int:
 
 def _stage_summary(run_dir: Path, name: str) -> str:
     """The stage's last training loss and, for the pretraining stages, their validation figures."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
-        if (run_dir / "metrics.jsonl").exists() else []
+    rows = (
+        [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        if (run_dir / "metrics.jsonl").exists()
+        else []
+    )
     losses = [r["loss"] for r in rows if r["stage"] == name and "loss" in r]
     out = f": loss {losses[-1]:.4f}" if losses else ""
     pairs = {k: r[k] for r in rows if r["stage"] == name for k in ("train_pairs.start", "train_pairs.end") if k in r}
     if "train_pairs.end" in pairs:
-        out += (f", hard pairs ranked right {pairs.get('train_pairs.start', float('nan')):.2f} -> "
-                f"{pairs['train_pairs.end']:.2f}")
+        out += (
+            f", hard pairs ranked right {pairs.get('train_pairs.start', float('nan')):.2f} -> "
+            f"{pairs['train_pairs.end']:.2f}"
+        )
     figures = run_dir / "stages" / name / "metrics.json"
     if figures.is_file():
         m = json.loads(figures.read_text())
@@ -131,8 +150,13 @@ def _stage_summary(run_dir: Path, name: str) -> str:
     return out
 
 
-def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: str | None = None,
-          init_model: str | Path | None = None) -> TrainResult:
+def train(
+    cfg: Config,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    only_stage: str | None = None,
+    init_model: str | Path | None = None,
+) -> TrainResult:
     """Run (or resume) the enabled stages on the Ray this process is connected to."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -142,8 +166,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
     check_data(data_dir, cfg)
     stages = [(n, s) for n, s in cfg.train.stages if s.enabled and (only_stage is None or n == only_stage)]
     if not stages:
-        raise ConfigError(f"no stage to run (only_stage={only_stage!r}; enabled: "
-                          f"{[n for n, s in cfg.train.stages if s.enabled]})")
+        raise ConfigError(
+            f"no stage to run (only_stage={only_stage!r}; enabled: {[n for n, s in cfg.train.stages if s.enabled]})"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     with captured():  # transformers imports DeepSpeed to save a model, and DeepSpeed announces its accelerator
         import deepspeed  # noqa: F401
@@ -162,24 +187,36 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, only_stage: st
         train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
         batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
         if train_rows.num_rows < batch * cfg.train.workers:
-            raise ConfigError(f"[{name}] {train_rows.num_rows} training rows; need at least "
-                              f"{batch} (batch size) x {cfg.train.workers} (train.workers)")
+            raise ConfigError(
+                f"[{name}] {train_rows.num_rows} training rows; need at least "
+                f"{batch} (batch size) x {cfg.train.workers} (train.workers)"
+            )
         trainer = TorchTrainer(
             pretrain_loop_per_worker if name in PRETRAIN_STAGES else train_loop_per_worker,
-            train_loop_config={"train": cfg.train, "stage": name, "run_dir": str(run_dir),
-                               "data_dir": str(data_dir), "init_model": str(previous), "val_samples": val,
-                               "pair_samples": _pair_samples(name, stage, cfg, train_rows)},
+            train_loop_config={
+                "train": cfg.train,
+                "stage": name,
+                "run_dir": str(run_dir),
+                "data_dir": str(data_dir),
+                "init_model": str(previous),
+                "val_samples": val,
+                "pair_samples": _pair_samples(name, stage, cfg, train_rows),
+            },
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
             run_config=ray.train.RunConfig(
-                name=name, storage_path=str(run_dir / "ray"),
+                name=name,
+                storage_path=str(run_dir / "ray"),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
                 failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-                worker_runtime_env={"env_vars": env}),
+                worker_runtime_env={"env_vars": env},
+            ),
             datasets={"train": ray.data.from_arrow(train_rows)},
         )
         t_stage, resume = time.perf_counter(), _resume_step(run_dir, name)
-        say(f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
-            f"{cfg.train.workers} Ray Train worker(s)")
+        say(
+            f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
+            f"{cfg.train.workers} Ray Train worker(s)"
+        )
         with follow_training(run_dir / "metrics.jsonl", name, stage.steps, resume):
             trainer.fit()
         say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")

@@ -15,8 +15,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("abl")
-    run = subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", "ablate", "--config", "configs/ablation.yaml",
-                          "--out", str(out), "--quick"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cl3dor_ray.cli",
+            "ablate",
+            "--config",
+            "configs/ablation.yaml",
+            "--out",
+            str(out),
+            "--quick",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     return out, run.stdout
 
@@ -35,8 +48,12 @@ def test_one_row_per_variant_and_seed_with_every_metric(quick):
     assert sorted((r["variant"], int(r["seed"])) for r in rows) == sorted((n, s) for n in names for s in acfg.seeds)
     for r in rows:
         assert r["error"] == "", r
-        for key in [m for m, _ in HEADLINE] + ["scanqa.em.small_objects", "prep_seconds", "train_seconds",
-                                               "step_ms.instruction_tuning"]:
+        for key in [m for m, _ in HEADLINE] + [
+            "scanqa.em.small_objects",
+            "prep_seconds",
+            "train_seconds",
+            "step_ms.instruction_tuning",
+        ]:
             assert isinstance(r[key], float), (r["variant"], key)
         assert 0 <= r["scanqa.em"] <= 1 and r["prep_seconds"] > 0 and r["step_ms.instruction_tuning"] > 0
 
@@ -66,8 +83,10 @@ def test_table_and_differences_are_computed_from_results_csv(quick):
     for r in rows:
         assert signal[r["variant"]][0] == f"{r['train.nll']:.3f}", r["variant"]
         step_keys = sorted(k for k in r if k.startswith("step_ms."))  # one column per stage any variant ran
-        assert costs[r["variant"]][step_keys.index("step_ms.instruction_tuning")] == \
-            f"{r['step_ms.instruction_tuning']:.0f}", r["variant"]
+        assert (
+            costs[r["variant"]][step_keys.index("step_ms.instruction_tuning")]
+            == f"{r['step_ms.instruction_tuning']:.0f}"
+        ), r["variant"]
 
 
 def test_plots_are_written_and_linked(quick):
@@ -84,8 +103,9 @@ def test_branches_train_only_the_contrastive_stage_from_the_reference(quick):
     reference_stages = ["encoder_pretraining", "grounding", "instruction_tuning", "object_alignment"]
     assert sorted(p.name for p in (runs / "full" / "seed0" / "stages").iterdir()) == reference_stages
     assert sorted(p.name for p in (runs / "sparse" / "seed0" / "stages").iterdir()) == reference_stages
-    branches = [v.name for v in expand_variants(load_ablation_config("configs/ablation.yaml").quick_version())
-                if v.branch]
+    branches = [
+        v.name for v in expand_variants(load_ablation_config("configs/ablation.yaml").quick_version()) if v.branch
+    ]
     assert "no_negatives" in branches  # the supervised baseline, a branch of the full method
     for branch in branches:
         assert [p.name for p in (runs / branch / "seed0" / "stages").iterdir()] == ["instruction_tuning"]

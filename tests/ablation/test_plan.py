@@ -19,9 +19,16 @@ def test_shipped_config_expands_to_every_variant_the_issue_asks_for():
     lams = sorted({v.cfg.train.instruction_tuning.lam for v in variants.values()})
     assert lams[0] == 0 and lams[-1] > 0  # λ = 0 against the full method's λ
     full = variants["full"].cfg
-    assert (full.prepare.sparse, full.prepare.negative_generator, full.train.instruction_tuning.contrastive) == \
-        (False, "rule", True) and full.prepare.negatives > 0 and full.train.instruction_tuning.lam > 0
-    assert variants["sparse"].cfg.prepare.sparse and variants["random_negatives"].cfg.prepare.negative_generator == "random"
+    assert (
+        (full.prepare.sparse, full.prepare.negative_generator, full.train.instruction_tuning.contrastive)
+        == (False, "rule", True)
+        and full.prepare.negatives > 0
+        and full.train.instruction_tuning.lam > 0
+    )
+    assert (
+        variants["sparse"].cfg.prepare.sparse
+        and variants["random_negatives"].cfg.prepare.negative_generator == "random"
+    )
     # every variant has the same step budget
     assert len({tuple(s.steps for _, s in v.cfg.train.stages) for v in variants.values()}) == 1
 
@@ -29,13 +36,18 @@ def test_shipped_config_expands_to_every_variant_the_issue_asks_for():
 def test_only_contrastive_stage_variants_share_the_reference_alignment():
     variants = {v.name: v for v in expand_variants(load_ablation_config("configs/ablation.yaml"))}
     branches = {n for n, v in variants.items() if v.branch}
-    assert branches == {n for n in variants if n in ("no_negatives", "random_negatives", "llm_negatives")
-                        or n.startswith("lambda_")}
+    assert branches == {
+        n for n in variants if n in ("no_negatives", "random_negatives", "llm_negatives") or n.startswith("lambda_")
+    }
     keys = {v.data_key for v in variants.values()}
     assert variants["full"].data_key == variants["lambda_0"].data_key == "dense-p256-k4-rule"
     assert {"sparse-p256-k4-rule", "dense-p256-k0", "dense-p256-k4-random"} <= keys
-    llm = expand_variants(dataclasses.replace(load_ablation_config("configs/ablation.yaml"), variants={
-        "full": [], "llm_negatives": ["prepare.negative_generator=llm"]}))
+    llm = expand_variants(
+        dataclasses.replace(
+            load_ablation_config("configs/ablation.yaml"),
+            variants={"full": [], "llm_negatives": ["prepare.negative_generator=llm"]},
+        )
+    )
     assert llm[1].branch and llm[1].data_key == "dense-p256-k4-llm"  # a variant of the negatives alone
 
 
@@ -61,9 +73,11 @@ def test_bad_variant_config_is_named(tmp_path):
 
 
 def test_summary_and_noise_rule(tmp_path):
-    rows = [{"variant": "full", "seed": s, "scanqa.em": v} for s, v in enumerate([0.50, 0.52, 0.54])] + \
-           [{"variant": "sft", "seed": s, "scanqa.em": v} for s, v in enumerate([0.40, 0.42, 0.44])] + \
-           [{"variant": "near", "seed": s, "scanqa.em": v} for s, v in enumerate([0.49, 0.53, 0.55])]
+    rows = (
+        [{"variant": "full", "seed": s, "scanqa.em": v} for s, v in enumerate([0.50, 0.52, 0.54])]
+        + [{"variant": "sft", "seed": s, "scanqa.em": v} for s, v in enumerate([0.40, 0.42, 0.44])]
+        + [{"variant": "near", "seed": s, "scanqa.em": v} for s, v in enumerate([0.49, 0.53, 0.55])]
+    )
     write_results_csv(rows, tmp_path / "r.csv")
     back = read_results_csv(tmp_path / "r.csv")
     stats = summarise(back, "scanqa.em")
@@ -97,10 +111,14 @@ def test_paired_difference_cancels_what_seeds_share():
     from cl3dor_ray.ablation.report import paired_delta
 
     # the seeds move both variants together: unpaired, the spread (0.1) hides a steady 0.02
-    rows = [{"variant": v, "seed": float(s), "scanqa.em": base - (0.02 if v == "sft" else 0) + 0.001 * s * (v == "sft")}
-            for s, base in enumerate([0.45, 0.65, 0.69]) for v in ("full", "sft")]
+    rows = [
+        {"variant": v, "seed": float(s), "scanqa.em": base - (0.02 if v == "sft" else 0) + 0.001 * s * (v == "sft")}
+        for s, base in enumerate([0.45, 0.65, 0.69])
+        for v in ("full", "sft")
+    ]
     d, sd, floor, seeds = paired_delta(rows, "full", "sft", "scanqa.em")
     assert seeds == 3 and d == pytest.approx(0.019) and sd == pytest.approx(0.001) and floor == sd
-    assert paired_delta(rows, "full", "sft", "scanqa.em", n=1500)[2] == pytest.approx(math.sqrt(2 * 0.5967 * 0.4033 / 1500),
-                                                                                       rel=1e-3)
+    assert paired_delta(rows, "full", "sft", "scanqa.em", n=1500)[2] == pytest.approx(
+        math.sqrt(2 * 0.5967 * 0.4033 / 1500), rel=1e-3
+    )
     assert paired_delta(rows[:2], "full", "sft", "scanqa.em") is None  # one seed: no spread to measure

@@ -22,19 +22,55 @@ pytestmark = pytest.mark.slow
 P, K = 64, 3
 BROKEN = {f"scene{100 + i:04d}_00": what for i, what in enumerate(MALFORMED)}
 BAD_ANNOTATIONS = {
-    "missing_scene": {"scene_id": "scene0999_00", "question_id": "x-1", "question": "What is it?",
-                      "answers": ["chair"], "object_ids": [], "object_names": []},
-    "missing_object": {"scene_id": "scene0000_00", "question_id": "x-2", "question": "What color is it?",
-                       "answers": ["red"], "object_ids": [999], "object_names": ["cup"]},
-    "empty_answers": {"scene_id": "scene0000_00", "question_id": "x-3", "question": "What is that?",
-                      "answers": [], "object_ids": [0], "object_names": ["table"]},
-    "wrong_type": {"scene_id": "scene0000_00", "question_id": "x-4", "question": 5, "answers": ["a"],
-                   "object_ids": [0], "object_names": ["table"]},
-    "rejected_scan": {"scene_id": "scene0100_00", "question_id": "x-5", "question": "How many chairs?",
-                      "answers": ["2"], "object_ids": [], "object_names": []},
+    "missing_scene": {
+        "scene_id": "scene0999_00",
+        "question_id": "x-1",
+        "question": "What is it?",
+        "answers": ["chair"],
+        "object_ids": [],
+        "object_names": [],
+    },
+    "missing_object": {
+        "scene_id": "scene0000_00",
+        "question_id": "x-2",
+        "question": "What color is it?",
+        "answers": ["red"],
+        "object_ids": [999],
+        "object_names": ["cup"],
+    },
+    "empty_answers": {
+        "scene_id": "scene0000_00",
+        "question_id": "x-3",
+        "question": "What is that?",
+        "answers": [],
+        "object_ids": [0],
+        "object_names": ["table"],
+    },
+    "wrong_type": {
+        "scene_id": "scene0000_00",
+        "question_id": "x-4",
+        "question": 5,
+        "answers": ["a"],
+        "object_ids": [0],
+        "object_names": ["table"],
+    },
+    "rejected_scan": {
+        "scene_id": "scene0100_00",
+        "question_id": "x-5",
+        "question": "How many chairs?",
+        "answers": ["2"],
+        "object_ids": [],
+        "object_names": [],
+    },
 }
-NON_ASCII = {"scene_id": "scene0000_00", "question_id": "x-6", "question": "¿De qué color es la mesa? ☕",
-             "answers": ["marrón café"], "object_ids": [0], "object_names": ["table"]}
+NON_ASCII = {
+    "scene_id": "scene0000_00",
+    "question_id": "x-6",
+    "question": "¿De qué color es la mesa? ☕",
+    "answers": ["marrón café"],
+    "object_ids": [0],
+    "object_names": ["table"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +83,9 @@ def raw(synth_dir, tmp_path_factory):
         break_scan(write_scan(scene, raw / "scans", segments=segments), scene_id, what)
     qa_file = raw / "annotations" / "ScanQA_v1.0_train.json"
     records = json.loads(qa_file.read_text())
-    qa_file.write_text(json.dumps(records + list(BAD_ANNOTATIONS.values()) + [NON_ASCII], ensure_ascii=False),
-                       encoding="utf-8")
+    qa_file.write_text(
+        json.dumps(records + list(BAD_ANNOTATIONS.values()) + [NON_ASCII], ensure_ascii=False), encoding="utf-8"
+    )
     return raw
 
 
@@ -123,10 +160,17 @@ def test_samples_have_up_to_k_negatives_of_the_gold_kind_none_equal_to_gold(prep
     ann = raw / "annotations"
     n_qa = sum(len(json.loads((ann / f"ScanQA_v1.0_{sp}.json").read_text())) for sp in ("train", "val"))
     n_pope = sum(len(json.loads((ann / f"existence_{sp}.json").read_text())) for sp in ("train", "val"))
-    n_cap = len({(r["scene_id"], r["object_id"]) for sp in ("train", "val")
-                 for r in json.loads((ann / f"ScanRefer_filtered_{sp}.json").read_text())})
-    n_sqa = sum(len(json.loads((ann / f"v1_balanced_questions_{sp}_scannetv2.json").read_text())["questions"])
-                for sp in ("train", "val"))
+    n_cap = len(
+        {
+            (r["scene_id"], r["object_id"])
+            for sp in ("train", "val")
+            for r in json.loads((ann / f"ScanRefer_filtered_{sp}.json").read_text())
+        }
+    )
+    n_sqa = sum(
+        len(json.loads((ann / f"v1_balanced_questions_{sp}_scannetv2.json").read_text())["questions"])
+        for sp in ("train", "val")
+    )
     n_bad = len(BAD_ANNOTATIONS)
     assert len(samples) == n_qa - n_bad + n_pope + n_cap + n_sqa == sum(summary.samples.values())
 
@@ -144,7 +188,7 @@ def test_bad_inputs_are_listed_in_errors_jsonl(prepared):
     for e in errors:
         assert set(e) == {"scene_id", "file", "reason"}
         by_scene.setdefault(e["scene_id"], []).append(e)
-    for scene_id, what in BROKEN.items():
+    for scene_id in BROKEN:
         (scan_error,) = [e for e in by_scene[scene_id] if e["file"].startswith("scans/")]
         assert scan_error["file"].startswith(f"scans/{scene_id}/{scene_id}")
     reasons = " | ".join(e["reason"] for e in errors)
@@ -193,7 +237,19 @@ def test_job_entry_point_exits_nonzero_when_nothing_can_be_prepared(tmp_path):
         scene_id = f"scene{i:04d}_00"
         _, scene, segments = generate_scene(scene_id, seed=1, index=i)
         break_scan(write_scan(scene, tmp_path / "raw" / "scans", segments=segments), scene_id, what)
-    run = subprocess.run([sys.executable, "jobs/prepare_data.py", "--raw", str(tmp_path / "raw"),
-                          "--out", str(tmp_path / "out"), "--workers", "1"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "jobs/prepare_data.py",
+            "--raw",
+            str(tmp_path / "raw"),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1
     assert "error: no scan under" in run.stderr and "truncated" in run.stderr

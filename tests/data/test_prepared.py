@@ -28,8 +28,9 @@ def test_objects_are_thinned_once_to_an_even_subset_of_the_prepared_points(prepa
             np.testing.assert_array_equal(r["points"], source[idx])
     full = prepared.objects(128)
     row = full[next(iter(full))][0]
-    np.testing.assert_array_equal(row["points"], np.asarray(whole[(row["scene_id"], row["object_id"])]["points"],
-                                                            np.float32))
+    np.testing.assert_array_equal(
+        row["points"], np.asarray(whole[(row["scene_id"], row["object_id"])]["points"], np.float32)
+    )
 
 
 def test_more_model_points_than_prepared_fails_naming_both(prepared_dir):
@@ -67,9 +68,15 @@ def _imports(path: Path) -> set[str]:
 def test_only_data_reads_prepared_parquet_and_serving_does_not_reach_into_training():
     modules = sorted(PACKAGE.rglob("*.py"))
     assert len(modules) > 30
-    readers = [p.relative_to(PACKAGE).as_posix() for p in modules
-               if p.parent.name != "data" and {"pyarrow.parquet", "pyarrow.dataset"} & _imports(p)]
+    readers = [
+        p.relative_to(PACKAGE).as_posix()
+        for p in modules
+        if p.parent.name != "data" and {"pyarrow.parquet", "pyarrow.dataset"} & _imports(p)
+    ]
     assert readers == []
-    serve = [p.name for p in (PACKAGE / "serve").glob("*.py")
-             if any(m == "cl3dor_ray.train" or m.startswith("cl3dor_ray.train.") for m in _imports(p))]
+    serve = [
+        p.name
+        for p in (PACKAGE / "serve").glob("*.py")
+        if any(m == "cl3dor_ray.train" or m.startswith("cl3dor_ray.train.") for m in _imports(p))
+    ]
     assert serve == []

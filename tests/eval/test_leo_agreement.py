@@ -11,16 +11,51 @@ import pytest
 
 from cl3dor_ray.eval.metrics import exact_match, exact_match_refined
 
-_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-            "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+_NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 _LEO_RULES = (
     [(r"^ +| +$", ""), (r" {2,}", " "), (r"\.[ ]{2,}", ". "), (r"[^a-zA-Z0-9,'\s\-:]+", ""), ("\u2019", "'")]
-    + [(rf"\b{typo}\b", fix) for typo, fix in [("letf", "left"), ("let", "left"), ("tehre", "there"),
-                                                ("rigth", "right"), ("rght", "right"), ("behine", "behind"),
-                                                ("tv", "TV"), ("chai", "chair"), ("wasing", "washing"),
-                                                ("waslked", "walked"), ("oclock", "o'clock"), ("o'[ ]+clock", "o'clock")]]
+    + [
+        (rf"\b{typo}\b", fix)
+        for typo, fix in [
+            ("letf", "left"),
+            ("let", "left"),
+            ("tehre", "there"),
+            ("rigth", "right"),
+            ("rght", "right"),
+            ("behine", "behind"),
+            ("tv", "TV"),
+            ("chai", "chair"),
+            ("wasing", "washing"),
+            ("waslked", "walked"),
+            ("oclock", "o'clock"),
+            ("o'[ ]+clock", "o'clock"),
+        ]
+    ]
     + [(r"\b0\b", "zero"), (r"\bnone\b", "zero")]
-    + [(rf"\b{i}\b", w) for i, w in enumerate(_NUMBERS) if i] + [(r"\b23\b", "twenty-three")]
+    + [(rf"\b{i}\b", w) for i, w in enumerate(_NUMBERS) if i]
+    + [(r"\b23\b", "twenty-three")]
     + [(r"\b([a-zA-Z]+)([0-9])\b", r"\g<1>")]
     + [(rf"\b{article}\b ([a-zA-Z]+)", r"\g<1>") for article in ("a", "an", "the")]
     + [(r"\bbackwards\b", "backward")]
@@ -45,14 +80,34 @@ def leo_em(pred: str, golds: list[str]) -> tuple[bool, bool]:
 
 
 AGREE = [  # ScanQA-style answers: the same EM and EM-refined under LEO's rules and ours
-    ("brown", ["brown"]), ("Brown.", ["brown"]), ("the brown table", ["brown table"]),
-    ("two", ["2"]), ("2", ["two"]), ("thirteen", ["13"]), ("19", ["nineteen"]), ("twenty-three", ["23"]),
-    ("none", ["0"]), ("trashcan", ["trash can"]), ("trash can", ["trashcan"]), ("left", ["letf"]),
-    ("right side", ["rigth side"]), ("behind the door", ["behine door"]), ("3 oclock", ["three o'clock"]),
-    ("backward", ["backwards"]), ("mat", ["mat2"]), ("brown", ["dark brown"]), ("on the wooden table", ["table"]),
-    ("chair", ["table", "desk"]), ("2", ["12"]), ("one", ["someone"]), ("white tv", ["white TV"]),
-    ("in the corner of the room", ["corner"]), ("25", ["twenty five"]), ("", ["table"]),
-    ("under the desk", ["below desk", "under desk"]), ("black office chair", ["office chair", "black chair"]),
+    ("brown", ["brown"]),
+    ("Brown.", ["brown"]),
+    ("the brown table", ["brown table"]),
+    ("two", ["2"]),
+    ("2", ["two"]),
+    ("thirteen", ["13"]),
+    ("19", ["nineteen"]),
+    ("twenty-three", ["23"]),
+    ("none", ["0"]),
+    ("trashcan", ["trash can"]),
+    ("trash can", ["trashcan"]),
+    ("left", ["letf"]),
+    ("right side", ["rigth side"]),
+    ("behind the door", ["behine door"]),
+    ("3 oclock", ["three o'clock"]),
+    ("backward", ["backwards"]),
+    ("mat", ["mat2"]),
+    ("brown", ["dark brown"]),
+    ("on the wooden table", ["table"]),
+    ("chair", ["table", "desk"]),
+    ("2", ["12"]),
+    ("one", ["someone"]),
+    ("white tv", ["white TV"]),
+    ("in the corner of the room", ["corner"]),
+    ("25", ["twenty five"]),
+    ("", ["table"]),
+    ("under the desk", ["below desk", "under desk"]),
+    ("black office chair", ["office chair", "black chair"]),
 ]
 FIXES = [  # our deliberate fixes: (pred, golds, our EM, our EM-refined), README "Answer normaliser"
     ("a", ["a"], False, False),  # an answer the normaliser empties is no answer (LEO: 1, 1)

@@ -24,7 +24,7 @@ def test_features_say_where_each_focus_object_is():
     assert f.shape == (1, 2, FOCUS_GEOMETRY)
     lamp, cup = f[0]
     torch.testing.assert_close(cup[6:9], torch.tensor([-2.0, 1.0, -0.7]))  # offset from the first focus object
-    assert cup[9].item() == pytest.approx(5 ** 0.5)  # their horizontal distance
+    assert cup[9].item() == pytest.approx(5**0.5)  # their horizontal distance
     assert cup[10].item() == pytest.approx((0.75 - 1.7))  # its bottom above the lamp's top: negative, it is lower
     assert cup[11].item() == pytest.approx(1.3 - 0.85)  # its top below the lamp's bottom: it is below the lamp
     torch.testing.assert_close(lamp[12:15], torch.tensor([1.0, 0.0, 2.0]))  # dead ahead, 2 m

@@ -41,7 +41,7 @@ def test_greedy_generation_from_the_folder_knows_paris(smollm2_dir):
     ids = tok("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         out = lm.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1] :])
     assert tok.eos_token == "<|im_end|>" and tok.chat_template  # the end-of-turn token answers end with
 
 

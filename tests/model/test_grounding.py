@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from cl3dor_ray.config import load_config
+from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.grounding import classification_loss, grounding_loss
 from cl3dor_ray.model.io import build_model
-from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.train.orpo import orpo_loss
 from cl3dor_ray.train.pretrain import _clouds, classification_metrics, object_rows, object_vocabulary
 
@@ -52,8 +52,13 @@ def grounded(prepared_dir):
     def encoder_loss(i):
         rows = pick.sample(train_objects, 32)
         feats = model.point_encoder(_clouds(rows, cfg.num_points, rng))
-        return classification_loss(model.object_classifier, feats, torch.tensor([r["label_id"] for r in rows]),
-                                   torch.tensor([r["color_id"] for r in rows]))
+        return classification_loss(
+            model.object_classifier,
+            feats,
+            torch.tensor([r["label_id"] for r in rows]),
+            torch.tensor([r["color_id"] for r in rows]),
+        )
+
     _steps([*model.point_encoder.parameters(), *model.object_classifier.parameters()], 150, encoder_loss, 2e-3)
 
     questions = [s for s in samples if s["split"] == "train" and s["task"] in ("qa", "existence")]
@@ -62,10 +67,17 @@ def grounded(prepared_dir):
     def ground_loss(i):
         batch = collate(pick.sample(questions, 16), [[] for _ in range(16)])
         return grounding_loss(model.grounding_logits(batch), batch.relevant, batch.object_mask)
+
     _steps(list(model.grounding.parameters()), 150, ground_loss, 1e-3)
 
-    model.set_trainable(point_encoder="freeze", grounding="freeze", object_classifier="freeze", spatial="train",
-                        projector="train", lm="train")
+    model.set_trainable(
+        point_encoder="freeze",
+        grounding="freeze",
+        object_classifier="freeze",
+        spatial="train",
+        projector="train",
+        lm="train",
+    )
     # the LEO-style alignment: the LM learns to read the objects it is pointed at (teacher forcing)
     color_qs = [s for s in questions if s["question_type"] == "color"]
     teach = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=True)
@@ -73,6 +85,7 @@ def grounded(prepared_dir):
     def lm_loss(i):
         rows = pick.sample(color_qs, 8)
         return orpo_loss(model(teach(rows, [[r["answers"][0]] for r in rows])), lam=0)[0]
+
     _steps([p for p in model.parameters() if p.requires_grad], 200, lm_loss, 2e-3)
     return model.eval(), objects, color_qs, untrained, train_objects
 
@@ -100,8 +113,9 @@ def test_pretrained_encoder_tells_categories_apart(grounded, prepared_dir):
     # The held-out room's objects. Colour is read from the points of objects never seen; category is
     # checked on large objects only: the small categories differ only in shape (a handle, a neck), which
     # 4 training rooms are too few to learn (the ablation measures it on 40 validation rooms).
-    val = classification_metrics(model, object_rows(prepared_dir, "val", model.cfg.object_labels,
-                                                    model.cfg.object_colors))
+    val = classification_metrics(
+        model, object_rows(prepared_dir, "val", model.cfg.object_labels, model.cfg.object_colors)
+    )
     print("held-out room:", {k: v for k, v in val.items() if not k.startswith("accuracy.category")})
     assert val["n"] >= 10 and val["color_accuracy"] > 0.6, val
     assert val["accuracy.large_objects"] > val["majority_baseline"], val
@@ -132,9 +146,21 @@ def test_answer_moves_when_the_object_is_repainted_or_the_room_emptied(grounded)
     true = scores(objects[q["scene_id"]])
     target = q["object_ids"][0]
     # every channel moved by half its range: purple (120, 50, 150) becomes a yellow (248, 178, 22)
-    repainted = [{**o, "colors": ((np.asarray(o["colors"]).astype(np.int64) + 128) % 256).astype(np.uint8)}
-                 if o["object_id"] == target else o for o in objects[q["scene_id"]]]
-    emptied = [{**o, "points": np.zeros_like(np.asarray(o["points"])), "colors": np.zeros_like(np.asarray(o["colors"])),
-                "center": [0.0, 0.0, 0.0], "size": [0.0, 0.0, 0.0]} for o in objects[q["scene_id"]]]
+    repainted = [
+        {**o, "colors": ((np.asarray(o["colors"]).astype(np.int64) + 128) % 256).astype(np.uint8)}
+        if o["object_id"] == target
+        else o
+        for o in objects[q["scene_id"]]
+    ]
+    emptied = [
+        {
+            **o,
+            "points": np.zeros_like(np.asarray(o["points"])),
+            "colors": np.zeros_like(np.asarray(o["colors"])),
+            "center": [0.0, 0.0, 0.0],
+            "size": [0.0, 0.0, 0.0],
+        }
+        for o in objects[q["scene_id"]]
+    ]
     for changed in (scores(repainted), scores(emptied)):
         assert float((changed - true).abs().max()) > 0.05  # before the fix: < 5e-4

@@ -46,12 +46,16 @@ def test_cached_prefix_gives_the_same_scores_and_serves_other_questions(smollm2_
         cached = model.candidate_logps(batch, prefixes=model.scene_prefixes(batch))[0]
     torch.testing.assert_close(cached, plain, rtol=0, atol=1e-4)
     # one scene's prefix answers every question about it, in one batch
-    same_scene = [dict(samples[0], question=q) for q in ("What color is the cup?", "How many objects are there?",
-                                                          "Is there a bed in the room?")]
+    same_scene = [
+        dict(samples[0], question=q)
+        for q in ("What color is the cup?", "How many objects are there?", "Is there a bed in the room?")
+    ]
     batch = collate(same_scene, [[] for _ in same_scene])
     prefix = model.scene_prefixes(batch.select([0]))[0]
-    assert model.generate_ids(batch, max_new_tokens=8, prefixes=[prefix] * 3).tolist() == \
-        model.generate_ids(batch, max_new_tokens=8).tolist()
+    assert (
+        model.generate_ids(batch, max_new_tokens=8, prefixes=[prefix] * 3).tolist()
+        == model.generate_ids(batch, max_new_tokens=8).tolist()
+    )
 
 
 def _prefix(nbytes: int) -> ScenePrefix:

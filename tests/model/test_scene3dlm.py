@@ -124,11 +124,19 @@ def test_generation_greedy_and_beam_respect_max_new_tokens(setup):
 
 def test_set_trainable_per_part(setup):
     model, _, _ = setup
-    model.set_trainable(point_encoder="freeze", spatial="train", projector="train", lm="lora", grounding="freeze",
-                        object_classifier="freeze")
+    model.set_trainable(
+        point_encoder="freeze",
+        spatial="train",
+        projector="train",
+        lm="lora",
+        grounding="freeze",
+        object_classifier="freeze",
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(("lora_" in n) or n.startswith(("spatial", "location", "projector", "slots",
-                                                             "focus_geometry")) for n in trainable)
+    assert trainable and all(
+        ("lora_" in n) or n.startswith(("spatial", "location", "projector", "slots", "focus_geometry"))
+        for n in trainable
+    )
     assert any(n.startswith("focus_geometry") for n in trainable)  # where the focus objects are trains with spatial
     assert not any(n.startswith(("point_encoder", "grounding")) for n in trainable)
     model.set_trainable(grounding="train")
@@ -145,18 +153,27 @@ def test_object_budget_keeps_relevant_objects_then_the_nearest_to_the_room_centr
     assert [o["object_id"] for o in picked] == [7, 3, 4, 5]
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("points", torch.zeros(2, 3, 64, 6, dtype=torch.float64), "points must be torch.float32 of shape"),
-    ("points", torch.zeros(2, 3, 64, 3), "got torch.float32 \\(2, 3, 64, 3\\)"),
-    ("object_mask", torch.ones(2, 4, dtype=torch.bool), "object_mask must be torch.bool of shape \\(2, 3\\)"),
-    ("object_mask", torch.zeros(2, 3, dtype=torch.bool), "every sample needs at least one object"),
-    ("cand_ids", torch.zeros(2, 4, 5, dtype=torch.int32), "cand_ids must be torch.int64"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("points", torch.zeros(2, 3, 64, 6, dtype=torch.float64), "points must be torch.float32 of shape"),
+        ("points", torch.zeros(2, 3, 64, 3), "got torch.float32 \\(2, 3, 64, 3\\)"),
+        ("object_mask", torch.ones(2, 4, dtype=torch.bool), "object_mask must be torch.bool of shape \\(2, 3\\)"),
+        ("object_mask", torch.zeros(2, 3, dtype=torch.bool), "every sample needs at least one object"),
+        ("cand_ids", torch.zeros(2, 4, 5, dtype=torch.int32), "cand_ids must be torch.int64"),
+    ],
+)
 def test_bad_batches_fail_with_the_field_and_expectation(field, value, message):
-    good = dict(points=torch.zeros(2, 3, 64, 6), object_mask=torch.ones(2, 3, dtype=torch.bool),
-                centers=torch.zeros(2, 3, 3), sizes=torch.zeros(2, 3, 3),
-                instruction_ids=torch.zeros(2, 7, dtype=torch.long), instruction_mask=torch.ones(2, 7, dtype=torch.long),
-                cand_ids=torch.zeros(2, 4, 5, dtype=torch.long), cand_mask=torch.ones(2, 4, 5, dtype=torch.long))
+    good = dict(
+        points=torch.zeros(2, 3, 64, 6),
+        object_mask=torch.ones(2, 3, dtype=torch.bool),
+        centers=torch.zeros(2, 3, 3),
+        sizes=torch.zeros(2, 3, 3),
+        instruction_ids=torch.zeros(2, 7, dtype=torch.long),
+        instruction_mask=torch.ones(2, 7, dtype=torch.long),
+        cand_ids=torch.zeros(2, 4, 5, dtype=torch.long),
+        cand_mask=torch.ones(2, 4, 5, dtype=torch.long),
+    )
     SceneBatch(**good)
     with pytest.raises(BatchError, match=message):
         SceneBatch(**{**good, field: value})
@@ -237,9 +254,10 @@ def test_cached_point_features_give_the_same_scores(setup):
     model, collate, samples = setup
     model.eval()
     with_points = model.candidate_logps(collate(samples))[0]
-    cached = {scene: [{**row, "feature": f.numpy()} for row, f in
-                      zip(rows, model.point_features(rows, model.cfg.num_points))]
-              for scene, rows in collate.objects.items()}
+    cached = {
+        scene: [{**row, "feature": f.numpy()} for row, f in zip(rows, model.point_features(rows, model.cfg.num_points))]
+        for scene, rows in collate.objects.items()
+    }
     batch = SceneCollator(model.tokenizer, cached, model.cfg.num_points, model.cfg.max_objects)(samples)
     assert batch.features is not None and batch.points.shape[2] == 1
     torch.testing.assert_close(model.candidate_logps(batch)[0], with_points, rtol=0, atol=1e-5)
@@ -253,8 +271,14 @@ def test_every_trainable_part_gets_a_gradient_when_no_sample_has_focus_objects(s
     _, objects, _ = toy_scenes()
     teach = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
     empty = [{**s, "object_ids": []} for s in samples]
-    model.set_trainable(point_encoder="freeze", grounding="freeze", object_classifier="freeze", spatial="train",
-                        projector="train", lm="train")
+    model.set_trainable(
+        point_encoder="freeze",
+        grounding="freeze",
+        object_classifier="freeze",
+        spatial="train",
+        projector="train",
+        lm="train",
+    )
     orpo_loss(model(teach(empty)), lam=0.1)[0].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert model.grounding is not None and missing == []

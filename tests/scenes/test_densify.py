@@ -51,8 +51,14 @@ def test_center_and_size_are_the_box_of_the_objects_vertices(scene):
 def _one_object_scene(vertices, faces, colors=None) -> Scene:
     n = len(vertices)
     colors = np.zeros((n, 3), np.uint8) if colors is None else colors
-    return Scene("scene9999_00", np.asarray(vertices, np.float32), colors, np.asarray(faces, np.int32),
-                 np.zeros(n, np.int32), [SceneObject(0, "thing")])
+    return Scene(
+        "scene9999_00",
+        np.asarray(vertices, np.float32),
+        colors,
+        np.asarray(faces, np.int32),
+        np.zeros(n, np.int32),
+        [SceneObject(0, "thing")],
+    )
 
 
 def test_coverage_is_uniform_across_faces_of_very_different_size():

@@ -7,9 +7,11 @@ from cl3dor_ray.scenes.ply import Mesh, read_ply, write_ply
 
 
 def _mesh(rng, n=50, f=80):
-    return Mesh(rng.normal(size=(n, 3)).astype(np.float32),
-                rng.integers(0, 256, (n, 3)).astype(np.uint8),
-                rng.integers(0, n, (f, 3)).astype(np.int32))
+    return Mesh(
+        rng.normal(size=(n, 3)).astype(np.float32),
+        rng.integers(0, 256, (n, 3)).astype(np.uint8),
+        rng.integers(0, n, (f, 3)).astype(np.int32),
+    )
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -33,10 +35,12 @@ def test_open3d_reads_what_we_write(tmp_path):
 
 def test_reads_big_endian_and_extra_properties(tmp_path):
     verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=">f4")
-    header = (b"ply\nformat binary_big_endian 1.0\ncomment made by hand\nelement vertex 3\n"
-              b"property float x\nproperty float y\nproperty float z\nproperty float nx\n"
-              b"property uchar red\nproperty uchar green\nproperty uchar blue\n"
-              b"element face 1\nproperty list uchar uint vertex_indices\nend_header\n")
+    header = (
+        b"ply\nformat binary_big_endian 1.0\ncomment made by hand\nelement vertex 3\n"
+        b"property float x\nproperty float y\nproperty float z\nproperty float nx\n"
+        b"property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        b"element face 1\nproperty list uchar uint vertex_indices\nend_header\n"
+    )
     rec = np.zeros(3, dtype=[("xyz", ">f4", 3), ("nx", ">f4"), ("rgb", "u1", 3)])
     rec["xyz"], rec["rgb"] = verts, [[10, 20, 30]] * 3
     face = np.array([(3, [0, 1, 2])], dtype=[("n", "u1"), ("i", ">u4", 3)])
@@ -61,10 +65,12 @@ def test_truncated_file_names_file_and_element(tmp_path, binary):
 
 def test_quads_and_bad_indices_are_rejected(tmp_path):
     path = tmp_path / "quad.ply"
-    path.write_text("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
-                    "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 1\n"
-                    "property list uchar int vertex_indices\nend_header\n"
-                    "0 0 0 1 1 1\n1 0 0 1 1 1\n1 1 0 1 1 1\n0 1 0 1 1 1\n4 0 1 2 3\n")
+    path.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+        "0 0 0 1 1 1\n1 0 0 1 1 1\n1 1 0 1 1 1\n0 1 0 1 1 1\n4 0 1 2 3\n"
+    )
     with pytest.raises(ScanFormatError, match="triangles"):
         read_ply(path)
     path.write_text(path.read_text().replace("4 0 1 2 3", "3 0 1 9"))
@@ -74,7 +80,9 @@ def test_quads_and_bad_indices_are_rejected(tmp_path):
 
 def test_missing_colour_properties_are_named(tmp_path):
     path = tmp_path / "nocolor.ply"
-    path.write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
-                    "end_header\n0 0 0\n")
+    path.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+        "end_header\n0 0 0\n"
+    )
     with pytest.raises(ScanFormatError, match="red"):
         read_ply(path)

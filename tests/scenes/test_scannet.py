@@ -74,4 +74,3 @@ def test_write_without_segments_uses_one_segment_per_object(tmp_path, generated)
     folder = write_scan(scene, tmp_path / "other", segments=None)
     back = read_scan(folder)
     np.testing.assert_array_equal(back.instance_ids, scene.instance_ids)
-

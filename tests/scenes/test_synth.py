@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from cl3dor_ray.scenes.catalog import CATEGORIES, COLORS
-from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS
-from cl3dor_ray.scenes.scannet import read_scan
+from cl3dor_ray.scenes.scannet import STRUCTURE_LABELS, read_scan
 from cl3dor_ray.scenes.synth import MAX_OBJECTS, MIN_OBJECTS, generate_scene
 from cl3dor_ray.scenes.synth_dataset import synthesize
 
@@ -114,8 +113,12 @@ def test_answers_are_true_of_the_scan_geometry(synth_dir, scans):
             elif q.startswith("What color is"):
                 _, rgb = _obj_vertices(scene, r["object_ids"][0])
                 # the scan's exposure and shading scale a colour (0.64 to 1.02 of it): the nearest up to that scale
-                nearest = min(palette, key=lambda n: min(np.linalg.norm(rgb.mean(0) / s - palette[n])
-                                                         for s in np.linspace(0.64, 1.02, 20)))
+                nearest = min(
+                    palette,
+                    key=lambda n: min(
+                        np.linalg.norm(rgb.mean(0) / s - palette[n]) for s in np.linspace(0.64, 1.02, 20)
+                    ),
+                )
                 assert nearest == answer, q
                 checked["color"] += 1
             elif q.startswith("Where is"):
@@ -162,11 +165,18 @@ def test_same_seed_gives_the_same_bytes_in_any_process(tmp_path):
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        run = subprocess.run([sys.executable, "-m", "cl3dor_ray.cli", "synth", "--out", str(out), "--scenes", "12",
-                              "--seed", "7"], env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "cl3dor_ray.cli", "synth", "--out", str(out), "--scenes", "12", "--seed", "7"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr
-        digests[hash_seed] = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-                              for p in sorted(out.rglob("*")) if p.is_file()}
+        digests[hash_seed] = {
+            str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*"))
+            if p.is_file()
+        }
     assert len(digests["1"]) > 12 * 3
     assert digests["1"] == digests["2"], [k for k in digests["1"] if digests["1"][k] != digests["2"].get(k)]
 

@@ -46,8 +46,12 @@ def test_files_are_official_format_and_read_back_whole(world):
     questions = json.loads((out / "annotations" / "v1_balanced_questions_train_scannetv2.json").read_text())
     answers = json.loads((out / "annotations" / "v1_balanced_sqa_annotations_train_scannetv2.json").read_text())
     assert set(questions) == {"questions"} and set(answers) == {"annotations"}
-    assert {"situation", "alternative_situation", "question", "question_id", "scene_id"} <= set(questions["questions"][0])
-    assert {"answers", "position", "rotation", "answer_type", "question_type", "scene_id"} <= set(answers["annotations"][0])
+    assert {"situation", "alternative_situation", "question", "question_id", "scene_id"} <= set(
+        questions["questions"][0]
+    )
+    assert {"answers", "position", "rotation", "answer_type", "question_type", "scene_id"} <= set(
+        answers["annotations"][0]
+    )
     assert all(re.match(r"I am (sitting on|standing by) the .+ facing the .+\.$", a.situation) for a in annotations)
 
 
@@ -69,8 +73,9 @@ def test_answers_agree_with_the_scans(world):
             # the object the agent is at is not counted: it is where the agent is, not in front of it
             near = [b for b in boxes[label] if np.linalg.norm(b[0][:2] - np.array(pose[:2])) > 0.05]
             counted = sum(abs(_bearing(pose, b[0])) < math.pi / 2 for b in near)
-            assert abs(counted - int(answer)) <= sum(np.linalg.norm(b[0][:2] - np.array(pose[:2])) <= 0.05
-                                                     for b in boxes[label]), a
+            assert abs(counted - int(answer)) <= sum(
+                np.linalg.norm(b[0][:2] - np.array(pose[:2])) <= 0.05 for b in boxes[label]
+            ), a
         elif (m := re.match(r"Can I reach the (\w[\w ]*?) without standing up\?$", a.question)) and m[1] in unique:
             _, lo, hi = unique[m[1]]
             nearest = np.clip(np.array(pose[:2]), lo[:2], hi[:2])

@@ -1,7 +1,6 @@
 """The synthetic world as a controlled testbed: box size alone does not tell the small categories apart
 (their shape does), and the question alone does not give the answer."""
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -41,8 +40,9 @@ def tabletop_objects():
 def _accuracy(rows, feature) -> float:
     train = [r for r in rows if r[0] == "train"]
     val = [r for r in rows if r[0] == "val"]
-    guess = knn_labels(np.array([feature(r) for r in train]), [r[1] for r in train],
-                       np.array([feature(r) for r in val]))
+    guess = knn_labels(
+        np.array([feature(r) for r in train]), [r[1] for r in train], np.array([feature(r) for r in val])
+    )
     return float(np.mean([g == r[1] for g, r in zip(guess, val)]))
 
 
@@ -58,8 +58,10 @@ def test_small_categories_share_box_sizes_but_not_shapes(tabletop_objects):
 
 
 def test_balancing_caps_every_answer_of_a_template():
-    qs = [{"question": f"What color is the {c}?", "answers": [a]}
-          for c, a in [("cup", "red")] * 6 + [("book", "blue")] * 2 + [("lamp", "green")] * 2]
+    qs = [
+        {"question": f"What color is the {c}?", "answers": [a]}
+        for c, a in [("cup", "red")] * 6 + [("book", "blue")] * 2 + [("lamp", "green")] * 2
+    ]
     qs += [{"question": "Is there a cup on the table?", "answers": [a]} for a in ["yes"] * 5 + ["no"]]
     kept = balance_answers(qs, np.random.default_rng(0))
     color = Counter(q["answers"][0] for q in kept if q["question"].startswith("What"))
@@ -74,9 +76,13 @@ def test_balancing_by_the_question_words_keeps_each_text_balanced_within_each_sp
     def q(text, answer, kind="relation"):
         return {"question": text, "answers": [answer], "question_type": kind}
 
-    splits = {"train": [q("Where is the pillow placed?", "on the bed")] * 5 + [q("Is the cup near the bed?", "yes")] * 3
-              + [q("Is the cup near the bed?", "no")] + [q("How many cups are in the room?", "1", "counting")] * 4,
-              "val": [q("Where is the pillow placed?", "on the bed")] * 2 + [q("Is the cup near the bed?", "yes")] * 2}
+    splits = {
+        "train": [q("Where is the pillow placed?", "on the bed")] * 5
+        + [q("Is the cup near the bed?", "yes")] * 3
+        + [q("Is the cup near the bed?", "no")]
+        + [q("How many cups are in the room?", "1", "counting")] * 4,
+        "val": [q("Where is the pillow placed?", "on the bed")] * 2 + [q("Is the cup near the bed?", "yes")] * 2,
+    }
     out = balance_question_words(splits, np.random.default_rng(0))
     pillow = [(s, r) for s in out for r in out[s] if "pillow" in r["question"]]
     assert len(pillow) == 1  # one answer in the whole world: one question of it, in one split
@@ -102,8 +108,9 @@ def test_the_question_words_do_not_answer_it_in_the_ablation_world(tmp_path):
 
     def prior(rows, benchmark):
         rows = [r.to_dict() for r in rows]
-        return text_prior([r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"],
-                          labels, benchmark)
+        return text_prior(
+            [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"], labels, benchmark
+        )
 
     scanqa = prior([a for a in qa if a.task == "qa"], "scanqa")
     # situated questions by the kind of their answer: yes/no (is / can ...?) and which way to turn

@@ -16,9 +16,17 @@ def app(local_ray, trained_model_dir, prepared_dir):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    cfg = ServeConfig(api_token=TOKEN, max_batch_size=4, max_points_per_object=500, max_objects=3,
-                      max_question_chars=80, max_new_tokens=48, max_body_bytes=200_000, max_total_points=1000,
-                      max_bytes_in_flight=1_000_000)
+    cfg = ServeConfig(
+        api_token=TOKEN,
+        max_batch_size=4,
+        max_points_per_object=500,
+        max_objects=3,
+        max_question_chars=80,
+        max_new_tokens=48,
+        max_body_bytes=200_000,
+        max_total_points=1000,
+        max_bytes_in_flight=1_000_000,
+    )
     handle = serve.run(build_app(str(trained_model_dir), str(prepared_dir), cfg), name="cl3dor", route_prefix="/")
     yield f"http://127.0.0.1:{port}", handle
     serve.shutdown()

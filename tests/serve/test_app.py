@@ -53,15 +53,18 @@ def test_endpoints(app, prepared_dir):
     assert sorted(r["text"] for r in ranked) == ["maybe", "no", "yes"]
     assert [r["logp"] for r in ranked] == sorted((r["logp"] for r in ranked), reverse=True)
     assert all(r["logp"] < 0 for r in ranked)
-    uploaded = [{"points": [[0.0, 0.0, 0.0], [0.1, 0.0, 0.2], [0.0, 0.3, 0.1]], "colors": [[200, 10, 10]] * 3},
-                {"points": [[1.0, 1.0, 0.0], [1.2, 1.0, 0.5]]}]
+    uploaded = [
+        {"points": [[0.0, 0.0, 0.0], [0.1, 0.0, 0.2], [0.0, 0.3, 0.1]], "colors": [[200, 10, 10]] * 3},
+        {"points": [[1.0, 1.0, 0.0], [1.2, 1.0, 0.5]]},
+    ]
     answer_uploaded = client.answer("What is this?", objects=uploaded)
     assert isinstance(answer_uploaded["answer"], str) and set(answer_uploaded["objects"]) <= {0, 1}
     assert len(client.score("What color is it?", ["red", "blue"], objects=uploaded)["ranked"]) == 2
 
 
-def test_an_answer_names_the_objects_its_grounding_head_read_the_question_as_about(app, trained_model_dir,
-                                                                                   prepared_dir):
+def test_an_answer_names_the_objects_its_grounding_head_read_the_question_as_about(
+    app, trained_model_dir, prepared_dir
+):
     import torch
 
     from cl3dor_ray.data.prepared import Prepared
@@ -150,7 +153,10 @@ def test_client_over_handle_and_http_agree(app):
             client.answer("What?", scene_id="nope")
         assert err.value.status == 404
     question = "How many chairs are in the room?"
-    assert http.answer(question, scene_id="scene0001_00")["answer"] == local.answer(question, scene_id="scene0001_00")["answer"]
+    assert (
+        http.answer(question, scene_id="scene0001_00")["answer"]
+        == local.answer(question, scene_id="scene0001_00")["answer"]
+    )
     assert http.scenes() == local.scenes()
 
 
@@ -171,8 +177,10 @@ def test_a_situated_question_is_read_from_the_agents_pose(app, prepared_dir):
     first, again, other = logps(pose), logps(pose), logps(turned)
     assert first == again and first != other
     answer = client.answer(question, scene_id=row["scene_id"], situation=situation, pose=pose, max_new_tokens=8)
-    assert answer["answer"] == client.answer(question, scene_id=row["scene_id"], situation=situation, pose=pose,
-                                             max_new_tokens=8)["answer"]
+    assert (
+        answer["answer"]
+        == client.answer(question, scene_id=row["scene_id"], situation=situation, pose=pose, max_new_tokens=8)["answer"]
+    )
 
 
 def test_questions_about_a_scene_reuse_its_cached_prefix(app):
@@ -195,11 +203,17 @@ def test_questions_about_a_scene_reuse_its_cached_prefix(app):
 def test_concurrent_requests_are_batched_without_changing_answers(app):
     url, _ = app
     client = Cl3dorClient.over_http(url, token=TOKEN)
-    questions = [("scene0000_00", "What color is the chair?"), ("scene0001_00", "What is on the desk?"),
-                 ("scene0002_00", "How many books are in the room?"), ("scene0003_00", "Is there a cup?")] * 3
+    questions = [
+        ("scene0000_00", "What color is the chair?"),
+        ("scene0001_00", "What is on the desk?"),
+        ("scene0002_00", "How many books are in the room?"),
+        ("scene0003_00", "Is there a cup?"),
+    ] * 3
     alone = [client.answer(q, scene_id=s, max_new_tokens=8)["answer"] for s, q in questions]
     with ThreadPoolExecutor(12) as pool:
-        together = list(pool.map(lambda sq: client.answer(sq[1], scene_id=sq[0], max_new_tokens=8)["answer"], questions))
+        together = list(
+            pool.map(lambda sq: client.answer(sq[1], scene_id=sq[0], max_new_tokens=8)["answer"], questions)
+        )
     assert together == alone
 
 
@@ -229,10 +243,14 @@ def test_an_oversized_upload_gets_a_readable_413_over_plain_urllib_and_the_app_l
 
     def chunks():
         for i in range(0, len(body), 1 << 20):
-            yield body[i: i + (1 << 20)]
+            yield body[i : i + (1 << 20)]
 
-    req = urllib.request.Request(url + "/v1/answer", data=chunks(), method="POST",
-                                 headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"})
+    req = urllib.request.Request(
+        url + "/v1/answer",
+        data=chunks(),
+        method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}", "Transfer-Encoding": "chunked"},
+    )
     try:
         urllib.request.urlopen(req, timeout=60)
         raise AssertionError("expected 413")
@@ -257,14 +275,18 @@ def test_a_replica_killed_mid_request_is_a_retry_not_an_error(local_ray, trained
 
     url, _ = app
     # no CPU reserved for this second model replica, nor for its successor: the test's Ray has 2 in all
-    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(str(trained_model_dir),
-                                                                             str(prepared_dir))
+    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(
+        str(trained_model_dir), str(prepared_dir)
+    )
     serve.run(Cl3dorIngress.bind(model, ServeConfig()), name="kill-me", route_prefix="/kill-me")
     try:
         client = Cl3dorClient.over_http(url + "/kill-me", retries=40, timeout=60)
         client.answer("What color is the chair?", scene_id="scene0000_00", max_new_tokens=4)
-        name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                    if "kill-me" in a["name"] and "Scene3DLMDeployment" in a["name"])
+        name = next(
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "kill-me" in a["name"] and "Scene3DLMDeployment" in a["name"]
+        )
         replica = ray.get_actor(name, namespace="serve")
         pid = ray.get(replica.__ray_call__.remote(lambda self: os.getpid()))
         statuses = []
@@ -297,10 +319,10 @@ def test_the_page_says_when_three_js_is_missing_and_how_to_install_it(app, train
     from cl3dor_ray.serve.app import Cl3dorIngress, Scene3DLMDeployment
 
     url, _ = app
-    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(str(trained_model_dir),
-                                                                             str(prepared_dir))
-    serve.run(Cl3dorIngress.bind(model, ServeConfig(), None, str(tmp_path)), name="no-three",
-              route_prefix="/no-three")
+    model = Scene3DLMDeployment.options(ray_actor_options={"num_cpus": 0}).bind(
+        str(trained_model_dir), str(prepared_dir)
+    )
+    serve.run(Cl3dorIngress.bind(model, ServeConfig(), None, str(tmp_path)), name="no-three", route_prefix="/no-three")
     try:
         with urllib.request.urlopen(url + "/no-three/", timeout=60) as r:
             page = r.read().decode()

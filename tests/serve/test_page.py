@@ -23,13 +23,24 @@ def browser():
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.fail("chromium and chromedriver are missing: `make test` installs them (apt packages "
-                    "chromium, chromium-driver)")
+        pytest.fail(
+            "chromium and chromedriver are missing: `make test` installs them (apt packages chromium, chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--window-size=1280,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     yield browser
@@ -61,7 +72,7 @@ def test_the_room_renders_in_3d_with_every_object(page):
     objects = page.execute_script("return window.cl3dor.objects.map(o => [o.object_id, o.label, o.points.length])")
     assert len(objects) >= 5 and all(n > 0 and n % 3 == 0 for _, _, n in objects)
     pixels = _canvas_pixels(page)
-    background = np.array([0xf4, 0xf4, 0xf4]) / 255
+    background = np.array([0xF4, 0xF4, 0xF4]) / 255
     drawn = np.abs(pixels - background).max(-1) > 0.05
     assert pixels.shape[:2] == (480, 640) and drawn.mean() > 0.01, drawn.mean()  # not a blank canvas
     # the points in their colours (the floor grid is gray): red, blue, green ... objects
@@ -78,8 +89,9 @@ def _point_at(page, object_id):
     canvas = page.find_element(By.CSS_SELECTOR, "#view canvas")
     spot = page.execute_script("return window.cl3dor.screenOf(arguments[0])", object_id)
     size = canvas.size
-    ActionChains(page).move_to_element_with_offset(canvas, int(spot["x"] - size["width"] / 2),
-                                                   int(spot["y"] - size["height"] / 2)).perform()
+    ActionChains(page).move_to_element_with_offset(
+        canvas, int(spot["x"] - size["width"] / 2), int(spot["y"] - size["height"] / 2)
+    ).perform()
     return page.find_element(By.ID, "tip").text, page.execute_script("return window.cl3dor.hovered")
 
 
@@ -104,8 +116,9 @@ def test_hover_names_the_object_and_a_click_captions_it(page):
     WebDriverWait(page, 60).until(lambda b: b.find_element(By.ID, "caption").get_attribute("data-done") == "1")
     assert page.find_element(By.ID, "selected").text == f"{label} #{object_id}"
     assert page.find_element(By.ID, "caption").text not in ("", "…")
-    assert page.execute_script("return [...window.cl3dor.highlighted].map(k => window.cl3dor.objects[k].object_id)") \
-        == [object_id]
+    assert page.execute_script(
+        "return [...window.cl3dor.highlighted].map(k => window.cl3dor.objects[k].object_id)"
+    ) == [object_id]
     assert page.find_element(By.ID, "status").text == ""
 
 
@@ -129,7 +142,8 @@ def test_asking_highlights_what_the_model_read_the_question_as_about_and_scoring
     named = {k for k, lab in enumerate(labels) if lab and f" {lab.lower()} " in said}
     assert set(highlighted) == {ids.index(i) for i in grounded} | named
     assert page.find_element(By.ID, "about").text == (
-        ", ".join(f"{labels[ids.index(i)]} #{i}" for i in grounded) or "none")
+        ", ".join(f"{labels[ids.index(i)]} #{i}" for i in grounded) or "none"
+    )
     page.find_element(By.ID, "score").click()
     WebDriverWait(page, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranked li")) == 2)
     items = [li.text for li in page.find_elements(By.CSS_SELECTOR, "#ranked li")]

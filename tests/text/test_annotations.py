@@ -8,15 +8,48 @@ def _write(folder, name, records):
 
 
 def test_reads_the_three_formats_and_groups_scanrefer_by_object(tmp_path):
-    _write(tmp_path, "ScanQA_v1.0_train.json", [
-        {"scene_id": "scene0000_00", "question_id": "train-scene0000-0", "question": "What color is the chair?",
-         "answers": ["brown", " "], "object_ids": [3], "object_names": ["chair"]}])
-    _write(tmp_path, "ScanRefer_filtered_val.json", [
-        {"scene_id": "scene0001_00", "object_id": "4", "object_name": "cup", "ann_id": "0", "description": "a cup."},
-        {"scene_id": "scene0001_00", "object_id": "4", "object_name": "cup", "ann_id": "1", "description": "red."}])
-    _write(tmp_path, "existence_val.json", [
-        {"scene_id": "scene0001_00", "question_id": 7, "question": "Is there a bed?", "answer": "No",
-         "object_name": "bed", "pope_type": "adversarial"}])
+    _write(
+        tmp_path,
+        "ScanQA_v1.0_train.json",
+        [
+            {
+                "scene_id": "scene0000_00",
+                "question_id": "train-scene0000-0",
+                "question": "What color is the chair?",
+                "answers": ["brown", " "],
+                "object_ids": [3],
+                "object_names": ["chair"],
+            }
+        ],
+    )
+    _write(
+        tmp_path,
+        "ScanRefer_filtered_val.json",
+        [
+            {
+                "scene_id": "scene0001_00",
+                "object_id": "4",
+                "object_name": "cup",
+                "ann_id": "0",
+                "description": "a cup.",
+            },
+            {"scene_id": "scene0001_00", "object_id": "4", "object_name": "cup", "ann_id": "1", "description": "red."},
+        ],
+    )
+    _write(
+        tmp_path,
+        "existence_val.json",
+        [
+            {
+                "scene_id": "scene0001_00",
+                "question_id": 7,
+                "question": "Is there a bed?",
+                "answer": "No",
+                "object_name": "bed",
+                "pope_type": "adversarial",
+            }
+        ],
+    )
     anns, errors, read = load_annotations(tmp_path)
     assert not errors and len(read) == 3
     qa, cap, pope = sorted(anns, key=lambda a: a.task != "qa")[0], *[a for a in anns if a.task != "qa"]
@@ -27,13 +60,17 @@ def test_reads_the_three_formats_and_groups_scanrefer_by_object(tmp_path):
 
 def test_bad_records_are_reported_and_the_rest_kept(tmp_path):
     good = {"scene_id": "s", "question_id": "q1", "question": "Q?", "answers": ["a"], "object_ids": []}
-    _write(tmp_path, "ScanQA_v1.0_val.json", [
-        good,
-        {**good, "question_id": "q2", "answers": []},
-        {**good, "question_id": "q3", "object_ids": ["x"]},
-        {k: v for k, v in good.items() if k != "question"},
-        "not a record",
-    ])
+    _write(
+        tmp_path,
+        "ScanQA_v1.0_val.json",
+        [
+            good,
+            {**good, "question_id": "q2", "answers": []},
+            {**good, "question_id": "q3", "object_ids": ["x"]},
+            {k: v for k, v in good.items() if k != "question"},
+            "not a record",
+        ],
+    )
     (tmp_path / "existence_train.json").write_text("{broken")
     anns, errors, _ = load_annotations(tmp_path)
     assert [a.sample_id for a in anns] == ["scanqa-q1"]

@@ -18,12 +18,15 @@ LABELS = ("chair", "trash can", "table", "lamp")
 K = 3
 
 
-@pytest.mark.parametrize("reply, items", [
-    ("blue, white, green", ["blue", "white", "green"]),
-    ("1. red 2. blue 3. a very long answer that goes on and on and on", ["red", "blue"]),
-    ('"left"; behind you.\nforward!', ["left", "behind you", "forward"]),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    "reply, items",
+    [
+        ("blue, white, green", ["blue", "white", "green"]),
+        ("1. red 2. blue 3. a very long answer that goes on and on and on", ["red", "blue"]),
+        ('"left"; behind you.\nforward!', ["left", "behind you", "forward"]),
+        ("", []),
+    ],
+)
 def test_parse_reply(reply, items):
     assert parse_reply(reply) == items
 
@@ -44,16 +47,26 @@ def llm_prepared(synth_dir, local_ray, tmp_path_factory):
     scene = "scene0000_00"
     shutil.copytree(synth_dir / "scans" / scene, raw / "scans" / scene)
     (raw / "annotations").mkdir()
-    qa = [r for r in json.loads((synth_dir / "annotations" / "ScanQA_v1.0_train.json").read_text())
-          if r["scene_id"] == scene][:12]
+    qa = [
+        r
+        for r in json.loads((synth_dir / "annotations" / "ScanQA_v1.0_train.json").read_text())
+        if r["scene_id"] == scene
+    ][:12]
     (raw / "annotations" / "ScanQA_v1.0_train.json").write_text(json.dumps(qa))
-    for name, key in (("v1_balanced_questions_train_scannetv2.json", "questions"),
-                      ("v1_balanced_sqa_annotations_train_scannetv2.json", "annotations")):
+    for name, key in (
+        ("v1_balanced_questions_train_scannetv2.json", "questions"),
+        ("v1_balanced_sqa_annotations_train_scannetv2.json", "annotations"),
+    ):
         records = [r for r in json.loads((synth_dir / "annotations" / name).read_text())[key] if r["scene_id"] == scene]
         (raw / "annotations" / name).write_text(json.dumps({key: records[:6]}))
     out = tmp_path_factory.mktemp("llm_prepared")
-    summary = prepare(raw, out, PrepareConfig(points_per_object=32, negatives=K, workers=2, negative_generator="llm",
-                                              negative_llm_path=str(SMOLLM2)))
+    summary = prepare(
+        raw,
+        out,
+        PrepareConfig(
+            points_per_object=32, negatives=K, workers=2, negative_generator="llm", negative_llm_path=str(SMOLLM2)
+        ),
+    )
     return out, summary
 
 
@@ -96,11 +109,31 @@ def test_llm_negatives_are_the_same_in_another_process_and_batch(llm_prepared):
     objects = pq.read_table(out / "objects", columns=["label"]).column("label").to_pylist()
     answers = sorted({a for r in rows if r["task"] != "caption" for a in r["answers"]})
     generator = make_generator("llm", Vocabulary(tuple(sorted(set(objects))), tuple(answers)), llm_path=str(SMOLLM2))
-    annotations = [Annotation(r["task"], r["split"], r["scene_id"], r["sample_id"], r["question"], r["answers"],
-                              r["object_ids"], r["question_type"], "", r["situation"], list(r["pose"])) for r in rows]
+    annotations = [
+        Annotation(
+            r["task"],
+            r["split"],
+            r["scene_id"],
+            r["sample_id"],
+            r["question"],
+            r["answers"],
+            r["object_ids"],
+            r["question_type"],
+            "",
+            r["situation"],
+            list(r["pose"]),
+        )
+        for r in rows
+    ]
     context = scene_context(rows[0]["scene_id"], objects, annotations)
     picked = [r for r in rows if r["task"] in ("qa", "sqa")][:4]
     for r in picked:
-        negs = generator.generate(r["task"], r["answers"], context, K, sample_rng(0, r["sample_id"]),
-                                  question=situated_instruction(r["question"], r["situation"]))
+        negs = generator.generate(
+            r["task"],
+            r["answers"],
+            context,
+            K,
+            sample_rng(0, r["sample_id"]),
+            question=situated_instruction(r["question"], r["situation"]),
+        )
         assert [n.text for n in negs] == r["negatives"] and [n.kind for n in negs] == r["negative_kinds"]

@@ -7,23 +7,40 @@ from cl3dor_ray.text.negatives import HardNegative, RuleBasedNegatives, SceneCon
 from cl3dor_ray.text.normalize import normalize_answer
 
 LABELS = ("table", "desk", "chair", "cup", "book", "trash can", "bed", "lamp")
-VOCAB = Vocabulary(LABELS, ("yes", "no", "1", "2", "5", "red", "table", "left", "on the desk", "in the corner",
-                            "by the window", "above"))
-SCENE = SceneContext("scene0000_00", ("table", "cup", "chair"), ("red", "brown"),
-                     ("brown", "on the table", "3", "yes", "cup", "near the wall"))
+VOCAB = Vocabulary(
+    LABELS,
+    ("yes", "no", "1", "2", "5", "red", "table", "left", "on the desk", "in the corner", "by the window", "above"),
+)
+SCENE = SceneContext(
+    "scene0000_00",
+    ("table", "cup", "chair"),
+    ("red", "brown"),
+    ("brown", "on the table", "3", "yes", "cup", "near the wall"),
+)
 
 
 def negatives(task, answers, k=4, seed=0, sample_id="s", generator="rule"):
     return make_generator(generator, VOCAB).generate(task, answers, SCENE, k, sample_rng(seed, sample_id))
 
 
-@pytest.mark.parametrize("task, answers, kind", [
-    ("qa", ["brown"], "colour"), ("qa", ["on the table"], "place"), ("qa", ["2"], "count"), ("qa", ["0"], "count"),
-    ("existence", ["yes"], "yes/no"), ("qa", ["cup"], "category"), ("qa", ["left"], "side"),
-    ("qa", ["above"], "above/below"), ("qa", ["far"], "near/far"), ("qa", ["The Cup", "cup", "a cup"], "category"),
-    ("qa", ["two"], "count"), ("qa", ["in the corner of the room"], "other"),
-    ("caption", ["this is a small red cup. it is on the table.", "there is a red cup on the table."], "caption"),
-])
+@pytest.mark.parametrize(
+    "task, answers, kind",
+    [
+        ("qa", ["brown"], "colour"),
+        ("qa", ["on the table"], "place"),
+        ("qa", ["2"], "count"),
+        ("qa", ["0"], "count"),
+        ("existence", ["yes"], "yes/no"),
+        ("qa", ["cup"], "category"),
+        ("qa", ["left"], "side"),
+        ("qa", ["above"], "above/below"),
+        ("qa", ["far"], "near/far"),
+        ("qa", ["The Cup", "cup", "a cup"], "category"),
+        ("qa", ["two"], "count"),
+        ("qa", ["in the corner of the room"], "other"),
+        ("caption", ["this is a small red cup. it is on the table.", "there is a red cup on the table."], "caption"),
+    ],
+)
 @pytest.mark.parametrize("generator", ["rule", "random"])
 @pytest.mark.parametrize("k", [1, 4, 8])
 def test_at_most_k_distinct_negatives_of_the_gold_kind_never_a_gold_answer(task, answers, kind, generator, k):
@@ -38,9 +55,17 @@ def test_at_most_k_distinct_negatives_of_the_gold_kind_never_a_gold_answer(task,
     assert [answer_kind(n.text, LABELS, task) for n in negs] == [kind] * len(negs), negs
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("yes", ["no"]), ("no", ["yes"]), ("left", ["right"]), ("right", ["left"]), ("above", ["below"]), ("far", ["near"]),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("yes", ["no"]),
+        ("no", ["yes"]),
+        ("left", ["right"]),
+        ("right", ["left"]),
+        ("above", ["below"]),
+        ("far", ["near"]),
+    ],
+)
 def test_a_two_word_kind_has_one_negative_the_other_word(answer, expected):
     assert [n.text for n in negatives("qa", [answer], k=4)] == expected
     assert [n.text for n in negatives("qa", [answer], k=4, generator="random")] == expected
@@ -86,7 +111,9 @@ def test_deterministic_per_seed_and_sample():
 
 def test_generator_registry_names_the_choices():
     assert make_generator("rule", VOCAB).name == "rule"
-    with pytest.raises(ValueError, match="unknown negative generator 'gpt'; expected one of \\['llm', 'random', 'rule'\\]"):
+    with pytest.raises(
+        ValueError, match="unknown negative generator 'gpt'; expected one of \\['llm', 'random', 'rule'\\]"
+    ):
         make_generator("gpt", VOCAB)
     with pytest.raises(ValueError, match="not a Hugging Face model folder"):  # llm needs its model's folder
         make_generator("llm", VOCAB, llm_path="/nonexistent")

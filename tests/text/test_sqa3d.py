@@ -4,32 +4,86 @@ import json
 
 from cl3dor_ray.text.sqa3d import load_sqa3d, question_type
 
-QUESTIONS = {"info": {"description": "SQA3D"}, "questions": [
-    {"alternative_situation": ["I am facing the desk, sitting on the bed."], "question": "What is on my left?",
-     "question_id": 220602000000, "scene_id": "scene0000_00", "situation": "I am sitting on the bed facing the desk."},
-    {"alternative_situation": [], "question": "Can I reach the lamp without standing up?",
-     "question_id": 220602000001, "scene_id": "scene0000_00", "situation": "I am sitting on the bed facing the desk."},
-    {"alternative_situation": [], "question": "Which way should I turn to see the door?",
-     "question_id": 220602000002, "scene_id": "scene0000_00", "situation": "I just walked in through the door."},
-    {"alternative_situation": [], "question": "Is the sofa behind me?", "question_id": 220602000003,
-     "scene_id": "scene0000_00", "situation": ""},  # bad: an empty situation
-    {"alternative_situation": [], "question": "How many chairs are in front of me?", "question_id": 220602000004,
-     "scene_id": "scene0000_00", "situation": "I am standing by the window."},  # bad: no annotation
-]}
-ANNOTATIONS = {"annotations": [
-    {"answers": [{"answer": "nightstand", "answer_confidence": "yes", "answer_id": 1}], "answer_type": "other",
-     "position": {"x": 1.25, "y": -0.5, "z": 0.0}, "question_id": 220602000000, "question_type": "N/A",
-     "rotation": {"_w": 0.7071, "_x": 0.0, "_y": 0.0, "_z": 0.7071}, "scene_id": "scene0000_00"},
-    {"answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": 1}], "answer_type": "yes/no",
-     "position": {"x": 1.25, "y": -0.5, "z": 0.0}, "question_id": 220602000001, "question_type": "N/A",
-     "rotation": {"_w": 0.7071, "_x": 0.0, "_y": 0.0, "_z": 0.7071}, "scene_id": "scene0000_00"},
-    {"answers": [{"answer": "left", "answer_confidence": "yes", "answer_id": 1}], "answer_type": "other",
-     "position": {"x": 3.0, "y": 2.0, "z": 0.0}, "question_id": 220602000002, "question_type": "N/A",
-     "rotation": "facing north", "scene_id": "scene0000_00"},  # bad: a rotation that is not a quaternion
-    {"answers": [{"answer": "no", "answer_confidence": "yes", "answer_id": 1}], "answer_type": "yes/no",
-     "position": {"x": 0.0, "y": 0.0, "z": 0.0}, "question_id": 220602000003, "question_type": "N/A",
-     "rotation": {"_w": 1.0, "_x": 0.0, "_y": 0.0, "_z": 0.0}, "scene_id": "scene0000_00"},
-]}
+QUESTIONS = {
+    "info": {"description": "SQA3D"},
+    "questions": [
+        {
+            "alternative_situation": ["I am facing the desk, sitting on the bed."],
+            "question": "What is on my left?",
+            "question_id": 220602000000,
+            "scene_id": "scene0000_00",
+            "situation": "I am sitting on the bed facing the desk.",
+        },
+        {
+            "alternative_situation": [],
+            "question": "Can I reach the lamp without standing up?",
+            "question_id": 220602000001,
+            "scene_id": "scene0000_00",
+            "situation": "I am sitting on the bed facing the desk.",
+        },
+        {
+            "alternative_situation": [],
+            "question": "Which way should I turn to see the door?",
+            "question_id": 220602000002,
+            "scene_id": "scene0000_00",
+            "situation": "I just walked in through the door.",
+        },
+        {
+            "alternative_situation": [],
+            "question": "Is the sofa behind me?",
+            "question_id": 220602000003,
+            "scene_id": "scene0000_00",
+            "situation": "",
+        },  # bad: an empty situation
+        {
+            "alternative_situation": [],
+            "question": "How many chairs are in front of me?",
+            "question_id": 220602000004,
+            "scene_id": "scene0000_00",
+            "situation": "I am standing by the window.",
+        },  # bad: no annotation
+    ],
+}
+ANNOTATIONS = {
+    "annotations": [
+        {
+            "answers": [{"answer": "nightstand", "answer_confidence": "yes", "answer_id": 1}],
+            "answer_type": "other",
+            "position": {"x": 1.25, "y": -0.5, "z": 0.0},
+            "question_id": 220602000000,
+            "question_type": "N/A",
+            "rotation": {"_w": 0.7071, "_x": 0.0, "_y": 0.0, "_z": 0.7071},
+            "scene_id": "scene0000_00",
+        },
+        {
+            "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": 1}],
+            "answer_type": "yes/no",
+            "position": {"x": 1.25, "y": -0.5, "z": 0.0},
+            "question_id": 220602000001,
+            "question_type": "N/A",
+            "rotation": {"_w": 0.7071, "_x": 0.0, "_y": 0.0, "_z": 0.7071},
+            "scene_id": "scene0000_00",
+        },
+        {
+            "answers": [{"answer": "left", "answer_confidence": "yes", "answer_id": 1}],
+            "answer_type": "other",
+            "position": {"x": 3.0, "y": 2.0, "z": 0.0},
+            "question_id": 220602000002,
+            "question_type": "N/A",
+            "rotation": "facing north",
+            "scene_id": "scene0000_00",
+        },  # bad: a rotation that is not a quaternion
+        {
+            "answers": [{"answer": "no", "answer_confidence": "yes", "answer_id": 1}],
+            "answer_type": "yes/no",
+            "position": {"x": 0.0, "y": 0.0, "z": 0.0},
+            "question_id": 220602000003,
+            "question_type": "N/A",
+            "rotation": {"_w": 1.0, "_x": 0.0, "_y": 0.0, "_z": 0.0},
+            "scene_id": "scene0000_00",
+        },
+    ]
+}
 
 
 def test_the_released_pair_is_read_joined_and_checked(tmp_path):
@@ -53,8 +107,10 @@ def test_the_released_pair_is_read_joined_and_checked(tmp_path):
 
 
 def test_question_types_follow_leo():
-    assert [question_type(q) for q in ("What is it?", "is it red?", "How many?", "Can I sit?", "Which one?",
-                                       "Where am I?", "")] == ["what", "is", "how", "can", "which", "other", "other"]
+    assert [
+        question_type(q)
+        for q in ("What is it?", "is it red?", "How many?", "Can I sit?", "Which one?", "Where am I?", "")
+    ] == ["what", "is", "how", "can", "which", "other", "other"]
 
 
 def test_object_ids_beside_the_released_fields_are_read_and_may_be_absent(tmp_path):

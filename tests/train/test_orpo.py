@@ -8,9 +8,11 @@ from cl3dor_ray.train.orpo import odds_ratio_loss, orpo_loss
 
 def reference(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
     """The formula, in float64 numpy, written out directly."""
+
     def lo(lp):
         lp = np.minimum(lp, MAX_LOGP)
         return lp - np.log(-np.expm1(lp))
+
     ratio = lo(chosen)[:, None] - lo(rejected)
     return np.mean(np.logaddexp(0.0, -ratio), axis=1)  # -log sigmoid(r) = log(1 + e^-r)
 
@@ -27,15 +29,19 @@ def test_matches_reference_on_random_inputs(scale):
 
 def test_extreme_log_probabilities_are_finite_in_value_and_gradient():
     chosen = torch.tensor([-1e-12, -1e-7, -1e-3, -30.0, -1e4, 0.0], requires_grad=True)
-    rejected = torch.tensor([[-1e4, -1e-9], [-50.0, -1e-12], [-1e-12, -1e4], [-1e-9, -31.0],
-                             [-1e4, -1e4], [0.0, -1e-30]], requires_grad=True)
+    rejected = torch.tensor(
+        [[-1e4, -1e-9], [-50.0, -1e-12], [-1e-12, -1e4], [-1e-9, -31.0], [-1e4, -1e4], [0.0, -1e-30]],
+        requires_grad=True,
+    )
     loss = odds_ratio_loss(chosen, rejected)
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
     clamp_free = [2, 3]  # rows where no value is above the clamp: compare with the float64 formula
-    np.testing.assert_allclose(loss.detach().numpy()[clamp_free],
-                               reference(chosen.detach().double().numpy()[clamp_free],
-                                         rejected.detach().double().numpy()[clamp_free]), rtol=1e-4)
+    np.testing.assert_allclose(
+        loss.detach().numpy()[clamp_free],
+        reference(chosen.detach().double().numpy()[clamp_free], rejected.detach().double().numpy()[clamp_free]),
+        rtol=1e-4,
+    )
     # row 0: against P ~ 0 nothing is left to push; against another P ~ 1 both clamp to equal odds
     assert loss[0].item() == pytest.approx(np.log(2) / 2, rel=1e-4)
     assert loss[4].item() == pytest.approx(np.log(2), rel=1e-5)  # equal odds
@@ -46,12 +52,15 @@ def test_log1mexp_is_accurate_at_both_ends():
     np.testing.assert_allclose(log1mexp(x).numpy(), np.log(-np.expm1(x.numpy())), rtol=1e-12, atol=1e-20)
 
 
-@pytest.mark.parametrize("chosen, rejected, message", [
-    (torch.zeros(3, 1), torch.zeros(3, 2), "chosen_logps \\(B,\\) and rejected_logps \\(B, K\\), got \\(3, 1\\)"),
-    (torch.zeros(3), torch.zeros(4, 2), "got \\(3,\\) and \\(4, 2\\)"),
-    (torch.zeros(3), torch.zeros(3), "got \\(3,\\) and \\(3,\\)"),
-    (torch.zeros(3, dtype=torch.long), torch.zeros(3, 2), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "chosen, rejected, message",
+    [
+        (torch.zeros(3, 1), torch.zeros(3, 2), "chosen_logps \\(B,\\) and rejected_logps \\(B, K\\), got \\(3, 1\\)"),
+        (torch.zeros(3), torch.zeros(4, 2), "got \\(3,\\) and \\(4, 2\\)"),
+        (torch.zeros(3), torch.zeros(3), "got \\(3,\\) and \\(3,\\)"),
+        (torch.zeros(3, dtype=torch.long), torch.zeros(3, 2), "floating-point"),
+    ],
+)
 def test_bad_shapes_and_dtypes_are_named(chosen, rejected, message):
     with pytest.raises(ValueError, match=message):
         odds_ratio_loss(chosen, rejected)

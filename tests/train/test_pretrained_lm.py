@@ -15,12 +15,24 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 SMOLLM2 = Path(".cache/models/SmolLM2-135M-Instruct")
-FEW_STEPS = ["train.batch_size=1", "train.eval_samples=2", "train.eval_every=2", "train.checkpoint_every=2",
-             "train.log_every=1", "model.num_points=64", "train.encoder_pretraining.steps=5",
-             "train.encoder_pretraining.batch_size=8", "train.grounding.steps=5", "train.grounding.batch_size=8",
-             "train.object_alignment.steps=2", "train.scene_alignment.steps=2", "train.instruction_tuning.steps=2",
-             # the pretraining stages never touch the LLM (tests/train/test_trainer.py runs them)
-             "train.encoder_pretraining.enabled=false", "train.grounding.enabled=false"]
+FEW_STEPS = [
+    "train.batch_size=1",
+    "train.eval_samples=2",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "model.num_points=64",
+    "train.encoder_pretraining.steps=5",
+    "train.encoder_pretraining.batch_size=8",
+    "train.grounding.steps=5",
+    "train.grounding.batch_size=8",
+    "train.object_alignment.steps=2",
+    "train.scene_alignment.steps=2",
+    "train.instruction_tuning.steps=2",
+    # the pretraining stages never touch the LLM (tests/train/test_trainer.py runs them)
+    "train.encoder_pretraining.enabled=false",
+    "train.grounding.enabled=false",
+]
 
 
 def test_smollm2_recipe_trains_with_lora_saves_its_adapter_and_answers_over_http(prepared_dir, local_ray, tmp_path):
