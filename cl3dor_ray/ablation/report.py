@@ -196,27 +196,31 @@ def _table(rows, metrics, variants, describe) -> list[str]:
     return lines
 
 
-def _differences(rows, reference, variants) -> list[str]:
-    """Full minus variant, unpaired: the means over seeds, within noise under the issue-8 rule."""
-    stats = {m: summarise(rows, m) for m, _ in HEADLINE}
-    sizes = _sizes(rows, reference)
+def _delta_table(reference, variants, cell) -> list[str]:
+    """One row per variant but the reference, one column per headline metric: `cell(variant, metric)`."""
     lines = [
         "| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |",
         "|---|" + "---:|" * len(HEADLINE),
     ]
     for v in variants:
-        if v == reference:
-            continue
-        cells = []
-        for m, _ in HEADLINE:
-            if v in stats[m] and reference in stats[m]:
-                d, note = _delta(stats[m][reference], stats[m][v], sizes.get(m))
-                noise = noise_floor(stats[m][reference], stats[m][v], sizes.get(m))
-                cells.append(f"{d:+.3f} ({note}" + ("" if math.isnan(noise) else f", floor {noise:.3f}") + ")")
-            else:
-                cells.append("–")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        if v != reference:
+            lines.append(f"| {v} | " + " | ".join(cell(v, m) for m, _ in HEADLINE) + " |")
     return lines
+
+
+def _differences(rows, reference, variants) -> list[str]:
+    """Full minus variant, unpaired: the means over seeds, within noise under the issue-8 rule."""
+    stats = {m: summarise(rows, m) for m, _ in HEADLINE}
+    sizes = _sizes(rows, reference)
+
+    def cell(v, m):
+        if v not in stats[m] or reference not in stats[m]:
+            return "–"
+        d, note = _delta(stats[m][reference], stats[m][v], sizes.get(m))
+        noise = noise_floor(stats[m][reference], stats[m][v], sizes.get(m))
+        return f"{d:+.3f} ({note}" + ("" if math.isnan(noise) else f", floor {noise:.3f}") + ")"
+
+    return _delta_table(reference, variants, cell)
 
 
 def _claims(rows, reference, variants) -> list[str]:
@@ -272,23 +276,15 @@ def paired_delta(rows: list[dict], reference: str, variant: str, metric: str, n:
 
 def _paired(rows, reference, variants) -> list[str]:
     sizes = _sizes(rows, reference)
-    lines = [
-        "| variant | " + " | ".join(f"Δ {label}" for _, label in HEADLINE) + " |",
-        "|---|" + "---:|" * len(HEADLINE),
-    ]
-    for v in variants:
-        if v == reference:
-            continue
-        cells = []
-        for m, _ in HEADLINE:
-            got = paired_delta(rows, reference, v, m, sizes.get(m))
-            if got is None:
-                cells.append("–")
-                continue
-            d, sd, floor, _ = got
-            cells.append(f"{d:+.3f} ({_verdict(d, floor)}, floor {floor:.3f})")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    return lines
+
+    def cell(v, m):
+        got = paired_delta(rows, reference, v, m, sizes.get(m))
+        if got is None:
+            return "–"
+        d, _, floor, _ = got
+        return f"{d:+.3f} ({_verdict(d, floor)}, floor {floor:.3f})"
+
+    return _delta_table(reference, variants, cell)
 
 
 def _bar_chart(rows, variants, reference, prior: dict, path: Path) -> Path:
