@@ -3,7 +3,8 @@
     python benchmarks/bench_densify.py [--scenes 20] [--points 1024] [--repeats 3]
 
 Same meshes, same run: every object of every scene is sampled with P points by
-  - cl3dor (whole scene): `densify_objects`, one vectorised pass per scene;
+  - cl3dor (whole scene): `densify_objects`, one call per scene (numba-compiled loops; the best of
+                          the repeats, so not the one-off compilation, which numba caches on disk);
   - cl3dor (per object):  `sample_surface` called once per object mesh, like open3d is;
   - open3d:               `TriangleMesh.sample_points_uniformly(P)` per object mesh (the baseline).
 open3d's time includes building its TriangleMesh from numpy, which any caller has to do; the
