@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cl3dor_ray.config import ConfigError
-from cl3dor_ray.model.batch import even_subset
+from cl3dor_ray.data.clouds import even_subset
 
 PARTS = ("objects", "samples", "manifest.json")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.model.prompt import prompt_for
 from cl3dor_ray.scenes.pose import to_agent_frame
 from cl3dor_ray.text.sqa3d import situated_instruction
@@ -127,23 +128,6 @@ def subject_roles(object_ids: list[int], objects: list[dict]) -> dict[int, float
         oid: 1.0 if k == 0 or (subject and labels.get(oid) == subject) else SECONDARY
         for k, oid in enumerate(object_ids)
     }
-
-
-def even_subset(n: int, num_points: int) -> np.ndarray:
-    """Indices of an evenly spaced fixed subset of num_points out of n (prepared points are already in
-    random order, so this is a uniform sample); all n, in order, when n == num_points."""
-    return np.linspace(0, n - 1, num_points).round().astype(int)
-
-
-def cloud_array(obj: dict, num_points: int) -> np.ndarray:
-    """(num_points, 6) xyz + rgb of an object row. Prepared rows come thinned already (data/prepared.py);
-    an uploaded cloud of any size is thinned here."""
-    pts = np.asarray(obj["points"], dtype=np.float32).reshape(-1, 3)
-    rgb = np.asarray(obj["colors"], dtype=np.float32).reshape(-1, 3)
-    if len(pts) != num_points:
-        idx = even_subset(len(pts), num_points)
-        pts, rgb = pts[idx], rgb[idx]
-    return np.concatenate([pts, rgb], axis=1)
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

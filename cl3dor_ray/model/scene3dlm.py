@@ -445,7 +445,7 @@ class Scene3DLM(nn.Module):
     def point_features(self, clouds: list[dict], num_points: int, chunk: int = 64) -> list[torch.Tensor]:
         """Point-encoder features (on the CPU) of object rows (points, colors): a serving cache, or a frozen
         encoder's features computed once for a training stage."""
-        from cl3dor_ray.model.batch import cloud_array
+        from cl3dor_ray.data.clouds import cloud_array
 
         weight = self.projector[0].weight
         out = []

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from cl3dor_ray.config import TrainConfig
+from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared, column_arrays
-from cl3dor_ray.model.batch import SceneCollator, cloud_array
+from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
 from cl3dor_ray.model.io import load_model, save_model
 from cl3dor_ray.model.scene3dlm import PARTS
