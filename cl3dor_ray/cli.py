@@ -126,8 +126,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cl3dor_ray.eval.evaluate import deployment, evaluate
+    from cl3dor_ray.eval.evaluate import evaluate
     from cl3dor_ray.serve.client import Cl3dorClient
+    from cl3dor_ray.serve.deployment import deployment
 
     if args.url:  # an app that is already running somewhere
         metrics = evaluate(Cl3dorClient.over_http(args.url, token=args.token), args.data, args.out, args.concurrency)

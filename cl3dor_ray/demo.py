@@ -134,10 +134,12 @@ def run_demo(cfg: Config, out: Path) -> int:
     prefer_loopback(None)
     from cl3dor_ray.console import say
     from cl3dor_ray.data.prepare import prepare
-    from cl3dor_ray.eval.evaluate import deployment, evaluate, grounded_table
+    from cl3dor_ray.eval.evaluate import evaluate
     from cl3dor_ray.eval.preference import preference_table
+    from cl3dor_ray.eval.report import grounded_table
     from cl3dor_ray.runtime import ray_session
     from cl3dor_ray.scenes.synth_dataset import synthesize
+    from cl3dor_ray.serve.deployment import deployment
     from cl3dor_ray.train.trainer import train
 
     t0 = time.perf_counter()

@@ -94,7 +94,8 @@ def train_stats(run_dir: Path, cfg) -> dict[str, float]:
 
 def train_and_evaluate(job: dict) -> dict:
     """One (variant, seed): the product's train() and evaluate(), on the Ray this task runs in."""
-    from cl3dor_ray.eval.evaluate import deployment, evaluate
+    from cl3dor_ray.eval.evaluate import evaluate
+    from cl3dor_ray.serve.deployment import deployment
     from cl3dor_ray.train.trainer import train
 
     cfg = job["config"]

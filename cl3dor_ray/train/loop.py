@@ -11,33 +11,19 @@ end:   rank 0 exports the stage's model folder
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from cl3dor_ray.config import TrainConfig
+from cl3dor_ray.config import StageConfig, TrainConfig
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator
-from cl3dor_ray.model.io import load_model, save_model
+from cl3dor_ray.model.io import load_model
 from cl3dor_ray.text.normalize import normalize_answer
-from cl3dor_ray.train.deepspeed_config import deepspeed_config
+from cl3dor_ray.train import worker
 from cl3dor_ray.train.orpo import orpo_loss
-
-CKPT_TAG = "ds"
-
-
-def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to min_ratio."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def batch_tokens(batch) -> int:
@@ -45,58 +31,26 @@ def batch_tokens(batch) -> int:
     return int(batch.object_mask.sum() + batch.instruction_mask.sum() + batch.cand_mask.sum())
 
 
-class _Metrics:
-    """metrics.jsonl on rank 0; on resume, entries past the restored step are dropped."""
-
-    def __init__(self, path: Path, stage: str, start_step: int, rank: int):
-        self.path, self.stage, self.rank = path, stage, rank
-        if rank == 0 and path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines()]
-            keep = [r for r in rows if r["stage"] != stage or r["step"] <= start_step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-
-    def write(self, step: int, values: dict) -> None:
-        if self.rank == 0:
-            with open(self.path, "a") as fh:
-                fh.write(json.dumps({"stage": self.stage, "step": step, **values}) + "\n")
-
-
 def train_loop_per_worker(config: dict) -> None:
-    import deepspeed
     import ray.train
     import torch.distributed as dist
 
-    cfg: TrainConfig = config["train"]  # the typed config, pickled across to the worker as it is
-    name = config["stage"]
-    stage = getattr(cfg, name)
+    cfg: TrainConfig = config["train"]  # the typed configs, pickled across to the worker as they are
+    name, stage = config["name"], config["stage"]
     run_dir = Path(config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
+    rank, world = worker.start(cfg)
 
-    # ---- setup
     model = load_model(config["init_model"]).train()
     # the pretrained encoder's classifier and the grounding head trained in their own stages (pretrain.py)
     model.set_trainable(object_classifier="freeze", grounding="freeze", **dataclasses.asdict(stage.trainable))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
-    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, stage.min_lr_ratio)
-    )
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=params,
-        optimizer=optimizer,
-        lr_scheduler=schedule,
-        config=deepspeed_config(cfg, stage.lr),
-        dist_init_required=False,
-    )
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            engine.load_checkpoint(d, tag=CKPT_TAG)
+    engine, scheduler = worker.engine(model, params, cfg, stage, stage.min_lr_ratio, cfg.weight_decay)
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            engine.load_checkpoint(d, tag=worker.CKPT_TAG)
     start = engine.global_steps
-    metrics = _Metrics(run_dir / "metrics.jsonl", name, start, rank)
+    metrics = worker.Metrics(run_dir / "metrics.jsonl", name, start, rank)
     if rank == 0:
         print(
             f"[{name}] {'resuming at step ' + str(start) if start else 'starting'}: {stage.steps} steps, "
@@ -106,26 +60,54 @@ def train_loop_per_worker(config: dict) -> None:
 
     objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     if stage.trainable.point_encoder == "freeze":
-        # a frozen encoder gives every object the same feature at every step: compute it once (the
-        # batches then carry features, as in serving); it was most of a tiny-LM step
-        for rows in objects.values():
-            for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
-                row["feature"] = feat.numpy()
+        worker.cache_features(model, objects)  # it was most of a tiny-LM step
     # training reads the annotated objects as given (as LEO trains); validation lets the grounding head find them
     collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
     val_collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
-    val_rows = config["val_samples"][rank::world]
     pair_rows = config.get("pair_samples", [])[rank::world]
-    shard = ray.train.get_dataset_shard("train")
     if config.get("pair_samples") and not start:  # what the odds ratio has to learn, before it starts
         metrics.write(0, _pair_accuracy(engine, collate, pair_rows, dist, "start"))
 
-    def candidates(rows):
-        return None if stage.contrastive else [[r["answers"][0]] for r in rows]
+    step = _train(
+        engine,
+        scheduler,
+        cfg,
+        stage,
+        collate,
+        val_collate,
+        config["val_samples"][rank::world],
+        metrics,
+        start,
+        (rank, world),
+        run_dir,
+    )
+    if config.get("pair_samples"):
+        metrics.write(step, _pair_accuracy(engine, collate, pair_rows, dist, "end"))
+    if rank == 0:
+        export = worker.export(engine.module, run_dir, name)
+        print(f"[{name}] done at step {step}; model -> {export}", flush=True)
 
-    # ---- train
-    step, t0, seen, tokens, epoch = start, time.perf_counter(), 0, 0, 0
-    last_ckpt = start
+
+def _train(
+    engine,
+    scheduler,
+    cfg: TrainConfig,
+    stage: StageConfig,
+    collate,
+    val_collate,
+    val_rows,
+    metrics,
+    start: int,
+    ranks: tuple[int, int],
+    run_dir: Path,
+) -> int:
+    """Steps from `start` to stage.steps over this worker's shard; returns the last step."""
+    import ray.train
+    import torch.distributed as dist
+
+    rank, world = ranks
+    shard = ray.train.get_dataset_shard("train")
+    step, t0, seen, tokens, epoch, last_ckpt = start, time.perf_counter(), 0, 0, 0, start
     while step < stage.steps:
         for table in shard.iter_batches(
             batch_size=cfg.batch_size,
@@ -135,7 +117,8 @@ def train_loop_per_worker(config: dict) -> None:
             local_shuffle_seed=cfg.seed + 1000 * epoch + rank,
         ):
             rows = table.to_pylist()
-            batch = collate(rows, candidates(rows)).to(engine.device)
+            # without the odds ratio only the gold answer is scored (plain NLL, as supervised fine-tuning)
+            batch = collate(rows, None if stage.contrastive else [[r["answers"][0]] for r in rows]).to(engine.device)
             loss, values = orpo_loss(
                 engine(batch), lam=stage.lam if stage.contrastive else 0.0, present=batch.cand_present
             )
@@ -145,52 +128,32 @@ def train_loop_per_worker(config: dict) -> None:
             if engine.global_steps == step:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
-            _maybe_fail(cfg, name, step, rank, world, run_dir)
+            _maybe_fail(cfg, metrics.stage, step, rank, world, run_dir)
             if step % cfg.log_every == 0 or step == stage.steps:
                 elapsed = time.perf_counter() - t0
-                rate = seen * world / elapsed
                 values.update(
-                    {"lr": scheduler.get_last_lr()[0], "samples_per_s": rate, "tokens_per_s": tokens * world / elapsed}
+                    {
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": seen * world / elapsed,
+                        "tokens_per_s": tokens * world / elapsed,
+                    }
                 )
-                metrics.write(step, values)
-                if rank == 0:
-                    eta = (stage.steps - step) * cfg.batch_size * cfg.grad_accum * world / max(rate, 1e-9)
-                    print(
-                        f"[{name}] step {step}/{stage.steps} loss {values['loss']:.4f} "
-                        f"{rate:.1f} samples/s ETA {eta:.0f} s",
-                        flush=True,
-                    )
+                worker.progress(
+                    metrics, step, stage.steps, values, seen * world / elapsed, cfg.batch_size * cfg.grad_accum * world
+                )
             report = {"step": step, "loss": values["loss"]}
             if step % cfg.eval_every == 0 or step == stage.steps:
                 report.update(_evaluate(engine, val_collate, val_rows, dist))
                 metrics.write(step, {k: v for k, v in report.items() if k.startswith("val_")})
             if step % cfg.checkpoint_every == 0 or step == stage.steps:
-                _checkpoint(engine, report, ray.train)
+                worker.checkpoint(engine, report)
                 last_ckpt = step
             if step >= stage.steps:
                 break
         epoch += 1
     if last_ckpt != step:
-        _checkpoint(engine, {"step": step}, ray.train)
-    if config.get("pair_samples"):
-        metrics.write(step, _pair_accuracy(engine, collate, pair_rows, dist, "end"))
-
-    # ---- export
-    if rank == 0:
-        export = run_dir / "stages" / name / "model"
-        tmp = export.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(engine.module, tmp)
-        shutil.rmtree(export, ignore_errors=True)
-        os.replace(tmp, export)  # the folder appears whole: its presence marks the stage done
-        print(f"[{name}] done at step {step}; model -> {export}", flush=True)
-
-
-def _checkpoint(engine, report: dict, train) -> None:
-    """Every rank saves its DeepSpeed shards into its own folder; Ray Train gathers them into one checkpoint."""
-    with tempfile.TemporaryDirectory() as d:
-        engine.save_checkpoint(d, tag=CKPT_TAG)
-        train.report(report, checkpoint=train.Checkpoint.from_directory(d))
+        worker.checkpoint(engine, {"step": step})
+    return step
 
 
 @torch.no_grad()

@@ -18,10 +18,7 @@ RUN/stages/<stage>/metrics.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -37,11 +34,10 @@ from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared, column_arrays
 from cl3dor_ray.model.batch import SceneCollator
 from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
-from cl3dor_ray.model.io import load_model, save_model
+from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.scene3dlm import PARTS
 from cl3dor_ray.text.vocab import caption_color
-from cl3dor_ray.train.deepspeed_config import deepspeed_config
-from cl3dor_ray.train.loop import _checkpoint, _Metrics, lr_lambda
+from cl3dor_ray.train import worker
 
 GROUNDING_TASKS = ("qa", "existence", "sqa")  # SQA3D where its annotations name objects (ours do)
 REFER = "refer"  # a description read as a referring expression (ScanRefer's own task)
@@ -199,123 +195,134 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
 
 
 # ---------------------------------------------------------------------- the two loops
-class _Objective(nn.Module):
-    """What DeepSpeed drives: the model and the loss of one pretraining stage."""
+class _EncoderObjective(nn.Module):
+    """What DeepSpeed drives in encoder_pretraining: the point encoder and its classifier's loss."""
 
-    def __init__(self, model, stage: str):
+    def __init__(self, model):
         super().__init__()
-        self.model, self.stage = model, stage
+        self.model = model
 
-    def forward(self, *inputs):
-        if self.stage == "encoder_pretraining":
-            clouds, labels, colors = inputs
-            feats = self.model.point_encoder(clouds.to(self.model.projector[0].weight.dtype))
-            return classification_loss(self.model.object_classifier, feats, labels, colors)
-        (batch,) = inputs
+    def forward(self, clouds, labels, colors):
+        feats = self.model.point_encoder(clouds.to(self.model.projector[0].weight.dtype))
+        return classification_loss(self.model.object_classifier, feats, labels, colors)
+
+
+class _GroundingObjective(nn.Module):
+    """What DeepSpeed drives in grounding: the grounding head's loss over a batch of questions."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
         return grounding_loss(self.model.grounding_logits(batch), batch.relevant, batch.object_mask)
 
 
-def pretrain_loop_per_worker(config: dict) -> None:
-    import deepspeed
+def encoder_loop_per_worker(config: dict) -> None:
+    """encoder_pretraining: the point encoder and its classifier train; everything else is frozen."""
+    run = _setup(config, ("point_encoder", "object_classifier"), _EncoderObjective)
+    model, rng, num_points = run["model"], run["rng"], run["model"].cfg.num_points
+    local = run["local"]
+    clouds = list(zip(column_arrays(local["points"], np.float32), column_arrays(local["colors"], np.float32)))
+    targets = local.select(["label_id", "color_id"]).to_pylist()
+
+    def inputs(idx, device):
+        return (
+            _clouds([{}] * len(idx), num_points, rng, [clouds[i] for i in idx]).to(device),
+            torch.tensor([targets[i]["label_id"] for i in idx], device=device),
+            torch.tensor([targets[i]["color_id"] for i in idx], device=device),
+        )
+
+    def figures():
+        labels, colors = model.cfg.object_labels, model.cfg.object_colors
+        m = classification_metrics(model, object_rows(config["data_dir"], "val", labels, colors))
+        return m, f"val accuracy {m['accuracy']:.3f} (majority class {m['majority_baseline']:.3f})"
+
+    _run(config, run, inputs, figures)
+
+
+def grounding_loop_per_worker(config: dict) -> None:
+    """grounding: the grounding head trains on the frozen encoder's features, computed once."""
+    run = _setup(config, ("grounding",), _GroundingObjective)
+    model = run["model"]
+    objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
+    worker.cache_features(model, objects)
+    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    questions = run["local"].to_pylist()
+
+    def inputs(idx, device):
+        rows = [questions[i] for i in idx]
+        return (collate(rows, [[] for _ in rows]).to(device),)
+
+    def figures():
+        m = grounding_metrics(model, collate, config["val_samples"])
+        return m, f"val exact-set {m.get('all.exact', 0):.3f}, recall {m.get('all.recall', 0):.3f}"
+
+    _run(config, run, inputs, figures)
+
+
+def _setup(config: dict, trains: tuple[str, ...], objective) -> dict:
+    """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's whole shard.
+    The shard is small (objects, or short questions): read once and shuffled here each epoch; restarting
+    Ray Data's streaming split every epoch (a few dozen steps) cost more than the steps."""
     import ray.train
 
-    cfg: TrainConfig = config["train"]  # the typed config, pickled across to the worker as it is
-    name = config["stage"]
-    stage = getattr(cfg, name)
-    run_dir, data_dir = Path(config["run_dir"]), config["data_dir"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
-    rng = np.random.default_rng(cfg.seed + rank)
-
+    cfg: TrainConfig = config["train"]  # the typed configs, pickled across to the worker as they are
+    name, stage = config["name"], config["stage"]
+    rank, world = worker.start(cfg)
     model = load_model(config["init_model"]).train()
-    trains = ("point_encoder", "object_classifier") if name == "encoder_pretraining" else ("grounding",)
     model.set_trainable(**{p: "train" if p in trains else "freeze" for p in PARTS})
     params = [p for p in model.parameters() if p.requires_grad]
     ds_cfg = dataclasses.replace(cfg, batch_size=stage.batch_size, grad_accum=1)
-    optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr)
-    schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
-        opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, 0.1)
-    )
-    engine, _, _, _ = deepspeed.initialize(
-        model=_Objective(model, name),
-        model_parameters=params,
-        optimizer=optimizer,
-        lr_scheduler=schedule,
-        config=deepspeed_config(ds_cfg, stage.lr),
-        dist_init_required=False,
-    )
-    metrics = _Metrics(run_dir / "metrics.jsonl", name, 0, rank)
+    engine, _ = worker.engine(objective(model), params, ds_cfg, stage, min_lr_ratio=0.1)
     if rank == 0:
         print(
             f"[{name}] starting: {stage.steps} steps, {world} workers, "
             f"{sum(p.numel() for p in params):,} trainable parameters",
             flush=True,
         )
-
-    if name == "grounding":
-        objects = Prepared(data_dir).objects(model.cfg.num_points)
-        for rows in objects.values():  # the frozen encoder's features, once
-            for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
-                row["feature"] = feat.numpy()
-        collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
-    # The shard is small (objects, or short questions): read it once and shuffle it here each epoch.
-    # Restarting Ray Data's streaming split every epoch (a few dozen steps) cost more than the steps.
     shard = ray.train.get_dataset_shard("train")
     local = pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
-    if name == "encoder_pretraining":
-        clouds = list(zip(column_arrays(local["points"], np.float32), column_arrays(local["colors"], np.float32)))
-        targets = local.select(["label_id", "color_id"]).to_pylist()
-    else:
-        questions = local.to_pylist()
-    device = engine.device
+    return {
+        "model": model,
+        "engine": engine,
+        "rank": rank,
+        "world": world,
+        "local": local,
+        "rng": np.random.default_rng(cfg.seed + rank),
+        "metrics": worker.Metrics(Path(config["run_dir"]) / "metrics.jsonl", name, 0, rank),
+    }
 
+
+def _run(config: dict, run: dict, inputs, figures) -> None:
+    """Shuffled batches of the local shard for stage.steps steps, one checkpoint at the end, then rank 0
+    measures the stage on the validation split (`figures`) and exports the model."""
+    cfg, name, stage = config["train"], config["name"], config["stage"]
+    engine, rng, world, local = run["engine"], run["rng"], run["world"], run["local"]
     step, t0, seen = 0, time.perf_counter(), 0
     while step < stage.steps:
         order = rng.permutation(local.num_rows)
-        for start in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
-            idx = order[start : start + stage.batch_size]
-            if name == "encoder_pretraining":
-                inputs = (
-                    _clouds([{}] * len(idx), model.cfg.num_points, rng, [clouds[i] for i in idx]).to(device),
-                    torch.tensor([targets[i]["label_id"] for i in idx], device=device),
-                    torch.tensor([targets[i]["color_id"] for i in idx], device=device),
-                )
-            else:
-                rows = [questions[i] for i in idx]
-                inputs = (collate(rows, [[] for _ in rows]).to(device),)
-            loss = engine(*inputs)
+        for first in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
+            idx = order[first : first + stage.batch_size]
+            loss = engine(*inputs(idx, engine.device))
             engine.backward(loss)
             engine.step()
             step, seen = step + 1, seen + len(idx)
             if step % cfg.log_every == 0 or step == stage.steps:
                 rate = seen * world / (time.perf_counter() - t0)
-                metrics.write(step, {"loss": loss.item(), "samples_per_s": rate})
-                if rank == 0:
-                    eta = (stage.steps - step) * stage.batch_size * world / max(rate, 1e-9)
-                    print(
-                        f"[{name}] step {step}/{stage.steps} loss {loss.item():.4f} {rate:.1f} samples/s "
-                        f"ETA {eta:.0f} s",
-                        flush=True,
-                    )
+                worker.progress(
+                    run["metrics"],
+                    step,
+                    stage.steps,
+                    {"loss": loss.item(), "samples_per_s": rate},
+                    rate,
+                    stage.batch_size * world,
+                )
             if step >= stage.steps:
                 break
-    _checkpoint(engine, {"step": step, "loss": loss.item()}, ray.train)
-
-    if rank == 0:
-        model.eval()
-        if name == "encoder_pretraining":
-            labels, colors = model.cfg.object_labels, model.cfg.object_colors
-            figures = classification_metrics(model, object_rows(data_dir, "val", labels, colors))
-            summary = f"val accuracy {figures['accuracy']:.3f} (majority class {figures['majority_baseline']:.3f})"
-        else:
-            figures = grounding_metrics(model, collate, config["val_samples"])
-            summary = f"val exact-set {figures.get('all.exact', 0):.3f}, recall {figures.get('all.recall', 0):.3f}"
-        export = run_dir / "stages" / name / "model"
-        tmp = export.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tmp)
-        (export.parent / "metrics.json").write_text(json.dumps(figures, indent=2))
-        shutil.rmtree(export, ignore_errors=True)
-        os.replace(tmp, export)
+    worker.checkpoint(engine, {"step": step, "loss": loss.item()})
+    if run["rank"] == 0:
+        run["model"].eval()
+        values, summary = figures()
+        export = worker.export(run["model"], Path(config["run_dir"]), name, values)
         print(f"[{name}] done at step {step}: {summary}; model -> {export}", flush=True)

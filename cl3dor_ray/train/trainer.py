@@ -37,7 +37,13 @@ from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
 from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
-from cl3dor_ray.train.pretrain import grounding_rows, object_rows, object_vocabulary, pretrain_loop_per_worker
+from cl3dor_ray.train.pretrain import (
+    encoder_loop_per_worker,
+    grounding_loop_per_worker,
+    grounding_rows,
+    object_rows,
+    object_vocabulary,
+)
 
 SAMPLE_COLUMNS = [
     "sample_id",
@@ -150,6 +156,16 @@ def _stage_summary(run_dir: Path, name: str) -> str:
     return out
 
 
+# each stage's per-worker loop (Ray Train runs it on every worker)
+LOOPS = {
+    "encoder_pretraining": encoder_loop_per_worker,
+    "grounding": grounding_loop_per_worker,
+    "object_alignment": train_loop_per_worker,
+    "scene_alignment": train_loop_per_worker,
+    "instruction_tuning": train_loop_per_worker,
+}
+
+
 def train(
     cfg: Config,
     data_dir: str | Path,
@@ -158,9 +174,6 @@ def train(
     init_model: str | Path | None = None,
 ) -> TrainResult:
     """Run (or resume) the enabled stages on the Ray this process is connected to."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     t0 = time.perf_counter()
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     check_data(data_dir, cfg)
@@ -175,53 +188,16 @@ def train(
     quiet_frameworks()
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     previous = Path(init_model).resolve() if init_model else _initial_model(cfg, data_dir, run_dir)
-    env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
 
     ran = []
     for name, stage in stages:
         export = run_dir / "stages" / name / "model"
         if (export / MODEL_FILE).is_file():
             say(f"[{name}] already done: {export}")
-            previous = export
-            continue
-        train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
-        batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
-        if train_rows.num_rows < batch * cfg.train.workers:
-            raise ConfigError(
-                f"[{name}] {train_rows.num_rows} training rows; need at least "
-                f"{batch} (batch size) x {cfg.train.workers} (train.workers)"
-            )
-        trainer = TorchTrainer(
-            pretrain_loop_per_worker if name in PRETRAIN_STAGES else train_loop_per_worker,
-            train_loop_config={
-                "train": cfg.train,
-                "stage": name,
-                "run_dir": str(run_dir),
-                "data_dir": str(data_dir),
-                "init_model": str(previous),
-                "val_samples": val,
-                "pair_samples": _pair_samples(name, stage, cfg, train_rows),
-            },
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
-            run_config=ray.train.RunConfig(
-                name=name,
-                storage_path=str(run_dir / "ray"),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
-                failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-                worker_runtime_env={"env_vars": env},
-            ),
-            datasets={"train": ray.data.from_arrow(train_rows)},
-        )
-        t_stage, resume = time.perf_counter(), _resume_step(run_dir, name)
-        say(
-            f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
-            f"{cfg.train.workers} Ray Train worker(s)"
-        )
-        with follow_training(run_dir / "metrics.jsonl", name, stage.steps, resume):
-            trainer.fit()
-        say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")
+        else:
+            _run_stage(name, stage, cfg, data_dir, run_dir, previous)
+            ran.append(name)
         previous = export
-        ran.append(name)
 
     final = run_dir / "model"
     if final.resolve() != previous.resolve():
@@ -231,3 +207,49 @@ def train(
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
     (run_dir / "train_summary.json").write_text(json.dumps({"stages_run": ran, "model": str(final)}, indent=2))
     return TrainResult(final, ran, time.perf_counter() - t0)
+
+
+def _run_stage(name: str, stage, cfg: Config, data_dir: Path, run_dir: Path, previous: Path) -> None:
+    """One stage as one TorchTrainer run from the previous stage's model; resumes from its checkpoint."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
+    batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
+    if train_rows.num_rows < batch * cfg.train.workers:
+        raise ConfigError(
+            f"[{name}] {train_rows.num_rows} training rows; need at least "
+            f"{batch} (batch size) x {cfg.train.workers} (train.workers)"
+        )
+    env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
+    trainer = TorchTrainer(
+        LOOPS[name],
+        # the typed configs cross to the workers as they are
+        train_loop_config={
+            "train": cfg.train,
+            "name": name,
+            "stage": stage,
+            "run_dir": str(run_dir),
+            "data_dir": str(data_dir),
+            "init_model": str(previous),
+            "val_samples": val,
+            "pair_samples": _pair_samples(name, stage, cfg, train_rows),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(run_dir / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            worker_runtime_env={"env_vars": env},
+        ),
+        datasets={"train": ray.data.from_arrow(train_rows)},
+    )
+    t_stage, resume = time.perf_counter(), _resume_step(run_dir, name)
+    say(
+        f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
+        f"{cfg.train.workers} Ray Train worker(s)"
+    )
+    with follow_training(run_dir / "metrics.jsonl", name, stage.steps, resume):
+        trainer.fit()
+    say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")

@@ -70,7 +70,7 @@ def test_pope_metrics_on_a_known_confusion_matrix():
 
 
 def test_metrics_split_by_object_size():
-    from cl3dor_ray.eval.evaluate import compute_metrics
+    from cl3dor_ray.eval.metrics import compute_metrics
 
     def row(i, task, pred, answers, obj, qtype="color"):
         return {
@@ -101,7 +101,8 @@ def test_metrics_split_by_object_size():
 
 
 def test_sqa3d_em_and_refined_by_first_word_with_its_table():
-    from cl3dor_ray.eval.evaluate import compute_metrics, sqa_table
+    from cl3dor_ray.eval.metrics import compute_metrics
+    from cl3dor_ray.eval.report import sqa_table
 
     def row(i, question, pred, answers):
         from cl3dor_ray.text.sqa3d import question_type
@@ -171,7 +172,7 @@ def test_language_prior_answers_from_the_question_template(tmp_path):
 
 
 def test_grounded_table_puts_em_beside_prior_and_swap_and_says_when_the_probe_did_not_run():
-    from cl3dor_ray.eval.evaluate import grounded_table
+    from cl3dor_ray.eval.report import grounded_table
 
     metrics = {
         "scanqa.em": 0.6,

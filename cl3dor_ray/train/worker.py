@@ -1,0 +1,127 @@
+"""What every stage's Ray Train worker does alike, whichever loop it runs (loop.py, pretrain.py).
+
+start      the worker's rank and world size, seeded
+engine     DeepSpeed around the stage's trainable parameters, with warmup + cosine decay
+features   a frozen point encoder's feature of every object, computed once per stage
+Metrics    RUN/metrics.jsonl (rank 0), cut back to the restored step on a resume
+progress   one line per log step: loss, rate and ETA (the driver's bar reads metrics.jsonl)
+checkpoint every rank's DeepSpeed shards, reported as one Ray Train checkpoint
+export     the stage's model folder, which appears whole: its presence marks the stage done
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cl3dor_ray.config import TrainConfig
+from cl3dor_ray.model.io import save_model
+from cl3dor_ray.train.deepspeed_config import deepspeed_config
+
+CKPT_TAG = "ds"
+
+
+def start(cfg: TrainConfig) -> tuple[int, int]:
+    """(rank, world size) of this worker, with torch seeded per rank."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed + rank)
+    return rank, world
+
+
+def lr_lambda(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to min_ratio."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def engine(
+    module: torch.nn.Module, params: list, cfg: TrainConfig, stage, min_lr_ratio: float, weight_decay: float = 0.0
+):
+    """DeepSpeed's engine and scheduler for `module`. On CPU, torch's AdamW (DeepSpeed's fused one
+    needs CUDA); on GPU, DeepSpeed's own from the config."""
+    import deepspeed
+
+    optimizer = None if cfg.use_gpu else torch.optim.AdamW(params, lr=stage.lr, weight_decay=weight_decay)
+
+    def schedule(opt):
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_lambda(s, stage.warmup_steps, stage.steps, min_lr_ratio)
+        )
+
+    wrapped, _, _, scheduler = deepspeed.initialize(
+        model=module,
+        model_parameters=params,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=deepspeed_config(cfg, stage.lr),
+        dist_init_required=False,
+    )
+    return wrapped, scheduler
+
+
+def cache_features(model, objects: dict[str, list[dict]]) -> None:
+    """A frozen point encoder gives every object the same feature at every step: compute it once and
+    keep it on the object rows (the collator then carries features, as serving does)."""
+    for rows in objects.values():
+        for row, feat in zip(rows, model.point_features(rows, model.cfg.num_points)):
+            row["feature"] = feat.numpy()
+
+
+class Metrics:
+    """metrics.jsonl on rank 0; on resume, entries past the restored step are dropped."""
+
+    def __init__(self, path: Path, stage: str, start_step: int, rank: int):
+        self.path, self.stage, self.rank = path, stage, rank
+        if rank == 0 and path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            keep = [r for r in rows if r["stage"] != stage or r["step"] <= start_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def write(self, step: int, values: dict) -> None:
+        if self.rank == 0:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"stage": self.stage, "step": step, **values}) + "\n")
+
+
+def progress(metrics: Metrics, step: int, steps: int, values: dict, rate: float, samples_per_step: int) -> None:
+    """The log step's figures to metrics.jsonl, and one line to the worker's log (rank 0)."""
+    metrics.write(step, values)
+    if metrics.rank == 0:
+        eta = (steps - step) * samples_per_step / max(rate, 1e-9)
+        print(
+            f"[{metrics.stage}] step {step}/{steps} loss {values['loss']:.4f} {rate:.1f} samples/s ETA {eta:.0f} s",
+            flush=True,
+        )
+
+
+def checkpoint(wrapped, report: dict) -> None:
+    """Every rank saves its DeepSpeed shards into its own folder; Ray Train gathers them into one checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        wrapped.save_checkpoint(d, tag=CKPT_TAG)
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def export(model, run_dir: Path, stage: str, figures: dict | None = None) -> Path:
+    """RUN/stages/<stage>/model (and metrics.json beside it), written aside and moved into place whole."""
+    folder = run_dir / "stages" / stage / "model"
+    tmp = folder.with_name("model.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tmp)
+    if figures is not None:
+        (folder.parent / "metrics.json").write_text(json.dumps(figures, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
