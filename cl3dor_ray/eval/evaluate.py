@@ -111,18 +111,7 @@ def evaluate(
     if any(s["task"] in ("qa", "sqa") for s in samples):
         metrics.update(language_prior(data_dir))
     metrics.update(box_size_prior(data_dir))
-    out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "predictions.jsonl", rows)
-    if turned_rows:
-        _write_jsonl(
-            out / "predictions_pose_turned.jsonl",
-            [{**r, "expected": want} for r, (_, want) in zip(turned_rows, turned)],
-        )
-    if swapped:
-        _write_jsonl(
-            out / "predictions_scene_swap.jsonl",
-            [{**r, "asked_about": s["scene_id"]} for r, s in zip(swapped, swap_asks)],
-        )
+    _write_predictions(out, rows, swapped, swap_asks, turned_rows, turned)
     failed = sum("error" in r for r in rows) + sum(r is None for r in scored)
     seconds = time.perf_counter() - t0
     metrics = {
@@ -179,6 +168,17 @@ def _ask_all(client, samples, swap_asks, turned, hard, concurrency: int):
         turned_rows = list(pool.map(predict, turned))
         scored = list(pool.map(pairs, hard))
     return rows, swapped, turned_rows, scored
+
+
+def _write_predictions(out: Path, rows, swapped, swap_asks, turned_rows, turned) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out / "predictions.jsonl", rows)
+    if turned_rows:
+        expected = [{**r, "expected": want} for r, (_, want) in zip(turned_rows, turned)]
+        _write_jsonl(out / "predictions_pose_turned.jsonl", expected)
+    if swapped:
+        asked = [{**r, "asked_about": s["scene_id"]} for r, s in zip(swapped, swap_asks)]
+        _write_jsonl(out / "predictions_scene_swap.jsonl", asked)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

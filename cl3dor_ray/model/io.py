@@ -73,7 +73,7 @@ def load_point_encoder(model: Scene3DLM, path: str | Path) -> None:
 
 def base_lm_saved(model: Scene3DLM) -> bool:
     """Whether the folder must carry the base LM's weights: it was built from config, or trained."""
-    return not model.cfg.lm.path or getattr(model, "lm_base_trained", False)
+    return not model.cfg.lm.path or model.lm_base_trained
 
 
 def save_model(model: Scene3DLM, folder: str | Path) -> Path:

@@ -133,6 +133,9 @@ class Scene3DLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
+        # a pretrained base LM that some stage trained in full (set_trainable lm="train"): its folder must
+        # then carry the base's weights, not only an adapter (model/io.py reads and writes it)
+        self.lm_base_trained = False
         prompt = prompt_for(tokenizer)
         self.point_encoder = PointNetPP(tuple(cfg.sa1), tuple(cfg.sa2), tuple(cfg.point_widths))
         d = self.point_encoder.out_dim
@@ -511,7 +514,7 @@ class Scene3DLM(nn.Module):
                 )
         for part, mode in modes.items():
             if part == "lm" and mode == "train":
-                self.lm_base_trained = True  # the saved folder must then carry the base's weights (io.py)
+                self.lm_base_trained = True
             if part == "lm" and mode == "lora":
                 self.lm = attach_lora(self.lm, self.cfg.lora)
                 for name, p in self.lm.named_parameters():

@@ -66,6 +66,20 @@ def parse_reply(reply: str) -> list[str]:
     return items
 
 
+def of_gold_kind(items: list[str], task: str, answers: list[str], labels: list[str], k: int) -> list[HardNegative]:
+    """The first k of the LLM's items that are of the gold answer's kind (text/kinds.py), not a gold answer
+    and not repeated; the rest are dropped, so a colour question never gets "the chair" from the LLM."""
+    seen = {normalize_answer(a) for a in answers}
+    kind = answer_kind(answers[0], labels, task)
+    chosen: list[HardNegative] = []
+    for text in items:
+        norm = normalize_answer(text)
+        if norm and norm not in seen and len(chosen) < k and answer_kind(text, labels, task) == kind:
+            seen.add(norm)
+            chosen.append(HardNegative(text, LLM_KIND))
+    return chosen
+
+
 class LLMNegatives:
     name = "llm"
     needs_actor = True  # holds a model: one per Ray Data actor
@@ -182,19 +196,7 @@ class LLMNegatives:
         replies = dict(zip(asked, self._replies(prompts, budget)))
         out = []
         for i, r in enumerate(requests):
-            seen = {normalize_answer(a) for a in r["answers"]}
-            kind = answer_kind(r["answers"][0], self.labels, r["task"])
-            chosen: list[HardNegative] = []
-            for text in parse_reply(replies.get(i, "")):
-                norm = normalize_answer(text)
-                if (
-                    norm
-                    and norm not in seen
-                    and len(chosen) < r["k"]
-                    and answer_kind(text, self.labels, r["task"]) == kind
-                ):  # of the gold's kind, or dropped
-                    seen.add(norm)
-                    chosen.append(HardNegative(text, LLM_KIND))
+            chosen = of_gold_kind(parse_reply(replies.get(i, "")), r["task"], r["answers"], self.labels, r["k"])
             # the rules fill the rest, each negative keeping its rule's kind
             out.append(self.rules.fill(chosen, r["task"], r["answers"], r["scene"], r["k"], r["rng"]))
         return out

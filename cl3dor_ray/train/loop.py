@@ -130,17 +130,7 @@ def _train(
             step = engine.global_steps
             _maybe_fail(cfg, metrics.stage, step, rank, world, run_dir)
             if step % cfg.log_every == 0 or step == stage.steps:
-                elapsed = time.perf_counter() - t0
-                values.update(
-                    {
-                        "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": seen * world / elapsed,
-                        "tokens_per_s": tokens * world / elapsed,
-                    }
-                )
-                worker.progress(
-                    metrics, step, stage.steps, values, seen * world / elapsed, cfg.batch_size * cfg.grad_accum * world
-                )
+                _log(metrics, scheduler, cfg, stage, step, values, (seen, tokens, world, time.perf_counter() - t0))
             report = {"step": step, "loss": values["loss"]}
             if step % cfg.eval_every == 0 or step == stage.steps:
                 report.update(_evaluate(engine, val_collate, val_rows, dist))
@@ -154,6 +144,13 @@ def _train(
     if last_ckpt != step:
         worker.checkpoint(engine, {"step": step})
     return step
+
+
+def _log(metrics, scheduler, cfg: TrainConfig, stage: StageConfig, step: int, values: dict, counts) -> None:
+    seen, tokens, world, elapsed = counts
+    rate = seen * world / elapsed
+    values.update({"lr": scheduler.get_last_lr()[0], "samples_per_s": rate, "tokens_per_s": tokens * world / elapsed})
+    worker.progress(metrics, step, stage.steps, values, rate, cfg.batch_size * cfg.grad_accum * world)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import pytest
 from cl3dor_ray.config import PrepareConfig
 from cl3dor_ray.data.prepare import prepare
 from cl3dor_ray.text.kinds import answer_kind
-from cl3dor_ray.text.llm_negatives import LLM_KIND, LLM_KINDS, parse_reply, prompt_kind
+from cl3dor_ray.text.llm_negatives import LLM_KIND, LLM_KINDS, of_gold_kind, parse_reply, prompt_kind
 from cl3dor_ray.text.normalize import normalize_answer
 
 SMOLLM2 = Path(".cache/models/SmolLM2-135M-Instruct")
@@ -36,6 +36,16 @@ def test_the_llm_writes_open_kinds_and_its_prompt_asks_for_the_gold_kind():
     assert prompt_kind(answer_kind("dark brown", LABELS)) == "colour"
     assert prompt_kind(answer_kind("the lamp", LABELS)) == "object"
     assert prompt_kind(answer_kind("next to the table", LABELS)) == "answer"
+
+
+def test_what_the_llm_writes_is_kept_only_when_it_is_of_the_gold_answers_kind():
+    """The filter between the LLM's reply and the sample: other kinds, the gold answer itself and repeats go."""
+    reply = parse_reply("1. blue, 2. the chair, 3. Red, 4. blue, 5. on the desk, 6. green, 7. white")
+    kept = of_gold_kind(reply, "qa", ["red"], LABELS, 3)
+    assert [n.text for n in kept] == ["blue", "green", "white"] and {n.kind for n in kept} == {LLM_KIND}
+    assert [n.text for n in of_gold_kind(reply, "qa", ["red"], LABELS, 1)] == ["blue"]
+    places = of_gold_kind(["under the chair", "blue", "next to the lamp"], "qa", ["on the table"], LABELS, 4)
+    assert [n.text for n in places] == ["under the chair", "next to the lamp"]
 
 
 @pytest.fixture(scope="module")
