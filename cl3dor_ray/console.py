@@ -169,9 +169,11 @@ def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
     """A bar for one training stage (resuming at step `start`), fed by the rows rank 0 appends to metrics.jsonl."""
     progress = bar(f"[{stage}]", total, initial=start)
     stop = threading.Event()
+    # where the stage's rows start, read before its workers can write any (in the thread it could miss them)
+    begin = metrics_path.stat().st_size if metrics_path.exists() else 0
 
     def follow():
-        offset = metrics_path.stat().st_size if metrics_path.exists() else 0
+        offset = begin
         while True:
             finished = stop.wait(0.5)
             if metrics_path.exists():
