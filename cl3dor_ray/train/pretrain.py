@@ -21,6 +21,7 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -221,8 +222,8 @@ class _GroundingObjective(nn.Module):
 def encoder_loop_per_worker(config: dict) -> None:
     """encoder_pretraining: the point encoder and its classifier train; everything else is frozen."""
     run = _setup(config, ("point_encoder", "object_classifier"), _EncoderObjective)
-    model, rng, num_points = run["model"], run["rng"], run["model"].cfg.num_points
-    local = run["local"]
+    model, rng, local = run.model, run.rng, run.local
+    num_points = model.cfg.num_points
     clouds = list(zip(column_arrays(local["points"], np.float32), column_arrays(local["colors"], np.float32)))
     targets = local.select(["label_id", "color_id"]).to_pylist()
 
@@ -244,11 +245,11 @@ def encoder_loop_per_worker(config: dict) -> None:
 def grounding_loop_per_worker(config: dict) -> None:
     """grounding: the grounding head trains on the frozen encoder's features, computed once."""
     run = _setup(config, ("grounding",), _GroundingObjective)
-    model = run["model"]
+    model = run.model
     objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     worker.cache_features(model, objects)
     collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
-    questions = run["local"].to_pylist()
+    questions = run.local.to_pylist()
 
     def inputs(idx, device):
         rows = [questions[i] for i in idx]
@@ -261,7 +262,20 @@ def grounding_loop_per_worker(config: dict) -> None:
     _run(config, run, inputs, figures)
 
 
-def _setup(config: dict, trains: tuple[str, ...], objective) -> dict:
+@dataclass
+class _Stage:
+    """One pretraining stage on this worker, as _setup leaves it for the loop."""
+
+    model: nn.Module
+    engine: object
+    rank: int
+    world: int
+    local: pa.Table  # this worker's whole shard
+    rng: np.random.Generator
+    metrics: worker.Metrics
+
+
+def _setup(config: dict, trains: tuple[str, ...], objective) -> _Stage:
     """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's whole shard.
     The shard is small (objects, or short questions): read once and shuffled here each epoch; restarting
     Ray Data's streaming split every epoch (a few dozen steps) cost more than the steps."""
@@ -283,22 +297,15 @@ def _setup(config: dict, trains: tuple[str, ...], objective) -> dict:
         )
     shard = ray.train.get_dataset_shard("train")
     local = pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
-    return {
-        "model": model,
-        "engine": engine,
-        "rank": rank,
-        "world": world,
-        "local": local,
-        "rng": np.random.default_rng(cfg.seed + rank),
-        "metrics": worker.Metrics(Path(config["run_dir"]) / "metrics.jsonl", name, 0, rank),
-    }
+    metrics = worker.Metrics(Path(config["run_dir"]) / "metrics.jsonl", name, 0, rank)
+    return _Stage(model, engine, rank, world, local, np.random.default_rng(cfg.seed + rank), metrics)
 
 
-def _run(config: dict, run: dict, inputs, figures) -> None:
+def _run(config: dict, run: _Stage, inputs, figures) -> None:
     """Shuffled batches of the local shard for stage.steps steps, one checkpoint at the end, then rank 0
     measures the stage on the validation split (`figures`) and exports the model."""
     cfg, name, stage = config["train"], config["name"], config["stage"]
-    engine, rng, world, local = run["engine"], run["rng"], run["world"], run["local"]
+    engine, rng, world, local = run.engine, run.rng, run.world, run.local
     step, t0, seen = 0, time.perf_counter(), 0
     while step < stage.steps:
         order = rng.permutation(local.num_rows)
@@ -311,7 +318,7 @@ def _run(config: dict, run: dict, inputs, figures) -> None:
             if step % cfg.log_every == 0 or step == stage.steps:
                 rate = seen * world / (time.perf_counter() - t0)
                 worker.progress(
-                    run["metrics"],
+                    run.metrics,
                     step,
                     stage.steps,
                     {"loss": loss.item(), "samples_per_s": rate},
@@ -321,8 +328,8 @@ def _run(config: dict, run: dict, inputs, figures) -> None:
             if step >= stage.steps:
                 break
     worker.checkpoint(engine, {"step": step, "loss": loss.item()})
-    if run["rank"] == 0:
-        run["model"].eval()
+    if run.rank == 0:
+        run.model.eval()
         values, summary = figures()
-        export = worker.export(run["model"], Path(config["run_dir"]), name, values)
+        export = worker.export(run.model, Path(config["run_dir"]), name, values)
         print(f"[{name}] done at step {step}: {summary}; model -> {export}", flush=True)
