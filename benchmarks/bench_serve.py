@@ -1,11 +1,14 @@
 """Serving throughput and latency with the pretrained LLM: the scene prefix cache and dynamic batching.
 
     python benchmarks/bench_serve.py [--requests 48] [--max-batch 16] [--new-tokens 8] [--objects 60]
+                                     [--model runs/demo-llm/run/model]
 
 The pretrained-LLM recipe (configs/smollm2.yaml: SmolLM2-135M-Instruct from its local folder, the
-scene encoder built from config) serves rooms of `--objects` objects each: synthetic rooms merged four
-to a scan and prepared by the real pipeline. One model replica on one CPU, on a local Ray, in four
-configurations deployed one after the other in the same run:
+scene encoder built from config, untrained; or `--model`, a trained model folder such as the one
+`make demo-llm` leaves, whose grounding head picks the focus objects a user's deployment would) serves
+rooms of `--objects` objects each: synthetic rooms merged four to a scan and prepared by the real
+pipeline. One model replica on one CPU, on a local Ray, in four configurations deployed one after the
+other in the same run:
 
     neither        max_batch_size 1,          prefix cache off   (the baseline)
     batching       max_batch_size --max-batch, prefix cache off
@@ -76,10 +79,11 @@ def merged_scene(scene_id: str, rooms: list[Scene]) -> Scene:
 def load(url: str, scenes: list[str], requests: int, concurrency: int, new_tokens: int) -> dict:
     client = Cl3dorClient.over_http(url, timeout=600)
     jobs = [(scenes[i % len(scenes)], QUESTIONS[(i // len(scenes)) % len(QUESTIONS)]) for i in range(requests)]
+    focus = []
 
     def one(job):
         t = time.perf_counter()
-        client.answer(job[1], scene_id=job[0], max_new_tokens=new_tokens)
+        focus.append(len(client.answer(job[1], scene_id=job[0], max_new_tokens=new_tokens)["objects"]))
         return time.perf_counter() - t
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -91,6 +95,7 @@ def load(url: str, scenes: list[str], requests: int, concurrency: int, new_token
         "requests_per_s": requests / seconds,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "focus_objects_mean": statistics.mean(focus),  # what the grounding head put after the question
     }
 
 
@@ -102,6 +107,7 @@ def main():
     parser.add_argument("--objects", type=int, default=60)
     parser.add_argument("--scenes", type=int, default=4)
     parser.add_argument("--config", default="configs/smollm2.yaml")
+    parser.add_argument("--model", help="a trained model folder to serve (default: one built from --config)")
     args = parser.parse_args()
 
     from ray import serve
@@ -110,6 +116,12 @@ def main():
 
     results: dict = {}
     cfg = load_config(args.config, [f"model.max_objects={args.objects}"])
+    if args.model:  # its own model config: points per object, and the objects it reads
+        from cl3dor_ray.model.io import load_model
+
+        cfg.model = load_model(args.model).cfg
+        if cfg.model.max_objects != args.objects:
+            parser.error(f"--model reads model.max_objects={cfg.model.max_objects} objects; pass --objects to match")
     with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True):
         tmp = Path(tmp)
         for s in range(args.scenes):  # four synthetic rooms per scan, until each has >= --objects objects
@@ -118,14 +130,17 @@ def main():
         prepare(
             tmp / "raw", tmp / "data", PrepareConfig(points_per_object=cfg.model.num_points, negatives=0, workers=2)
         )
-        save_model(build_model(cfg.model), tmp / "model")
+        model_dir = args.model or str(tmp / "model")
+        if not args.model:
+            save_model(build_model(cfg.model), model_dir)
         from cl3dor_ray.data.prepared import Prepared
 
         objects = {s: len(o) for s, o in Prepared(tmp / "data").objects(cfg.model.num_points).items()}
         scenes = sorted(objects)
         print(
             f"{len(scenes)} scenes, objects per scene {sorted(objects.values())} (the model reads "
-            f"{args.objects}); LM {cfg.model.lm.path}; {args.requests} requests, {args.new_tokens} new tokens"
+            f"{args.objects}); model {args.model or 'built from ' + args.config} (LM {cfg.model.lm.path}); "
+            f"{args.requests} requests, {args.new_tokens} new tokens"
         )
         for label, (batching, cached) in CONFIGS.items():
             serve_cfg = ServeConfig(
@@ -134,12 +149,12 @@ def main():
                 prefix_cache_mb=256 if cached else 0,
             )
             serve.start(http_options={"host": "127.0.0.1", "port": 8765})
-            serve.run(build_app(str(tmp / "model"), str(tmp / "data"), serve_cfg), name="cl3dor", route_prefix="/")
+            serve.run(build_app(model_dir, str(tmp / "data"), serve_cfg), name="cl3dor", route_prefix="/")
             for c in (1, 4, 16):
                 results[f"{label}_c{c}"] = r = load("http://127.0.0.1:8765", scenes, args.requests, c, args.new_tokens)
                 print(
                     f"  {label:14s} {c:2d} in flight: {r['requests_per_s']:6.2f} req/s  p50 {r['p50_ms']:8.1f} ms  "
-                    f"p99 {r['p99_ms']:8.1f} ms",
+                    f"p99 {r['p99_ms']:8.1f} ms  focus objects {r['focus_objects_mean']:.1f}",
                     flush=True,
                 )
             serve.delete("cl3dor")
@@ -165,6 +180,7 @@ def main():
                 "max_batch_size": args.max_batch,
                 "new_tokens": args.new_tokens,
                 "objects": args.objects,
+                "model": args.model or f"built from {args.config}",
                 "results": results,
             }
         )
