@@ -115,6 +115,7 @@ def main():
     from cl3dor_ray.serve.app import build_app
 
     results: dict = {}
+    served = args.model or f"built from {args.config}"
     cfg = load_config(args.config, [f"model.max_objects={args.objects}"])
     if args.model:  # its own model config: points per object, and the objects it reads
         from cl3dor_ray.model.io import load_model
@@ -139,7 +140,7 @@ def main():
         scenes = sorted(objects)
         print(
             f"{len(scenes)} scenes, objects per scene {sorted(objects.values())} (the model reads "
-            f"{args.objects}); model {args.model or 'built from ' + args.config} (LM {cfg.model.lm.path}); "
+            f"{args.objects}); model {served} (LM {cfg.model.lm.path}); "
             f"{args.requests} requests, {args.new_tokens} new tokens"
         )
         for label, (batching, cached) in CONFIGS.items():
@@ -180,7 +181,7 @@ def main():
                 "max_batch_size": args.max_batch,
                 "new_tokens": args.new_tokens,
                 "objects": args.objects,
-                "model": args.model or f"built from {args.config}",
+                "model": served,
                 "results": results,
             }
         )
