@@ -118,9 +118,9 @@ def main():
     served = args.model or f"built from {args.config}"
     cfg = load_config(args.config, [f"model.max_objects={args.objects}"])
     if args.model:  # its own model config: points per object, and the objects it reads
-        from cl3dor_ray.model.io import load_model
+        from cl3dor_ray.model.io import read_model_folder
 
-        cfg.model = load_model(args.model).cfg
+        cfg.model = read_model_folder(args.model)[1]
         if cfg.model.max_objects != args.objects:
             parser.error(f"--model reads model.max_objects={cfg.model.max_objects} objects; pass --objects to match")
     with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True):

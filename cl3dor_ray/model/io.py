@@ -99,9 +99,9 @@ def save_model(model: Scene3DLM, folder: str | Path) -> Path:
     return folder
 
 
-def load_model(folder: str | Path) -> Scene3DLM:
-    folder = Path(folder)
-    meta_path = folder / MODEL_FILE
+def read_model_folder(folder: str | Path) -> tuple[dict, ModelConfig]:
+    """A model folder's checked metadata and its ModelConfig, without loading any weights."""
+    meta_path = Path(folder) / MODEL_FILE
     if not meta_path.is_file():
         raise ModelFolderError(f"{folder} is not a cl3dor model folder: {MODEL_FILE} is missing")
     meta = json.loads(meta_path.read_text())
@@ -109,7 +109,12 @@ def load_model(folder: str | Path) -> Scene3DLM:
         raise ModelFolderError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("prompt_version") != PROMPT_VERSION:
         raise ModelFolderError(f"{meta_path}: prompt {meta.get('prompt_version')!r}; this code uses {PROMPT_VERSION!r}")
-    cfg = from_dict(ModelConfig, meta["model"], "model")
+    return meta, from_dict(ModelConfig, meta["model"], "model")
+
+
+def load_model(folder: str | Path) -> Scene3DLM:
+    folder = Path(folder)
+    meta, cfg = read_model_folder(folder)
     tokenizer = load_tokenizer(folder / "tokenizer")
     base_dir = folder / "lm" if meta["lm_base"] == "lm" else cfg.lm.path
     lm = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, use_safetensors=True)

@@ -33,7 +33,7 @@ from cl3dor_ray.config import PRETRAIN_STAGES, Config, ConfigError
 from cl3dor_ray.console import captured, follow_training, quiet_frameworks, say
 from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.data.schema import nested
-from cl3dor_ray.model.io import MODEL_FILE, build_model, save_model
+from cl3dor_ray.model.io import MODEL_FILE, build_model, read_model_folder, save_model
 from cl3dor_ray.text.sqa3d import situated_instruction
 from cl3dor_ray.train.curves import plot_curves
 from cl3dor_ray.train.loop import train_loop_per_worker
@@ -96,8 +96,8 @@ def _initial_model(cfg: Config, data_dir: Path, run_dir: Path) -> Path:
 def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path):
     """The stage's training rows (a pyarrow Table) and its validation rows."""
     if name == "encoder_pretraining":
-        meta = json.loads((init_model / MODEL_FILE).read_text())["model"]
-        rows = object_rows(data_dir, "train", meta["object_labels"], meta["object_colors"])
+        model_cfg = read_model_folder(init_model)[1]
+        rows = object_rows(data_dir, "train", model_cfg.object_labels, model_cfg.object_colors)
         table = {k: [r[k] for r in rows] for k in ("scene_id", "object_id", "label", "label_id", "color_id")}
         table["points"] = nested([r["points"] for r in rows], pa.float32())
         table["colors"] = nested([r["colors"] for r in rows], pa.uint8())
