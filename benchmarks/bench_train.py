@@ -64,7 +64,7 @@ def flops_per_sample(model_dir: Path, data_dir: Path, cfg) -> float:
         for scene_rows in objects.values():
             for row, feat in zip(scene_rows, model.point_features(scene_rows, model.cfg.num_points)):
                 row["feature"] = feat.numpy()
-    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
+    collate = SceneCollator.for_model(model, objects, teacher_forcing=1.0)
     batch = collate(rows)
     with FlopCounterMode(display=False) as counter:
         loss, _ = orpo_loss(model(batch), lam=0.1, present=batch.cand_present)

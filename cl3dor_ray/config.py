@@ -154,6 +154,14 @@ class ModelConfig:
     object_words: bool = True
     """Add to each object token the object classifier's predicted category and colour, as the LM's own
     word embeddings (a from-scratch LM learned to read colours from them reliably; without, only in some runs)."""
+    where_words: bool = True
+    """Add to each focus object's where token its relation to its reference object (left, right, front,
+    behind, above, below, near, far) as the LM's own word embeddings, weighted by the geometry
+    (model/focus.py): without, the tiny LM did not learn "which way should I turn?" (issue 22)."""
+    view_heading_deg: float = 90.0
+    """The heading a question without a pose is read from, in degrees counter-clockwise from +x: its boxes
+    are turned so that this heading is +x and its left +y, as a situated question's are turned to the
+    agent's. 90 faces +y, the synthetic rooms' back wall ("facing the back wall, which side ...")."""
     object_token_rms: float | None = None
     """RMS of each object token fed to the LM; None = the RMS of the LM's word embeddings."""
     point_encoder_weights: str | None = None
@@ -237,9 +245,18 @@ class StageConfig:
     """Score the hard negatives beside the gold answer and add the odds-ratio term (the contrastive stage)."""
     lam: float = 0.1
     """Weight lambda of the odds-ratio term (ORPO/TRL default 0.1); 0 is supervised fine-tuning."""
+    teacher_forcing: float = 0.5
+    """Share of the questions whose focus objects are the annotated ones (as LEO trains); the rest get the
+    grounding head's own, as at inference. All teacher-forced, the LM learned that the number of focus
+    objects tells the kind of answer, and answered "4" to "above or below?" wherever the head named more
+    objects than the annotation; with none, it learned to distrust the focus where the head is weak
+    (relations then hardly changed with the room). Half and half kept both (issue 22). Captions always
+    name their object."""
     trainable: Trainable = field(default_factory=Trainable)
 
     def __post_init__(self):
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ConfigError(f"stage teacher_forcing must be a share in [0, 1], got {self.teacher_forcing}")
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown or not self.tasks:
             raise ConfigError(f"stage tasks {unknown or '[]'} invalid; expected a non-empty subset of {list(TASKS)}")

@@ -11,6 +11,7 @@ on construction, so a bad batch fails with the field, the expected shape and dty
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.model.prompt import prompt_for
-from cl3dor_ray.scenes.pose import to_agent_frame
+from cl3dor_ray.scenes.pose import to_agent_frame, yaw_quaternion
 from cl3dor_ray.text.sqa3d import situated_instruction
 
 SECONDARY = 0.75  # the relevance of an object a question names beside its subject: ranked after it, still chosen
@@ -60,6 +61,8 @@ class SceneBatch:
     # (B,) True where `relevant` is known and used as is (a caption's target; every sample under teacher
     # forcing); elsewhere the model's grounding head decides
     given: torch.Tensor | None = None
+    # (B,) True for a situated question: the boxes are in its agent's frame, the agent at the origin
+    situated: torch.Tensor | None = None
 
     def __post_init__(self):
         _expect("points", self.points, torch.float32, ("B", "N", "P", 6))
@@ -79,8 +82,11 @@ class SceneBatch:
             self.relevant = torch.zeros((b, n), dtype=torch.float32, device=self.points.device)
         if self.given is None:
             self.given = torch.zeros(b, dtype=torch.bool, device=self.points.device)
+        if self.situated is None:
+            self.situated = torch.zeros(b, dtype=torch.bool, device=self.points.device)
         _expect("relevant", self.relevant, torch.float32, (b, n))
         _expect("given", self.given, torch.bool, (b,))
+        _expect("situated", self.situated, torch.bool, (b,))
         if self.cand_ids.shape[1] and not (self.cand_mask[:, 0, 0] == 1).all():
             raise BatchError("SceneBatch.cand_mask: every sample's first candidate (the gold answer) needs a token")
 
@@ -143,8 +149,9 @@ def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 class SceneCollator:
     """Prepared rows -> SceneBatch. `objects_by_scene` maps scene_id to its object rows.
 
-    A caption's target is always given (the request names it). With `teacher_forcing`, every sample's
-    annotated objects are given too, as LEO trains; at inference the grounding head finds them.
+    A caption's target is always given (the request names it). `teacher_forcing` is the share of the
+    other samples whose annotated objects are given too, as LEO trains (drawn per sample from `seed`); at
+    inference (0) the grounding head finds them.
     """
 
     def __init__(
@@ -154,15 +161,34 @@ class SceneCollator:
         num_points: int,
         max_objects: int,
         max_answer_tokens: int = 96,
-        teacher_forcing: bool = False,
+        teacher_forcing: float = 0.0,
+        view_heading_deg: float = 0.0,
+        seed: int = 0,
     ):
         self.tok = tokenizer
         self.objects = objects_by_scene
         self.num_points = num_points
         self.max_objects = max_objects
         self.max_answer_tokens = max_answer_tokens
-        self.teacher_forcing = teacher_forcing
+        self.teacher_forcing = float(teacher_forcing)
+        self.rng = np.random.default_rng(seed)
+        # a question without a pose is read from a viewer at the room's origin facing this heading
+        self.view = [0.0, 0.0, 0.0, *yaw_quaternion(math.radians(view_heading_deg))]
         self.prompt = prompt_for(tokenizer)
+
+    @classmethod
+    def for_model(cls, model, objects_by_scene: dict[str, list[dict]], teacher_forcing: float = 0.0, seed: int = 0):
+        """The collator a Scene3DLM reads: its point and object budgets, its view, its tokenizer."""
+        cfg = model.cfg
+        return cls(
+            model.tokenizer,
+            objects_by_scene,
+            cfg.num_points,
+            cfg.max_objects,
+            teacher_forcing=teacher_forcing,
+            view_heading_deg=cfg.view_heading_deg,
+            seed=seed,
+        )
 
     def _cloud(self, obj: dict) -> np.ndarray:
         return cloud_array(obj, self.num_points)
@@ -198,11 +224,12 @@ class SceneCollator:
                     points[i, j] = self._cloud(o)
                 centers[i, j], sizes[i, j], mask[i, j] = o["center"], o["size"], True
                 relevant[i, j] = roles.get(o["object_id"], 0.0)
-            if s.get("pose"):  # a situated question: the layout as the agent sees it (scenes/pose.py)
-                centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
-                    centers[i, : len(objs)], sizes[i, : len(objs)], s["pose"]
-                )
-        given = torch.tensor([s.get("task") == "caption" or self.teacher_forcing for s in samples])
+            # the layout as the agent sees it (a situated question), else as the view does (scenes/pose.py)
+            centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
+                centers[i, : len(objs)], sizes[i, : len(objs)], s.get("pose") or self.view
+            )
+        forced = self.rng.random(b) < self.teacher_forcing if 0 < self.teacher_forcing < 1 else [self.teacher_forcing] * b
+        given = torch.tensor([s.get("task") == "caption" or bool(f) for s, f in zip(samples, forced)])
         instr = [
             self.tok(
                 self.prompt.instruction(situated_instruction(s["question"], s.get("situation") or "")),
@@ -232,4 +259,5 @@ class SceneCollator:
             None if features is None else torch.from_numpy(features),
             torch.from_numpy(relevant),
             given,
+            torch.tensor([bool(s.get("pose")) for s in samples]),
         )

@@ -16,6 +16,13 @@ inference the model needs no annotation to put the right objects first. A second
 them is the question's subject (the object asked about, the first of its `object_ids`), so a relation
 between two objects reaches the LM in the question's order.
 
+A question can name one object to ask about another: "what is on the nightstand?" is about the object
+the nightstand holds (two hops: the words find the nightstand, the geometry finds what is on it). The
+decoder's attention did not learn that hop (the subject came first in 4 of 17 validation questions,
+issue 22), so the head makes it explicit: a third score says which object is the anchor (an object
+the annotation names beside the subject), and every object adds its pair geometry to the anchor,
+weighted by that score, before its relevance and subject are scored.
+
 The `ObjectClassifier` is the point encoder's pretraining head (LEO freezes a PointNet++ pretrained
 on ScanNet object classification): category, and colour where the captions name one.
 """
@@ -88,6 +95,10 @@ class GroundingHead(nn.Module):
         self.objects_in = nn.Linear(feature_dim, w)
         self.location = nn.Sequential(nn.Linear(6, w), nn.GELU(), nn.Linear(w, w))
         self.decoder = nn.ModuleList(GeometricDecoderLayer(w, cfg.heads) for _ in range(cfg.layers))
+        # the hop: which object is the question's anchor (the one it names to place its subject: "the
+        # nightstand" in "what is on the nightstand?"), then every object reads its relation to the anchor
+        self.anchor = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+        self.relate = nn.Sequential(nn.Linear(GEOMETRY, w), nn.GELU(), nn.Linear(w, w))
         # per object: is it one the question is about, and is it the question's subject (the object asked
         # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
         self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
@@ -101,8 +112,8 @@ class GroundingHead(nn.Module):
         question_mask: torch.Tensor,
     ) -> torch.Tensor:
         """features (B, N, D), boxes (B, N, 6) centre + size, object_mask (B, N) bool,
-        question_ids / question_mask (B, L) -> logits (B, N, 2): relevance and subject, -1e4 where there
-        is no object."""
+        question_ids / question_mask (B, L) -> logits (B, N, 3): relevance, subject and anchor, -1e4 where
+        there is no object."""
         ids, qmask = question_ids[:, : self.max_tokens], question_mask[:, : self.max_tokens].bool()
         text = self.text(self.embed(ids) + self.positions[: ids.shape[1]])
         dtype = self.objects_in.weight.dtype
@@ -111,19 +122,31 @@ class GroundingHead(nn.Module):
         geometry = pair_geometry(boxes)
         for layer in self.decoder:
             x = layer(x, text.to(dtype), geometry, object_mask, qmask)
-        return self.score(x).float().masked_fill(~object_mask.unsqueeze(-1), -1e4)
+        anchor = self.anchor(x).masked_fill(~object_mask.unsqueeze(-1), -1e4)
+        # (B, N, N) x (B, N, N, w): object i's relation to each j, weighted by how surely j is the anchor
+        hop = torch.einsum("bj,bijw->biw", torch.sigmoid(anchor[..., 0]), self.relate(geometry))
+        logits = torch.cat([self.score(x + hop), anchor], dim=-1)
+        return logits.float().masked_fill(~object_mask.unsqueeze(-1), -1e4)
 
 
 def grounding_loss(
     logits: torch.Tensor, relevant: torch.Tensor, object_mask: torch.Tensor, pos_weight: float = 2.0
 ) -> torch.Tensor:
     """Binary cross-entropy of relevance over real objects (relevant objects are few, so they weigh
-    `pos_weight`), plus that of being the subject over the relevant ones. `relevant`: 1.0 for the subject
-    (and its category), a value in (0, 1) for the other objects the question names, 0 elsewhere."""
+    `pos_weight`), plus that of being the subject over the relevant ones, plus that of being the anchor
+    (named, not the subject) over the objects of questions that name one. `relevant`: 1.0 for the subject
+    (and its category), a value in (0, 1) for the other objects the question names, 0 elsewhere.
+
+    Only questions whose annotation names an anchor teach it: "what color is the cup on the desk?" and a
+    description ("it is on the desk") name only their subject, though their words name the desk too."""
     weight = torch.tensor(pos_weight, device=logits.device)
     loss = F.binary_cross_entropy_with_logits(
         logits[..., 0][object_mask], (relevant[object_mask] > 0).float(), pos_weight=weight
     )
+    anchor = (relevant > 0) & (relevant < 1)
+    placed = object_mask & anchor.any(1, keepdim=True)
+    if placed.any():
+        loss = loss + F.binary_cross_entropy_with_logits(logits[..., 2][placed], anchor[placed].float())
     named = object_mask & (relevant > 0)
     if named.any():
         loss = loss + F.binary_cross_entropy_with_logits(logits[..., 1][named], (relevant[named] == 1.0).float())

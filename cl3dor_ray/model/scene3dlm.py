@@ -45,6 +45,13 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, Qwe
 
 from cl3dor_ray.config import ModelConfig
 from cl3dor_ray.model.batch import SceneBatch
+from cl3dor_ray.model.focus import (
+    FOCUS_GEOMETRY,
+    WHERE_WORDS,
+    WhereWords,
+    focus_geometry_features,
+    relation_to_reference,
+)
 from cl3dor_ray.model.grounding import GroundingHead, ObjectClassifier
 from cl3dor_ray.model.pointnet import PointNetPP
 from cl3dor_ray.model.prompt import prompt_for
@@ -68,26 +75,6 @@ class ScenePrefix:
 
 
 PARTS = ("point_encoder", "spatial", "projector", "lm", "grounding", "object_classifier")
-FOCUS_GEOMETRY = 15  # focus_geometry's features per focus object
-
-
-def focus_geometry_features(centers: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """(B, N, 3) boxes of the focus objects, in focus order and in the batch's frame (the agent's for a
-    situated question: the agent at the origin facing +x) -> (B, N, 15): each object's centre and size;
-    its offset from the first focus object, their horizontal distance, and how far its bottom is above
-    the first one's top and its top below the first one's bottom; its bearing from the origin (sine,
-    cosine) and horizontal range. "Which way to turn", "is it in front", "above or below", "which side",
-    "near or far" are each a simple function of a few of these."""
-    c, s = centers.float(), sizes.float()
-    first_c, first_s = c[:, :1], s[:, :1]
-    offset = c - first_c
-    above = (c[..., 2:] - s[..., 2:] / 2) - (first_c[..., 2:] + first_s[..., 2:] / 2)
-    below = (first_c[..., 2:] - first_s[..., 2:] / 2) - (c[..., 2:] + s[..., 2:] / 2)
-    reach = c[..., :2].norm(dim=-1, keepdim=True)
-    bearing = c[..., :2] / reach.clamp_min(1e-6)  # (cos, sin) of the direction from the origin
-    return torch.cat([c, s, offset, offset[..., :2].norm(dim=-1, keepdim=True), above, below, bearing, reach], -1)
-
-
 MODES = ("train", "freeze", "lora")
 
 
@@ -161,6 +148,11 @@ class Scene3DLM(nn.Module):
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
             # where each focus object is: from the agent (or the room's origin), and from the first focus object
             self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
+            self.where_words = WhereWords() if cfg.where_words else None
+            if self.where_words is not None:
+                ids, mask = _word_table(tokenizer, prompt, list(WHERE_WORDS))
+                self.register_buffer("_where_word_ids", ids, persistent=False)
+                self.register_buffer("_where_word_mask", mask, persistent=False)
         self.word_heads = []  # (classifier output, its words' token ids, mask)
         if cfg.object_words and cfg.object_labels:
             for head, words in (("label", cfg.object_labels), ("color", cfg.object_colors)):
@@ -197,8 +189,8 @@ class Scene3DLM(nn.Module):
         return self.grounding_logits(batch, feats)[..., 0]
 
     def grounding_logits(self, batch: SceneBatch, feats: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, 2) the grounding head's logits that each object is one the instruction is about, and that it
-        is the instruction's subject."""
+        """(B, N, 3) the grounding head's logits that each object is one the instruction is about, that it
+        is the instruction's subject, and that it is the anchor the instruction places the subject against."""
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats
@@ -256,6 +248,12 @@ class Scene3DLM(nn.Module):
             index = order.unsqueeze(-1).expand(-1, -1, 3)
             where = focus_geometry_features(torch.gather(batch.centers, 1, index), torch.gather(batch.sizes, 1, index))
             geometry = _rms(self.focus_geometry(where.to(focus.dtype)), self.token_rms)
+            if self.where_words is not None:
+                centers = torch.gather(batch.centers, 1, index)
+                figures, has = relation_to_reference(centers, out["focus_count"], batch.situated)
+                weights = self.where_words(figures) * has.unsqueeze(-1)
+                table = self._word_embeddings(self._where_word_ids, self._where_word_mask)
+                geometry = geometry + _rms(weights.to(table.dtype) @ table, self.token_rms).to(geometry.dtype)
             slots = (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
             # each focus object is two tokens: the object itself, then where it is (B, N, 2, H)
             out["focus"] = torch.stack([focus + slots, geometry + slots], dim=2)
@@ -263,15 +261,18 @@ class Scene3DLM(nn.Module):
 
     def object_words(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, N, H) the classifier's category and colour beliefs as the LM's word embeddings, at token RMS."""
-        embed = self.lm.get_input_embeddings()
         with torch.no_grad():  # the classifier trained with the encoder; here it only reads
             logits = dict(zip(("label", "color"), self.object_classifier(feats)))
         words = 0
         for head in self.word_heads:
-            ids, mask = getattr(self, f"_{head}_word_ids"), getattr(self, f"_{head}_word_mask")
-            table = (embed(ids) * mask.unsqueeze(-1).to(embed.weight.dtype)).sum(1) / mask.sum(1, keepdim=True)
+            table = self._word_embeddings(getattr(self, f"_{head}_word_ids"), getattr(self, f"_{head}_word_mask"))
             words = words + logits[head].float().softmax(-1).to(table.dtype) @ table
         return _rms(words, self.token_rms)
+
+    def _word_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(W, H) each word's embedding in the LM: the mean of its tokens' (from _word_table)."""
+        embed = self.lm.get_input_embeddings()
+        return (embed(ids) * mask.unsqueeze(-1).to(embed.weight.dtype)).sum(1) / mask.sum(1, keepdim=True)
 
     def _question_rows(self, batch: SceneBatch, objects: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Per sample, the embeddings after the scene: the instruction, its focus tokens, " ASSISTANT:"."""
@@ -522,7 +523,9 @@ class Scene3DLM(nn.Module):
                 continue
             if part == "spatial":
                 params = [*self.location.parameters(), *(self.spatial.parameters() if self.spatial else [])]
-                params += [self.slots, *self.focus_geometry.parameters()] if self.grounding is not None else []
+                if self.grounding is not None:
+                    params += [self.slots, *self.focus_geometry.parameters()]
+                    params += list(self.where_words.parameters()) if self.where_words is not None else []
             else:
                 module = getattr(self, part)
                 params = [] if module is None else list(module.parameters())

@@ -194,7 +194,7 @@ class Scene3DLMDeployment:
                 if key.startswith("upload-"):
                     del self._features[key]  # uploads are one-off
         cfg = self.model.cfg
-        batch = SceneCollator(self.model.tokenizer, objects, cfg.num_points, cfg.max_objects)(samples, candidates)
+        batch = SceneCollator.for_model(self.model, objects)(samples, candidates)
         if not with_ids:
             return batch
         # the collator's own choice and order of objects (select_objects), to name the batch's columns

@@ -61,12 +61,14 @@ def train_loop_per_worker(config: dict) -> None:
     objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     if stage.trainable.point_encoder == "freeze":
         worker.cache_features(model, objects)  # it was most of a tiny-LM step
-    # training reads the annotated objects as given (as LEO trains); validation lets the grounding head find them
-    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
-    val_collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    # training reads the annotated objects as given (as LEO trains) for stage.teacher_forcing of its questions
+    # and the grounding head's for the rest; validation lets the head find them all
+    collate = SceneCollator.for_model(model, objects, teacher_forcing=stage.teacher_forcing, seed=cfg.seed + rank)
+    val_collate = SceneCollator.for_model(model, objects)
     pair_rows = config.get("pair_samples", [])[rank::world]
+    pair_collate = SceneCollator.for_model(model, objects, teacher_forcing=1.0)  # the same focus at start and end
     if config.get("pair_samples") and not start:  # what the odds ratio has to learn, before it starts
-        metrics.write(0, _pair_accuracy(engine, collate, pair_rows, dist, "start"))
+        metrics.write(0, _pair_accuracy(engine, pair_collate, pair_rows, dist, "start"))
 
     step = _train(
         engine,
@@ -82,7 +84,7 @@ def train_loop_per_worker(config: dict) -> None:
         run_dir,
     )
     if config.get("pair_samples"):
-        metrics.write(step, _pair_accuracy(engine, collate, pair_rows, dist, "end"))
+        metrics.write(step, _pair_accuracy(engine, pair_collate, pair_rows, dist, "end"))
     if rank == 0:
         export = worker.export(engine.module, run_dir, name)
         print(f"[{name}] done at step {step}; model -> {export}", flush=True)

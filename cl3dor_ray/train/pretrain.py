@@ -248,7 +248,7 @@ def grounding_loop_per_worker(config: dict) -> None:
     model = run.model
     objects = Prepared(config["data_dir"]).objects(model.cfg.num_points)
     worker.cache_features(model, objects)
-    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    collate = SceneCollator.for_model(model, objects)
     questions = run.local.to_pylist()
 
     def inputs(idx, device):

@@ -39,7 +39,7 @@ def test_teacher_forced_focus_puts_the_subject_first_and_moves_with_the_pose():
             o["label"] = f"thing{o['object_id']}"
     cfg = load_config(None, TINY_MODEL).model
     model = build_model(cfg, corpus)
-    collate = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=True)
+    collate = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=1.0)
     batch = collate([samples[1]])  # object_ids [2, 0]: 2 is the subject
     order, count = model.focus_order(batch, model.point_feats(batch))
     assert count.item() == 2

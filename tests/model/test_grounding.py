@@ -80,7 +80,7 @@ def grounded(prepared_dir):
     )
     # the LEO-style alignment: the LM learns to read the objects it is pointed at (teacher forcing)
     color_qs = [s for s in questions if s["question_type"] == "color"]
-    teach = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=True)
+    teach = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=1.0)
 
     def lm_loss(i):
         rows = pick.sample(color_qs, 8)

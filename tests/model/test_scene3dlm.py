@@ -134,10 +134,11 @@ def test_set_trainable_per_part(setup):
     )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(
-        ("lora_" in n) or n.startswith(("spatial", "location", "projector", "slots", "focus_geometry"))
+        ("lora_" in n) or n.startswith(("spatial", "location", "projector", "slots", "focus_geometry", "where_words"))
         for n in trainable
     )
-    assert any(n.startswith("focus_geometry") for n in trainable)  # where the focus objects are trains with spatial
+    # where the focus objects are, and the slopes of its words, train with spatial
+    assert any(n.startswith("focus_geometry") for n in trainable) and model.where_words.slope.requires_grad
     assert not any(n.startswith(("point_encoder", "grounding")) for n in trainable)
     model.set_trainable(grounding="train")
     assert any(p.requires_grad for p in model.grounding.parameters())
@@ -269,7 +270,7 @@ def test_every_trainable_part_gets_a_gradient_when_no_sample_has_focus_objects(s
     # ZeRO's gradient buckets would differ between ranks and the all-reduce would abort the run.
     model, _, samples = setup
     _, objects, _ = toy_scenes()
-    teach = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=True)
+    teach = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects, teacher_forcing=1.0)
     empty = [{**s, "object_ids": []} for s in samples]
     model.set_trainable(
         point_encoder="freeze",
