@@ -51,7 +51,8 @@ def relation_to_reference(
     lone focus object of a question without an agent has none: the view's origin is no place)."""
     c = centers.float()
     pair = (count >= 2)[:, None, None]
-    second = torch.where(pair, c[:, 1:2], torch.zeros_like(c[:, :1]))  # else the agent, at the origin
+    origin = torch.zeros_like(c[:, :1])
+    second = torch.where(pair, c[:, 1:2], origin) if c.shape[1] > 1 else origin  # else the agent, at the origin
     reference = torch.cat([second, c[:, :1].expand_as(c[:, 1:])], dim=1)
     d = c - reference
     dist = d[..., :2].norm(dim=-1).clamp_min(1e-6)

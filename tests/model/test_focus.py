@@ -1,12 +1,19 @@
 """Focus tokens: the question's subject first, and where each focus object is."""
 
+import numpy as np
 import pytest
 import torch
 
 from cl3dor_ray.config import load_config
 from cl3dor_ray.model.batch import SECONDARY, SceneCollator, subject_roles
 from cl3dor_ray.model.io import build_model
-from cl3dor_ray.model.scene3dlm import FOCUS_GEOMETRY, focus_geometry_features
+from cl3dor_ray.model.focus import (
+    FOCUS_GEOMETRY,
+    WHERE_WORDS,
+    WhereWords,
+    focus_geometry_features,
+    relation_to_reference,
+)
 from tests.helpers import TINY_MODEL, toy_scenes
 
 
@@ -61,3 +68,83 @@ def test_focus_tokens_are_bounded_whatever_the_head_scores():
     batch = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects)([samples[2]])  # 5 objects
     order, count = model.focus_order(batch, model.point_feats(batch))
     assert count.tolist() == [2] and batch.object_mask.sum().item() == 5
+
+
+def _words(centers, count, situated):
+    figures, has = relation_to_reference(torch.tensor([centers]), torch.tensor([count]), torch.tensor([situated]))
+    weights = WhereWords()(figures) * has.unsqueeze(-1)
+    return [{w: float(v) for w, v in zip(WHERE_WORDS, row)} for row in weights[0]], has[0].tolist()
+
+
+def test_where_words_read_a_lone_object_from_the_agent():
+    # the agent at the origin facing +x: a door ahead and to its left (21 degrees), 2.2 m away
+    (door,), has = _words([[2.0, 0.8, 1.0]], 1, True)
+    assert has == [True]
+    assert door["left"] > 0.8 > 0.2 > door["right"] and door["front"] > 0.8 > 0.2 > door["behind"]
+    assert door["far"] > door["near"]
+    # the agent turned around (the door now behind it and to its right): the words follow the pose
+    (turned,), _ = _words([[-2.0, -0.8, 1.0]], 1, True)
+    assert turned["right"] > 0.8 and turned["behind"] > 0.8 and turned["front"] < 0.2
+
+
+def test_where_words_place_the_subject_against_the_object_it_is_asked_about():
+    # "is the cup above or below the lamp?": the cup (first) on a low table, the lamp on a shelf, 0.5 m apart
+    (cup, lamp, other), has = _words([[1.0, 0.0, 0.5], [1.0, 0.5, 1.6], [3.0, 0.0, 0.5]], 2, False)
+    assert has == [True, True, True]
+    assert cup["below"] > 0.9 and cup["right"] > 0.9 and cup["near"] > 0.9  # the cup against the lamp
+    assert lamp["above"] > 0.9 and lamp["left"] > 0.9  # the lamp against the cup (the first)
+    assert other["front"] > 0.9 and other["far"] > 0.5  # every other focus object against the first
+
+
+def test_a_lone_object_of_a_question_without_an_agent_has_no_where_words():
+    (cup,), has = _words([[1.0, 0.4, 0.5]], 1, False)
+    assert has == [False] and all(v == 0.0 for v in cup.values())
+
+
+def test_a_question_without_a_pose_is_read_from_the_view():
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    cfg = load_config(None, TINY_MODEL).model
+    model = build_model(cfg, corpus)
+    assert cfg.view_heading_deg == 90.0  # facing +y, the synthetic rooms' back wall
+    batch = SceneCollator.for_model(model, objects)([samples[0]], [["red"]])
+    room = {o["object_id"]: np.asarray(o["center"], np.float32) for o in objects["scene0000_00"]}
+    first = room[samples[0]["object_ids"][0]]  # the collator puts the annotated object first
+    # facing +y: what is along +y is ahead (+x), what is along -x is on the left (+y)
+    np.testing.assert_allclose(batch.centers[0, 0].numpy(), [first[1], -first[0], first[2]], atol=1e-5)
+    assert not batch.situated.any()
+    situated = SceneCollator.for_model(model, objects)([{**samples[0], "pose": [0, 0, 0, 0, 0, 0, 1]}], [["red"]])
+    np.testing.assert_allclose(situated.centers[0, 0].numpy(), first, atol=1e-5)  # the agent faces +x
+    assert situated.situated.all()
+
+
+def test_a_teacher_forcing_share_gives_some_questions_their_annotated_objects():
+    samples, objects, corpus = toy_scenes()
+    cfg = load_config(None, TINY_MODEL).model
+    model = build_model(cfg, corpus)
+    questions = [s for s in samples if s["object_ids"]] * 50
+    shares = {}
+    for share in (0.0, 0.5, 1.0):
+        given = SceneCollator.for_model(model, objects, teacher_forcing=share, seed=3)(questions).given
+        shares[share] = given.float().mean().item()
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.35 < shares[0.5] < 0.65
+    draws = [SceneCollator.for_model(model, objects, teacher_forcing=0.5, seed=3)(questions).given for _ in range(2)]
+    assert torch.equal(*draws)  # the same seed draws the same questions
+    caption = {**samples[0], "task": "caption"}
+    assert SceneCollator.for_model(model, objects, teacher_forcing=0.0)([caption]).given.all()
+
+
+def test_the_grounding_loss_teaches_the_anchor_and_no_anchor():
+    from cl3dor_ray.model.grounding import grounding_loss
+
+    # two questions over 3 objects: "what is on the nightstand?" (subject 0, anchor 1), "what color is the cup?"
+    relevant = torch.tensor([[1.0, SECONDARY, 0.0], [1.0, 0.0, 0.0]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    base = torch.tensor([[[4.0, 4.0], [4.0, -4.0], [-4.0, 0.0]], [[4.0, 4.0], [-4.0, 0.0], [-4.0, 0.0]]])
+
+    def loss(anchor):
+        return grounding_loss(torch.cat([base, torch.tensor(anchor).unsqueeze(-1)], -1), relevant, mask).item()
+
+    right = loss([[-4.0, 4.0, -4.0], [-4.0, -4.0, -4.0]])
+    assert loss([[4.0, -4.0, -4.0], [-4.0, -4.0, -4.0]]) > right + 0.5  # the subject taken for the anchor
+    assert loss([[-4.0, 4.0, -4.0], [-4.0, 4.0, -4.0]]) > right + 0.5  # an anchor where the question names none
