@@ -214,8 +214,10 @@ class Scene3DLM(nn.Module):
             logits = self.grounding_logits(batch, feats)
         given = batch.given.unsqueeze(1)
         chosen = torch.where(given, batch.relevant > 0, logits[..., 0] > 0) & batch.object_mask
-        # the chosen objects ordered by how surely each is the subject, relevance breaking near-ties
-        subject = 0.9 * torch.sigmoid(logits[..., 1]) + 0.1 * torch.sigmoid(logits[..., 0])
+        # the chosen objects ordered by how surely each is the subject, then the anchor (second, as the
+        # annotation's order has it: the where words read the subject against it), relevance breaking ties
+        p = torch.sigmoid(logits)
+        subject = 0.6 * p[..., 1] + 0.3 * p[..., 2] + 0.1 * p[..., 0]
         score = torch.where(given, batch.relevant, subject)
         key = chosen.float() * 2 + score * chosen - (~batch.object_mask).float() * 4
         count = chosen.sum(1).clamp(max=self.cfg.grounding.max_focus)
