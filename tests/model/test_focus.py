@@ -148,3 +148,16 @@ def test_the_grounding_loss_teaches_the_anchor_and_no_anchor():
     right = loss([[-4.0, 4.0, -4.0], [-4.0, -4.0, -4.0]])
     assert loss([[4.0, -4.0, -4.0], [-4.0, -4.0, -4.0]]) > right + 0.5  # the subject taken for the anchor
     assert loss([[-4.0, 4.0, -4.0], [-4.0, 4.0, -4.0]]) > right + 0.5  # an anchor where the question names none
+
+
+def test_the_head_orders_the_subject_then_the_anchor_then_the_rest():
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    cfg = load_config(None, TINY_MODEL).model
+    model = build_model(cfg, corpus)
+    batch = SceneCollator.for_model(model, objects)([samples[2]])  # 5 objects, none given
+    # relevant: objects 1, 3 and 4 (4 the most surely); subject: 3; anchor: 1 ("is the cup [3] on the desk [1]?")
+    logits = torch.tensor([[[-5.0, -5, -5], [2, -5, 5], [-5, -5, -5], [2, 5, -5], [6, -5, -5]]])
+    model.grounding_logits = lambda batch, feats=None: logits
+    order, count = model.focus_order(batch, model.point_feats(batch))
+    assert count.item() == 3 and order[0, :3].tolist() == [3, 1, 4]
