@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -155,6 +156,9 @@ def run_demo(cfg: Config, out: Path) -> int:
         # the same objects as scan vertices (LEO), only to test the pretrained encoder on both
         prepare(raw, sparse, dataclasses.replace(cfg.prepare, sparse=not cfg.prepare.sparse, negatives=0))
         say(f"[prepare] done: {summary.line(prepared)}")
+        # a fresh run, as the rooms and their preparation are: an earlier demo's finished stages were
+        # trained on the data and code of their day, and `train` would skip them
+        shutil.rmtree(out / "run", ignore_errors=True)
         trained = train(cfg, prepared, out / "run")
         say(
             f"[train] {', '.join(trained.stages_run) or 'nothing new'} in {trained.seconds:.0f} s -> "
