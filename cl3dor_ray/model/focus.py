@@ -10,10 +10,10 @@ had the same problem until the object tokens carried the classifier's colour as 
 embedding (model.object_words); then reading it is a copy. `WhereWords` does that for geometry: each
 focus object's relation to its reference (left, right, front, behind, above, below, near, far) as a
 mixture of those words' embeddings, weighted by a sigmoid of the geometry with a learned slope and
-offset per word. The reference of the first focus object is the second one when there is one (the
-question's subject against the object it is asked about: "is the cup above or below the lamp?"),
-else the agent of a situated question ("which way should I turn to face the door?"); of every other
-focus object, the first.
+offset per word. A situated question reads every focus object against its agent ("which way should I
+turn to face the door?", "how many chairs are in front of me?"). Any other question reads its first
+focus object against the second (the subject against the object it is asked about: "is the cup above
+or below the lamp?"), and every other focus object against the first.
 """
 
 from __future__ import annotations
@@ -49,16 +49,18 @@ def relation_to_reference(
     offset from its reference (the module docstring) as its side (+left), its ahead-ness (cosine of its
     direction), its height and its horizontal distance; and (B, N) whether the object has a reference (a
     lone focus object of a question without an agent has none: the view's origin is no place)."""
+    # A situated question reads every focus object from the agent: "which way should I turn to face the
+    # door?" must not read the door against a second object the head added.
     c = centers.float()
-    pair = (count >= 2)[:, None, None]
-    origin = torch.zeros_like(c[:, :1])
-    second = torch.where(pair, c[:, 1:2], origin) if c.shape[1] > 1 else origin  # else the agent, at the origin
+    pair = count >= 2
+    second = c[:, 1:2] if c.shape[1] > 1 else torch.zeros_like(c[:, :1])
     reference = torch.cat([second, c[:, :1].expand_as(c[:, 1:])], dim=1)
+    reference = torch.where(situated[:, None, None], torch.zeros_like(c), reference)  # the agent, at the origin
     d = c - reference
     dist = d[..., :2].norm(dim=-1).clamp_min(1e-6)
     side, ahead, up = d[..., 1] / dist, d[..., 0] / dist, d[..., 2]
     has = torch.ones(c.shape[:2], dtype=torch.bool, device=c.device)
-    has[:, 0] = pair[:, 0, 0] | situated
+    has[:, 0] = pair | situated
     return torch.stack([side, -side, ahead, -ahead, up, -up, -dist, dist], dim=-1), has
 
 

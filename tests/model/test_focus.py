@@ -85,6 +85,9 @@ def test_where_words_read_a_lone_object_from_the_agent():
     # the agent turned around (the door now behind it and to its right): the words follow the pose
     (turned,), _ = _words([[-2.0, -0.8, 1.0]], 1, True)
     assert turned["right"] > 0.8 and turned["behind"] > 0.8 and turned["front"] < 0.2
+    # an object the head added beside the door: both are still read from the agent, not from each other
+    (door, chair), has = _words([[2.0, 0.8, 1.0], [0.5, -1.5, 0.5]], 2, True)
+    assert has == [True, True] and door["left"] > 0.8 and chair["right"] > 0.8 and chair["near"] > door["near"]
 
 
 def test_where_words_place_the_subject_against_the_object_it_is_asked_about():
