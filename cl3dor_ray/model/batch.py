@@ -228,7 +228,8 @@ class SceneCollator:
             centers[i, : len(objs)], sizes[i, : len(objs)] = to_agent_frame(
                 centers[i, : len(objs)], sizes[i, : len(objs)], s.get("pose") or self.view
             )
-        forced = self.rng.random(b) < self.teacher_forcing if 0 < self.teacher_forcing < 1 else [self.teacher_forcing] * b
+        share = self.teacher_forcing
+        forced = self.rng.random(b) < share if 0 < share < 1 else [share == 1.0] * b  # draws only for a share
         given = torch.tensor([s.get("task") == "caption" or bool(f) for s, f in zip(samples, forced)])
         instr = [
             self.tok(

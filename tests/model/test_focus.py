@@ -6,7 +6,6 @@ import torch
 
 from cl3dor_ray.config import load_config
 from cl3dor_ray.model.batch import SECONDARY, SceneCollator, subject_roles
-from cl3dor_ray.model.io import build_model
 from cl3dor_ray.model.focus import (
     FOCUS_GEOMETRY,
     WHERE_WORDS,
@@ -14,6 +13,7 @@ from cl3dor_ray.model.focus import (
     focus_geometry_features,
     relation_to_reference,
 )
+from cl3dor_ray.model.io import build_model
 from tests.helpers import TINY_MODEL, toy_scenes
 
 
