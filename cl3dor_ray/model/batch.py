@@ -58,8 +58,8 @@ class SceneBatch:
     # the first one and those of its category, SECONDARY for the others ("the cup" before "the table" in
     # "Is the cup above or below the table?"), 0 elsewhere
     relevant: torch.Tensor | None = None
-    # (B,) True where `relevant` is known and used as is (a caption's target; every sample under teacher
-    # forcing); elsewhere the model's grounding head decides
+    # (B,) True where `relevant` is known and used as is (a caption's target; the teacher-forced share of
+    # training samples); elsewhere the model's grounding head decides
     given: torch.Tensor | None = None
     # (B,) True for a situated question: the boxes are in its agent's frame, the agent at the origin
     situated: torch.Tensor | None = None
