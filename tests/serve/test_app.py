@@ -75,7 +75,7 @@ def test_an_answer_names_the_objects_its_grounding_head_read_the_question_as_abo
     url, _ = app
     model = load_model(trained_model_dir)
     objects = Prepared(prepared_dir).objects(model.cfg.num_points)
-    collate = SceneCollator(model.tokenizer, objects, model.cfg.num_points, model.cfg.max_objects)
+    collate = SceneCollator.for_model(model, objects)
     client = Cl3dorClient.over_http(url, token=TOKEN)
     assert model.grounding is not None
     for scene in sorted(objects):
