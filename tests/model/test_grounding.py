@@ -62,7 +62,13 @@ def grounded(prepared_dir):
     _steps([*model.point_encoder.parameters(), *model.object_classifier.parameters()], 150, encoder_loss, 2e-3)
 
     questions = [s for s in samples if s["split"] == "train" and s["task"] in ("qa", "existence")]
-    collate = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects)
+    # the encoder is frozen from here on: its features are computed once, as the training loop does
+    with torch.no_grad():
+        featured = {
+            k: [{**o, "feature": f.numpy()} for o, f in zip(v, model.point_features(v, cfg.num_points))]
+            for k, v in objects.items()
+        }
+    collate = SceneCollator(model.tokenizer, featured, cfg.num_points, cfg.max_objects)
 
     def ground_loss(i):
         batch = collate(pick.sample(questions, 16), [[] for _ in range(16)])
@@ -82,7 +88,7 @@ def grounded(prepared_dir):
     )
     # the LEO-style alignment: the LM learns to read the objects it is pointed at (teacher forcing)
     color_qs = [s for s in questions if s["question_type"] == "color"]
-    teach = SceneCollator(model.tokenizer, objects, cfg.num_points, cfg.max_objects, teacher_forcing=1.0)
+    teach = SceneCollator(model.tokenizer, featured, cfg.num_points, cfg.max_objects, teacher_forcing=1.0)
 
     def lm_loss(i):
         rows = pick.sample(color_qs, 8)
