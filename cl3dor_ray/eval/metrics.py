@@ -39,29 +39,73 @@ def exact_match_refined(prediction: str, answers: list[str]) -> bool:
     return any(g and ((s := spell_numbers(g).replace(" ", "")) in squeezed or squeezed in s) for g in golds)
 
 
-def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
-    """pycocoevalcap's BLEU-4, METEOR, ROUGE-L and CIDEr, PTB-tokenised, over ids present in both."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
+CAPTION_SCORERS = ("bleu4", "meteor", "rouge_l", "cider")
+
+
+def ptb_tokenized(
+    predictions: dict[str, str], references: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The predictions and references of the ids present in both, PTB-tokenised as pycocoevalcap's scorers
+    expect: (res, gts). One Java run for both (the tokeniser reads one sentence per line)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     ids = sorted(set(predictions) & set(references))
-    if not ids:
-        return {}
-    tokenizer = PTBTokenizer()
+    both = {("res", i): [{"caption": predictions[i]}] for i in ids}
+    both.update({("gts", i): [{"caption": r} for r in references[i]] for i in ids})
     with captured():  # its Java process reports every call on stderr
-        res = tokenizer.tokenize({i: [{"caption": predictions[i]}] for i in ids})
-        gts = tokenizer.tokenize({i: [{"caption": r} for r in references[i]] for i in ids})
+        tokens = PTBTokenizer().tokenize(both) if ids else {}
     # PTB tokenisation can empty a prediction (e.g. only punctuation); scorers need one token
-    res = {i: [c if c.strip() else "<empty>" for c in caps] for i, caps in res.items()}
-    with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its internals
-        bleu, _ = Bleu(4).compute_score(gts, res)
-    meteor, _ = Meteor().compute_score(gts, res)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    return {"bleu4": float(bleu[3]), "meteor": float(meteor), "rouge_l": float(rouge), "cider": float(cider)}
+    res = {i: [c if c.strip() else "<empty>" for c in tokens[("res", i)]] for i in ids}
+    return res, {i: tokens[("gts", i)] for i in ids}
+
+
+_METEOR = None  # one METEOR Java process per Python process, see _meteor
+
+
+def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    """METEOR through a Java process kept for the later calls: starting one loads its paraphrase table
+    (about 6 s here), and one evaluation scores ScanQA's answers and Scan2Cap's captions."""
+    global _METEOR
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    if _METEOR is None or _METEOR.meteor_p.poll() is not None:
+        _METEOR = Meteor()
+    try:
+        return float(_METEOR.compute_score(gts, res)[0])
+    except Exception:
+        _METEOR = None  # its lock may still be held and its output out of step: the next call starts afresh
+        raise
+
+
+def caption_scores(
+    res: dict[str, list[str]], gts: dict[str, list[str]], scorers: tuple[str, ...] = CAPTION_SCORERS
+) -> dict[str, float]:
+    """pycocoevalcap's BLEU-4, METEOR, ROUGE-L and CIDEr (or the `scorers` asked for) of tokenised captions.
+    A split that reports only CIDEr asks for it alone."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if not res:
+        return {}
+    out = {}
+    if "bleu4" in scorers:
+        with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its internals
+            out["bleu4"] = float(Bleu(4).compute_score(gts, res)[0][3])
+    if "meteor" in scorers:
+        out["meteor"] = _meteor(gts, res)
+    if "rouge_l" in scorers:
+        out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    if "cider" in scorers:
+        out["cider"] = float(Cider().compute_score(gts, res)[0])
+    return out
+
+
+def caption_metrics(
+    predictions: dict[str, str], references: dict[str, list[str]], scorers: tuple[str, ...] = CAPTION_SCORERS
+) -> dict[str, float]:
+    """caption_scores of the ids present in both, PTB-tokenised."""
+    return caption_scores(*ptb_tokenized(predictions, references), scorers)
 
 
 def pope_metrics(predictions: list[str], labels: list[str]) -> dict[str, float]:
@@ -130,17 +174,16 @@ def compute_metrics(rows: list[dict], sizes: dict[tuple[str, int], float] | None
         metrics["scanqa.n"] = len(qa)
     caps = [r for r in rows if r["task"] == "caption"]
     if caps:
-        ngram = caption_metrics(
+        res, gts = ptb_tokenized(
             {r["sample_id"]: r["prediction"] for r in caps}, {r["sample_id"]: r["answers"] for r in caps}
         )
-        metrics.update({f"scan2cap.{k}": v for k, v in ngram.items()})
+        metrics.update({f"scan2cap.{k}": v for k, v in caption_scores(res, gts).items()})
         metrics["scan2cap.n"] = len(caps)
         for cls in SIZE_CLASSES:
-            mine = [r for r in caps if size_class(r, sizes) == cls]
-            if mine:
-                metrics[f"scan2cap.cider.{cls}"] = caption_metrics(
-                    {r["sample_id"]: r["prediction"] for r in mine}, {r["sample_id"]: r["answers"] for r in mine}
-                )["cider"]
+            mine = [r["sample_id"] for r in caps if size_class(r, sizes) == cls]
+            if mine:  # CIDEr's document frequencies are the split's own, as if it were scored alone
+                split = caption_scores({i: res[i] for i in mine}, {i: gts[i] for i in mine}, ("cider",))
+                metrics[f"scan2cap.cider.{cls}"] = split["cider"]
                 metrics[f"scan2cap.n.{cls}"] = len(mine)
     sqa = [r for r in rows if r["task"] == "sqa"]
     if sqa:  # LEO's split by the question's first word (text/sqa3d.question_type)

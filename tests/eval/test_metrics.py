@@ -30,6 +30,8 @@ def test_caption_metrics_equal_calling_pycocoevalcap_directly():
     got = caption_metrics(PREDS, REFS)
     assert got == pytest.approx(expected, rel=1e-12)
     assert 0 < got["cider"] and 0 < got["meteor"] < 1
+    # a split that reports CIDEr alone computes CIDEr alone, the same figure
+    assert caption_metrics(PREDS, REFS, scorers=("cider",)) == {"cider": pytest.approx(got["cider"], rel=1e-12)}
 
 
 @pytest.mark.parametrize(
