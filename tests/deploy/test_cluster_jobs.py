@@ -95,7 +95,11 @@ def cluster(tmp_path_factory):
     assert up, (tmp / "head.log").read_text()[-3000:]
     yield address, env, tmp
     os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=60)
+    try:
+        head.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # its graceful stop took 34 s here; the test is over, nothing to keep
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
