@@ -1,14 +1,13 @@
 """The model replica: a Scene3DLM with the prepared objects, answering in dynamic batches.
 
-`@serve.batch` gathers concurrent requests (up to serve.max_batch_size, waiting at most
-serve.batch_wait_timeout_s) into one forward pass. The compute runs in a worker thread so the
-replica keeps accepting requests, which is what fills the next batch. Each scene is encoded once:
-its point-encoder features, and its prompt prefix's KV cache (serve/prefix_cache.py).
+serve/batching.py gathers concurrent requests (up to serve.max_batch_size, an idle replica waiting at
+most serve.batch_wait_timeout_s) into one forward pass, formed when the model is free. The compute runs
+in a worker thread so the replica keeps accepting requests, which is what fills the next batch. Each
+scene is encoded once: its point-encoder features, and its prompt prefix's KV cache (serve/prefix_cache.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import itertools
@@ -23,6 +22,7 @@ from cl3dor_ray.data.prepared import Prepared
 from cl3dor_ray.model.batch import SceneCollator, select_objects
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.odds import log_odds
+from cl3dor_ray.serve.batching import Batcher
 from cl3dor_ray.serve.prefix_cache import PrefixCache
 from cl3dor_ray.text.annotations import caption_instruction
 
@@ -84,10 +84,8 @@ class Scene3DLMDeployment:
         self.prepared = Prepared(data_dir)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self._load(os.environ.get(MODEL_DIR_ENV) or model_dir)
-        self.generate_batch.set_max_batch_size(max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.score_batch.set_max_batch_size(max_batch_size)
-        self.score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.generate_batch = Batcher(self._generate, max_batch_size, batch_wait_timeout_s)
+        self.score_batch = Batcher(self._score, max_batch_size, batch_wait_timeout_s)
         self._uploads = itertools.count()
 
     def _load(self, model_dir: str) -> None:
@@ -106,6 +104,7 @@ class Scene3DLMDeployment:
     def cache_stats(self) -> dict:
         return {
             **dataclasses.asdict(self.prefix_cache.stats),
+            "batch_sizes": {"generate": list(self.generate_batch.sizes), "score": list(self.score_batch.sizes)},
             "max_bytes": self.prefix_cache.max_bytes,
             "model_version": self.model_version,
         }
@@ -234,10 +233,6 @@ class Scene3DLMDeployment:
         self._target(req)  # an unknown scene/object fails here, for this request only, not its batch
         return await self.generate_batch(req)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def generate_batch(self, reqs: list[dict]) -> list[dict]:
-        return await asyncio.to_thread(self._generate, reqs)
-
     @torch.no_grad()
     def _generate(self, reqs: list[dict]) -> list[dict]:
         """{"text", "objects"} per request: the generated text and the objects it was about."""
@@ -264,10 +259,6 @@ class Scene3DLMDeployment:
     async def score(self, req: dict) -> list[dict]:
         self._target(req)
         return await self.score_batch(req)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def score_batch(self, reqs: list[dict]) -> list[list[dict]]:
-        return await asyncio.to_thread(self._score, reqs)
 
     @torch.no_grad()
     def _score(self, reqs: list[dict]) -> list[list[dict]]:
