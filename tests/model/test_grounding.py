@@ -21,6 +21,7 @@ from cl3dor_ray.model.grounding import classification_loss, grounding_loss
 from cl3dor_ray.model.io import build_model
 from cl3dor_ray.train.orpo import orpo_loss
 from cl3dor_ray.train.pretrain import _clouds, classification_metrics, object_rows, object_vocabulary
+from cl3dor_ray.train.worker import cache_features
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +63,10 @@ def grounded(prepared_dir):
     _steps([*model.point_encoder.parameters(), *model.object_classifier.parameters()], 150, encoder_loss, 2e-3)
 
     questions = [s for s in samples if s["split"] == "train" and s["task"] in ("qa", "existence")]
-    # the encoder is frozen from here on: its features are computed once, as the training loop does
-    with torch.no_grad():
-        featured = {
-            k: [{**o, "feature": f.numpy()} for o, f in zip(v, model.point_features(v, cfg.num_points))]
-            for k, v in objects.items()
-        }
+    # the encoder is frozen from here on: its features are computed once, as the training loop does (on copies:
+    # the tests repaint `objects`, whose features would then be stale)
+    featured = {k: [dict(o) for o in v] for k, v in objects.items()}
+    cache_features(model, featured)
     collate = SceneCollator(model.tokenizer, featured, cfg.num_points, cfg.max_objects)
 
     def ground_loss(i):
