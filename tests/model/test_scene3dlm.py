@@ -78,6 +78,23 @@ def test_ragged_negatives_score_as_each_sample_alone_on_both_paths(setup):
             torch.testing.assert_close(lp_s[i, : keep[i] + 1], alone, rtol=0, atol=1e-5)
 
 
+def test_a_question_is_grounded_as_it_would_be_alone(setup):
+    """The grounding head's scores of a question do not depend on the other questions of its batch: their
+    lengths pad it, and it read its padding (up to 8.5 in logit on the demo's model, so answers served
+    in a batch differed from the same question asked alone, and two evaluations of one model differed)."""
+    model, collate, samples = setup
+    model.eval()
+    questions = [{**s, "question": s["question"] + " please" * k} for k, s in enumerate(samples)]
+    batch = collate(questions, [[] for _ in questions])
+    assert len(set(batch.instruction_mask.sum(1).tolist())) == len(questions)  # every row padded differently
+    with torch.no_grad():
+        together = model.grounding_logits(batch)
+        for i, q in enumerate(questions):
+            alone = model.grounding_logits(collate([q], [[]]))[0]
+            n = int(batch.object_mask[i].sum())
+            torch.testing.assert_close(together[i, :n], alone[:n], rtol=0, atol=1e-4)
+
+
 def test_save_load_round_trip_gives_identical_outputs(setup, tmp_path):
     model, collate, samples = setup
     batch = collate(samples)
