@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -165,21 +166,25 @@ def _row(line: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
-    """A bar for one training stage (resuming at step `start`), fed by the rows rank 0 appends to metrics.jsonl."""
-    progress = bar(f"[{stage}]", total, initial=start)
+def follow_training(metrics_path: Path, stages: list[tuple[str, int, int]], done, started=None, finished=None):
+    """One bar per training stage, in turn, fed by the rows rank 0 appends to metrics.jsonl while the stages
+    run in one Ray Train job. `stages`: (name, total steps, step it resumes at), in the order they run;
+    `done(name)`: whether the stage has finished, which closes its bar and opens the next one;
+    `started(name, total, start)` and `finished(name, seconds)` are called as each bar opens and closes.
+    Yields {name: bar} for the bars opened so far."""
+    bars: dict[str, tqdm] = {}
     stop = threading.Event()
-    # where the stage's rows start, read before its workers can write any (in the thread it could miss them)
+    # where this job's rows start, read before its workers can write any (in the thread it could miss them)
     begin = metrics_path.stat().st_size if metrics_path.exists() else 0
 
     def follow():
-        offset = begin
+        offset, latest, i, opened = begin, {}, 0, 0.0
         while True:
-            finished = stop.wait(0.5)
+            last_pass = stop.wait(0.5)
             if metrics_path.exists():
                 if metrics_path.stat().st_size < offset:
                     # rewritten shorter (a restarted worker drops the rows past its checkpoint): start again
-                    # from the top; the bar only moves forward, so rows seen before change nothing
+                    # from the top; a bar only moves forward, so rows seen before change nothing
                     offset = 0
                 with open(metrics_path, "rb") as fh:
                     fh.seek(offset)
@@ -188,20 +193,34 @@ def follow_training(metrics_path: Path, stage: str, total: int, start: int = 0):
                 offset += len(complete)
                 for line in complete.decode("utf-8", errors="replace").splitlines():
                     row = _row(line)
-                    if row is None or row.get("stage") != stage or "loss" not in row:
-                        continue
-                    progress.update(max(0, row["step"] - progress.n))
-                    progress.set_postfix_str(
+                    if row is not None and "loss" in row and "step" in row:
+                        latest[row.get("stage")] = row
+            while i < len(stages):
+                name, total, start = stages[i]
+                if name not in bars:
+                    if started:
+                        started(name, total, start)
+                    bars[name], opened = bar(f"[{name}]", total, initial=start), time.perf_counter()
+                if (row := latest.get(name)) is not None:
+                    bars[name].update(max(0, row["step"] - bars[name].n))
+                    bars[name].set_postfix_str(
                         f"loss {row['loss']:.4f}, {row.get('samples_per_s', 0):.1f} samples/s", refresh=False
                     )
-            if finished:
+                if not done(name):
+                    break
+                bars[name].close()
+                if finished:
+                    finished(name, time.perf_counter() - opened)
+                i += 1
+            if last_pass:
+                if i < len(stages) and stages[i][0] in bars:
+                    bars[stages[i][0]].close()
                 return
 
-    thread = threading.Thread(target=follow, name=f"progress-{stage}", daemon=True)
+    thread = threading.Thread(target=follow, name="progress-training", daemon=True)
     thread.start()
     try:
-        yield progress
+        yield bars
     finally:
         stop.set()
         thread.join()
-        progress.close()

@@ -27,10 +27,11 @@ def test_the_bar_survives_a_rewrite_to_a_shorter_file_and_a_line_caught_mid_writ
     errors = []
     hook, threading.excepthook = threading.excepthook, lambda args: errors.append(args.exc_value)
     try:
-        with follow_training(path, "instruction_tuning", total=12) as progress:
+        with follow_training(path, [("instruction_tuning", 12, 0)], lambda name: False) as bars:
             with open(path, "a") as fh:
                 fh.write(_rows(range(1, 7)))
-            assert _until(lambda: progress.n == 6), progress.n
+            assert _until(lambda: "instruction_tuning" in bars and bars["instruction_tuning"].n == 6)
+            progress = bars["instruction_tuning"]
             # the worker died and restarted from its checkpoint at step 4: rows past it are dropped
             path.write_text(_rows(range(1, 4), stage="grounding") + _rows(range(1, 5)))
             time.sleep(1.2)
@@ -43,3 +44,34 @@ def test_the_bar_survives_a_rewrite_to_a_shorter_file_and_a_line_caught_mid_writ
     finally:
         threading.excepthook = hook
     assert errors == []
+
+
+def test_stages_of_one_job_get_their_bars_in_turn(tmp_path):
+    """All stages run in one Ray Train job: a stage's bar closes when its model is exported, the next opens."""
+    path, exported, events = tmp_path / "metrics.jsonl", set(), []
+    stages = [("encoder_pretraining", 4, 0), ("grounding", 3, 0), ("instruction_tuning", 5, 2)]
+    with follow_training(
+        path,
+        stages,
+        exported.__contains__,
+        lambda name, total, start: events.append(("start", name, total, start)),
+        lambda name, seconds: events.append(("done", name)),
+    ) as bars:
+        path.write_text(_rows(range(1, 5), "encoder_pretraining"))
+        assert _until(lambda: "encoder_pretraining" in bars and bars["encoder_pretraining"].n == 4)
+        assert "grounding" not in bars  # its stage has not finished
+        exported.add("encoder_pretraining")
+        with open(path, "a") as fh:  # the next stage's rows can arrive in the same read as the export
+            fh.write(_rows(range(1, 4), "grounding"))
+        exported.add("grounding")
+        with open(path, "a") as fh:
+            fh.write(_rows(range(3, 5)))
+        assert _until(lambda: "instruction_tuning" in bars and bars["instruction_tuning"].n == 4)
+    assert bars["grounding"].n == 3
+    assert events == [
+        ("start", "encoder_pretraining", 4, 0),
+        ("done", "encoder_pretraining"),
+        ("start", "grounding", 3, 0),
+        ("done", "grounding"),
+        ("start", "instruction_tuning", 5, 2),  # resumed at its checkpoint: its bar starts there
+    ]

@@ -1,8 +1,8 @@
-"""The per-worker training loop of one stage (Ray Train calls `train_loop_per_worker` on every worker).
+"""The per-worker training loop of one LM stage (trainer.stages_per_worker calls it on every worker).
 
 setup: load the stage's starting model -> set what trains -> DeepSpeed engine -> resume from
-       Ray Train's latest checkpoint if there is one
-train: micro-batches from this worker's shard -> ORPO (or plain NLL) loss -> engine.step
+       Ray Train's latest checkpoint if it is this stage's
+train: micro-batches from this worker's shard, in a seeded order -> ORPO (or plain NLL) loss -> engine.step
 every eval_every: validation loss + answer exact match;  every checkpoint_every: all ranks
        save their DeepSpeed shards and report one Ray Train checkpoint
 end:   rank 0 exports the stage's model folder
@@ -32,7 +32,6 @@ def batch_tokens(batch) -> int:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
     import torch.distributed as dist
 
     cfg: TrainConfig = config["train"]  # the typed configs, pickled across to the worker as they are
@@ -45,11 +44,7 @@ def train_loop_per_worker(config: dict) -> None:
     model.set_trainable(object_classifier="freeze", grounding="freeze", **dataclasses.asdict(stage.trainable))
     params = [p for p in model.parameters() if p.requires_grad]
     engine, scheduler = worker.engine(model, params, cfg, stage, stage.min_lr_ratio, cfg.weight_decay)
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            engine.load_checkpoint(d, tag=worker.CKPT_TAG)
-    start = engine.global_steps
+    start = worker.restore(engine, name)
     metrics = worker.Metrics(run_dir / "metrics.jsonl", name, start, rank)
     if rank == 0:
         print(
@@ -104,47 +99,38 @@ def _train(
     run_dir: Path,
 ) -> int:
     """Steps from `start` to stage.steps over this worker's shard; returns the last step."""
-    import ray.train
     import torch.distributed as dist
 
     rank, world = ranks
-    shard = ray.train.get_dataset_shard("train")
-    step, t0, seen, tokens, epoch, last_ckpt = start, time.perf_counter(), 0, 0, 0, start
-    while step < stage.steps:
-        for table in shard.iter_batches(
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            drop_last=True,
-            local_shuffle_buffer_size=4 * cfg.batch_size,
-            local_shuffle_seed=cfg.seed + 1000 * epoch + rank,
-        ):
-            rows = table.to_pylist()
-            # without the odds ratio only the gold answer is scored (plain NLL, as supervised fine-tuning)
-            batch = collate(rows, None if stage.contrastive else [[r["answers"][0]] for r in rows]).to(engine.device)
-            loss, values = orpo_loss(
-                engine(batch), lam=stage.lam if stage.contrastive else 0.0, present=batch.cand_present
-            )
-            engine.backward(loss)
-            engine.step()
-            seen, tokens = seen + len(rows), tokens + batch_tokens(batch)
-            if engine.global_steps == step:  # inside a gradient-accumulation window
-                continue
-            step = engine.global_steps
-            _maybe_fail(cfg, metrics.stage, step, rank, world, run_dir)
-            if step % cfg.log_every == 0 or step == stage.steps:
-                _log(metrics, scheduler, cfg, stage, step, values, (seen, tokens, world, time.perf_counter() - t0))
-            report = {"step": step, "loss": values["loss"]}
-            if step % cfg.eval_every == 0 or step == stage.steps:
-                report.update(_evaluate(engine, val_collate, val_rows, dist))
-                metrics.write(step, {k: v for k, v in report.items() if k.startswith("val_")})
-            if step % cfg.checkpoint_every == 0 or step == stage.steps:
-                worker.checkpoint(engine, report)
-                last_ckpt = step
-            if step >= stage.steps:
-                break
-        epoch += 1
+    if start >= stage.steps:
+        return start
+    rows = worker.local_shard(metrics.stage).to_pylist()
+    step, t0, seen, tokens, last_ckpt = start, time.perf_counter(), 0, 0, start
+    for idx in worker.batches(len(rows), cfg.batch_size, (cfg.seed, rank), start * cfg.grad_accum):
+        chunk = [rows[i] for i in idx]
+        # without the odds ratio only the gold answer is scored (plain NLL, as supervised fine-tuning)
+        batch = collate(chunk, None if stage.contrastive else [[r["answers"][0]] for r in chunk]).to(engine.device)
+        loss, values = orpo_loss(engine(batch), lam=stage.lam if stage.contrastive else 0.0, present=batch.cand_present)
+        engine.backward(loss)
+        engine.step()
+        seen, tokens = seen + len(chunk), tokens + batch_tokens(batch)
+        if engine.global_steps == step:  # inside a gradient-accumulation window
+            continue
+        step = engine.global_steps
+        _maybe_fail(cfg, metrics.stage, step, rank, world, run_dir)
+        if step % cfg.log_every == 0 or step == stage.steps:
+            _log(metrics, scheduler, cfg, stage, step, values, (seen, tokens, world, time.perf_counter() - t0))
+        report = {"step": step, "loss": values["loss"]}
+        if step % cfg.eval_every == 0 or step == stage.steps:
+            report.update(_evaluate(engine, val_collate, val_rows, dist))
+            metrics.write(step, {k: v for k, v in report.items() if k.startswith("val_")})
+        if step % cfg.checkpoint_every == 0 or step == stage.steps:
+            worker.checkpoint(engine, metrics.stage, report)
+            last_ckpt = step
+        if step >= stage.steps:
+            break
     if last_ckpt != step:
-        worker.checkpoint(engine, {"step": step})
+        worker.checkpoint(engine, metrics.stage, {"step": step})
     return step
 
 

@@ -276,11 +276,7 @@ class _Stage:
 
 
 def _setup(config: dict, trains: tuple[str, ...], objective) -> _Stage:
-    """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's whole shard.
-    The shard is small (objects, or short questions): read once and shuffled here each epoch; restarting
-    Ray Data's streaming split every epoch (a few dozen steps) cost more than the steps."""
-    import ray.train
-
+    """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's whole shard."""
     cfg: TrainConfig = config["train"]  # the typed configs, pickled across to the worker as they are
     name, stage = config["name"], config["stage"]
     rank, world = worker.start(cfg)
@@ -295,39 +291,35 @@ def _setup(config: dict, trains: tuple[str, ...], objective) -> _Stage:
             f"{sum(p.numel() for p in params):,} trainable parameters",
             flush=True,
         )
-    shard = ray.train.get_dataset_shard("train")
-    local = pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
+    local = worker.local_shard(name)
     metrics = worker.Metrics(Path(config["run_dir"]) / "metrics.jsonl", name, 0, rank)
     return _Stage(model, engine, rank, world, local, np.random.default_rng(cfg.seed + rank), metrics)
 
 
 def _run(config: dict, run: _Stage, inputs, figures) -> None:
-    """Shuffled batches of the local shard for stage.steps steps, one checkpoint at the end, then rank 0
+    """Batches of the local shard in a seeded order for stage.steps steps, one checkpoint at the end, then rank 0
     measures the stage on the validation split (`figures`) and exports the model."""
     cfg, name, stage = config["train"], config["name"], config["stage"]
-    engine, rng, world, local = run.engine, run.rng, run.world, run.local
+    engine, world, local = run.engine, run.world, run.local
     step, t0, seen = 0, time.perf_counter(), 0
-    while step < stage.steps:
-        order = rng.permutation(local.num_rows)
-        for first in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
-            idx = order[first : first + stage.batch_size]
-            loss = engine(*inputs(idx, engine.device))
-            engine.backward(loss)
-            engine.step()
-            step, seen = step + 1, seen + len(idx)
-            if step % cfg.log_every == 0 or step == stage.steps:
-                rate = seen * world / (time.perf_counter() - t0)
-                worker.progress(
-                    run.metrics,
-                    step,
-                    stage.steps,
-                    {"loss": loss.item(), "samples_per_s": rate},
-                    rate,
-                    stage.batch_size * world,
-                )
-            if step >= stage.steps:
-                break
-    worker.checkpoint(engine, {"step": step, "loss": loss.item()})
+    for idx in worker.batches(local.num_rows, stage.batch_size, (cfg.seed, run.rank)):
+        loss = engine(*inputs(idx, engine.device))
+        engine.backward(loss)
+        engine.step()
+        step, seen = step + 1, seen + len(idx)
+        if step % cfg.log_every == 0 or step == stage.steps:
+            rate = seen * world / (time.perf_counter() - t0)
+            worker.progress(
+                run.metrics,
+                step,
+                stage.steps,
+                {"loss": loss.item(), "samples_per_s": rate},
+                rate,
+                stage.batch_size * world,
+            )
+        if step >= stage.steps:
+            break
+    worker.checkpoint(engine, name, {"step": step, "loss": loss.item()})
     if run.rank == 0:
         run.model.eval()
         values, summary = figures()

@@ -4,15 +4,18 @@
     train   encoder_pretraining -> grounding (train/pretrain.py: the point encoder classifies objects,
             the grounding head learns which objects a question is about), then
             object_alignment -> scene_alignment -> instruction_tuning (odds-ratio over hard negatives),
-            one TorchTrainer run each, each starting from the previous stage's exported model
+            in one TorchTrainer run, each stage starting from the previous stage's exported model
     save    RUN/model (the last stage's model folder), RUN/metrics.jsonl, RUN/curves.png
 
     RUN/init_model/            the starting weights and the corpus-trained tokenizer
-    RUN/ray/<stage>/           Ray Train checkpoints (DeepSpeed shards of every rank)
+    RUN/ray/train/             Ray Train checkpoints (DeepSpeed shards of every rank, tagged with their stage)
     RUN/stages/<stage>/model/  each stage's exported model; its presence marks the stage done
 
+One TorchTrainer run, not one per stage: each run spent 16-19 s starting its controller, its worker
+actors and their process group before the first step, even for an empty loop (measured), four times.
 Re-running the same command with the same RUN skips finished stages and resumes the unfinished one
-from its latest checkpoint (Ray Train restores it from RUN/ray/<stage>).
+from its latest checkpoint (Ray Train restores it from RUN/ray/train); so does Ray Train itself when
+a worker dies.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from cl3dor_ray.train.pretrain import (
     object_rows,
     object_vocabulary,
 )
+
+RAY_RUN = "train"  # the Ray Train run under RUN/ray that every stage reports to
 
 SAMPLE_COLUMNS = [
     "sample_id",
@@ -131,10 +136,12 @@ def _pair_samples(name: str, stage, cfg: Config, train_rows: pa.Table) -> list[d
 
 
 def _resume_step(run_dir: Path, name: str) -> int:
-    """The step of the stage's latest Ray Train checkpoint, which fit() resumes from; 0 for a fresh start."""
-    snapshot = run_dir / "ray" / name / "checkpoint_manager_snapshot.json"
+    """The step of the run's latest Ray Train checkpoint when it is the stage's (fit() resumes from it);
+    0 for a fresh start."""
+    snapshot = run_dir / "ray" / RAY_RUN / "checkpoint_manager_snapshot.json"
     try:
-        return int(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
+        metrics = json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]
+        return int(metrics["step"]) if metrics.get("stage") == name else 0
     except (FileNotFoundError, KeyError, TypeError, ValueError):
         return 0
 
@@ -164,7 +171,7 @@ def _stage_summary(run_dir: Path, name: str) -> str:
     return out
 
 
-# each stage's per-worker loop (Ray Train runs it on every worker)
+# each stage's per-worker loop
 LOOPS = {
     "encoder_pretraining": encoder_loop_per_worker,
     "grounding": grounding_loop_per_worker,
@@ -172,6 +179,19 @@ LOOPS = {
     "scene_alignment": train_loop_per_worker,
     "instruction_tuning": train_loop_per_worker,
 }
+
+
+def stages_per_worker(config: dict) -> None:
+    """What Ray Train runs on every worker: the stages still to do, in order. A stage's exported model marks
+    it done, so after a restart the finished ones are skipped and the unfinished one resumes from its
+    checkpoint."""
+    import torch.distributed as dist
+
+    for stage in config["stages"]:
+        if (Path(stage["run_dir"]) / "stages" / stage["name"] / "model" / MODEL_FILE).is_file():
+            continue
+        LOOPS[stage["name"]](stage)
+        dist.barrier()  # rank 0's export is the next stage's starting model
 
 
 def train(
@@ -197,15 +217,17 @@ def train(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     previous = Path(init_model).resolve() if init_model else _initial_model(cfg, data_dir, run_dir)
 
-    ran = []
+    todo = []
     for name, stage in stages:
         export = run_dir / "stages" / name / "model"
         if (export / MODEL_FILE).is_file():
             say(f"[{name}] already done: {export}")
         else:
-            _run_stage(name, stage, cfg, data_dir, run_dir, previous)
-            ran.append(name)
+            todo.append((name, stage, previous))
         previous = export
+    if todo:
+        _run_stages(todo, cfg, data_dir, run_dir)
+    ran = [name for name, _, _ in todo]
 
     final = run_dir / "model"
     if final.resolve() != previous.resolve():
@@ -217,47 +239,61 @@ def train(
     return TrainResult(final, ran, time.perf_counter() - t0)
 
 
-def _run_stage(name: str, stage, cfg: Config, data_dir: Path, run_dir: Path, previous: Path) -> None:
-    """One stage as one TorchTrainer run from the previous stage's model; resumes from its checkpoint."""
+def _run_stages(todo: list, cfg: Config, data_dir: Path, run_dir: Path) -> None:
+    """The stages in `todo` ((name, stage config, starting model) each) as one TorchTrainer run."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
-    batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
-    if train_rows.num_rows < batch * cfg.train.workers:
-        raise ConfigError(
-            f"[{name}] {train_rows.num_rows} training rows; need at least "
-            f"{batch} (batch size) x {cfg.train.workers} (train.workers)"
+    configs, datasets = [], {}
+    for name, stage, previous in todo:
+        train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
+        batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
+        if train_rows.num_rows < batch * cfg.train.workers:
+            raise ConfigError(
+                f"[{name}] {train_rows.num_rows} training rows; need at least "
+                f"{batch} (batch size) x {cfg.train.workers} (train.workers)"
+            )
+        # the typed configs cross to the workers as they are
+        configs.append(
+            {
+                "train": cfg.train,
+                "name": name,
+                "stage": stage,
+                "run_dir": str(run_dir),
+                "data_dir": str(data_dir),
+                "init_model": str(previous),
+                "val_samples": val,
+                "pair_samples": _pair_samples(name, stage, cfg, train_rows),
+            }
         )
+        datasets[name] = ray.data.from_arrow(_shuffled(train_rows, cfg.train.seed))
     env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
     trainer = TorchTrainer(
-        LOOPS[name],
-        # the typed configs cross to the workers as they are
-        train_loop_config={
-            "train": cfg.train,
-            "name": name,
-            "stage": stage,
-            "run_dir": str(run_dir),
-            "data_dir": str(data_dir),
-            "init_model": str(previous),
-            "val_samples": val,
-            "pair_samples": _pair_samples(name, stage, cfg, train_rows),
-        },
+        stages_per_worker,
+        train_loop_config={"stages": configs},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
         run_config=ray.train.RunConfig(
-            name=name,
+            name=RAY_RUN,
             storage_path=str(run_dir / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             worker_runtime_env={"env_vars": env},
         ),
-        datasets={"train": ray.data.from_arrow(_shuffled(train_rows, cfg.train.seed))},
+        datasets=datasets,
     )
-    t_stage, resume = time.perf_counter(), _resume_step(run_dir, name)
-    say(
-        f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {stage.steps} steps on "
-        f"{cfg.train.workers} Ray Train worker(s)"
-    )
-    with follow_training(run_dir / "metrics.jsonl", name, stage.steps, resume):
+    bars = [(name, stage.steps, _resume_step(run_dir, name)) for name, stage, _ in todo]
+
+    def started(name: str, steps: int, resume: int) -> None:
+        say(
+            f"[{name}] start{f', resuming at step {resume}' if resume else ''}: {steps} steps on "
+            f"{cfg.train.workers} Ray Train worker(s)"
+        )
+
+    def finished(name: str, seconds: float) -> None:
+        say(f"[{name}] done in {seconds:.0f} s{_stage_summary(run_dir, name)}")
+
+    def done(name: str) -> bool:
+        return (run_dir / "stages" / name / "model" / MODEL_FILE).is_file()
+
+    with follow_training(run_dir / "metrics.jsonl", bars, done, started, finished):
         trainer.fit()
-    say(f"[{name}] done in {time.perf_counter() - t_stage:.0f} s{_stage_summary(run_dir, name)}")

@@ -24,6 +24,32 @@ def test_round_trip_is_exact(tmp_path, binary):
     np.testing.assert_array_equal(back.faces, mesh.faces)
 
 
+def test_binary_files_are_byte_for_byte_what_plyfile_writes(tmp_path):
+    """write_ply packs the faces itself (plyfile does it face by face in Python); the bytes must not change."""
+    from plyfile import PlyData, PlyElement
+
+    mesh = _mesh(np.random.default_rng(2), n=300, f=500)
+    write_ply(tmp_path / "ours.ply", mesh)
+    vertex = np.zeros(
+        len(mesh.vertices), dtype=[(a, "<f4") for a in "xyz"] + [(c, "u1") for c in ("red", "green", "blue", "alpha")]
+    )
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = mesh.vertices[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = mesh.colors[:, i]
+    vertex["alpha"] = 255
+    face = np.zeros(len(mesh.faces), dtype=[("vertex_indices", "<i4", (3,))])
+    face["vertex_indices"] = mesh.faces
+    PlyData(
+        [
+            PlyElement.describe(vertex, "vertex"),
+            PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"}),
+        ],
+        byte_order="<",
+    ).write(str(tmp_path / "plyfile.ply"))
+    assert (tmp_path / "ours.ply").read_bytes() == (tmp_path / "plyfile.ply").read_bytes()
+
+
 def test_open3d_reads_what_we_write(tmp_path):
     mesh = _mesh(np.random.default_rng(1))
     write_ply(tmp_path / "m.ply", mesh)

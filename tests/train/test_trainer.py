@@ -84,9 +84,10 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     assert pairs["train_pairs.start"][2] == pairs["train_pairs.end"][2] >= 8  # 8 samples, at least a pair each
     assert not any(k.startswith("train_pairs") for r in rows if r["stage"] != "instruction_tuning" for k in r)
     assert any("val_em" in r for r in rows) and (run / "curves.png").stat().st_size > 10_000
-    # all ranks' DeepSpeed shards are in each checkpoint, and only num_to_keep are kept
-    ckpts = sorted(p for p in (run / "ray" / "instruction_tuning").glob("checkpoint_*") if p.is_dir())
-    assert len(ckpts) == 2
+    # all stages report to one Ray Train run: all ranks' DeepSpeed shards are in each checkpoint, each is
+    # tagged with its stage, and only num_to_keep are kept
+    ckpts = sorted(p for p in (run / "ray" / "train").glob("checkpoint_*") if p.is_dir())
+    assert len(ckpts) == 2 and [(p / "stage").read_text() for p in ckpts] == ["instruction_tuning"] * 2
     assert {p.name for p in (ckpts[-1] / "ds").iterdir()} >= {
         "zero_pp_rank_0_mp_rank_00_optim_states.pt",
         "zero_pp_rank_1_mp_rank_00_optim_states.pt",
@@ -174,7 +175,7 @@ def test_resume_after_the_driver_is_stopped_continues_at_the_right_step(three_st
         "train.eval_every=100",
     ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ckpts = tmp_path / "ray" / "instruction_tuning"
+    ckpts = tmp_path / "ray" / "train"
     deadline = time.time() + 240
     while time.time() < deadline and not (ckpts / "checkpoint_manager_snapshot.json").exists():
         time.sleep(0.5)
