@@ -67,6 +67,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     step = _train(
         engine,
+        worker.local_shard(config["rows"], rank, world).to_pylist(),
         scheduler,
         cfg,
         stage,
@@ -87,6 +88,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 def _train(
     engine,
+    rows: list[dict],
     scheduler,
     cfg: TrainConfig,
     stage: StageConfig,
@@ -98,13 +100,12 @@ def _train(
     ranks: tuple[int, int],
     run_dir: Path,
 ) -> int:
-    """Steps from `start` to stage.steps over this worker's shard; returns the last step."""
+    """Steps from `start` to stage.steps over this worker's rows; returns the last step."""
     import torch.distributed as dist
 
     rank, world = ranks
     if start >= stage.steps:
         return start
-    rows = worker.local_shard(metrics.stage).to_pylist()
     step, t0, seen, tokens, last_ckpt = start, time.perf_counter(), 0, 0, start
     for idx in worker.batches(len(rows), cfg.batch_size, (cfg.seed, rank), start * cfg.grad_accum):
         chunk = [rows[i] for i in idx]

@@ -291,7 +291,7 @@ def _setup(config: dict, trains: tuple[str, ...], objective) -> _Stage:
             f"{sum(p.numel() for p in params):,} trainable parameters",
             flush=True,
         )
-    local = worker.local_shard(name)
+    local = worker.local_shard(config["rows"], rank, world)
     metrics = worker.Metrics(Path(config["run_dir"]) / "metrics.jsonl", name, 0, rank)
     return _Stage(model, engine, rank, world, local, np.random.default_rng(cfg.seed + rank), metrics)
 

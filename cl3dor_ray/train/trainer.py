@@ -116,10 +116,11 @@ def _stage_data(name: str, stage, cfg: Config, data_dir: Path, init_model: Path)
 
 
 def _shuffled(rows: pa.Table, seed: int) -> pa.Table:
-    """The rows in a seeded random order. Prepared samples come sorted by id, that is room by room and
-    task by task, and the workers' local shuffle buffer (a few batches) keeps that order: a batch was a
-    run of one room's "which way" questions, and the LM learned the run's majority answer instead of
-    reading the room ("which way" at its prior, 0.5, on its own training questions; issue 22)."""
+    """The rows in a seeded random order, before the workers take their shares. Prepared samples come
+    sorted by id, that is room by room and task by task; when a batch was a run of one room's "which
+    way" questions, the LM learned the run's majority answer instead of reading the room ("which way"
+    at its prior, 0.5, on its own training questions; issue 22). Each worker also draws its batches in
+    a fresh order every epoch (worker.batches)."""
     return rows.take(np.random.default_rng(seed).permutation(rows.num_rows))
 
 
@@ -244,7 +245,7 @@ def _run_stages(todo: list, cfg: Config, data_dir: Path, run_dir: Path) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    configs, datasets = [], {}
+    configs = []
     for name, stage, previous in todo:
         train_rows, val = _stage_data(name, stage, cfg, data_dir, previous)
         batch = stage.batch_size if name in PRETRAIN_STAGES else cfg.train.batch_size
@@ -264,9 +265,9 @@ def _run_stages(todo: list, cfg: Config, data_dir: Path, run_dir: Path) -> None:
                 "init_model": str(previous),
                 "val_samples": val,
                 "pair_samples": _pair_samples(name, stage, cfg, train_rows),
+                "rows": ray.put(_shuffled(train_rows, cfg.train.seed)),  # each worker takes its share
             }
         )
-        datasets[name] = ray.data.from_arrow(_shuffled(train_rows, cfg.train.seed))
     env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR",) if k in os.environ}
     trainer = TorchTrainer(
         stages_per_worker,
@@ -279,7 +280,6 @@ def _run_stages(todo: list, cfg: Config, data_dir: Path, run_dir: Path) -> None:
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             worker_runtime_env={"env_vars": env},
         ),
-        datasets=datasets,
     )
     bars = [(name, stage.steps, _resume_step(run_dir, name)) for name, stage, _ in todo]
 

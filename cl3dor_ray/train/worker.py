@@ -2,7 +2,7 @@
 
 start      the worker's rank and world size, seeded
 engine     DeepSpeed around the stage's trainable parameters, with warmup + cosine decay
-shard      this worker's whole shard of the stage's rows, and its batches in a seeded order per epoch
+shard      this worker's share of the stage's rows, and its batches in a seeded order per epoch
 features   a frozen point encoder's feature of every object, computed once per stage
 Metrics    RUN/metrics.jsonl (rank 0), cut back to the restored step on a resume
 progress   one line per log step: loss, rate and ETA (the driver's bar reads metrics.jsonl)
@@ -75,15 +75,17 @@ def engine(
     return wrapped, scheduler
 
 
-def local_shard(stage: str) -> pa.Table:
-    """This worker's whole shard of the stage's dataset, read once. Its rows are short (questions,
-    answers, object ids; the point clouds are read apart), so a shard fits in memory at ScanNet's scale.
-    The loop then orders it itself (`batches`): restarting Ray Data's streaming split every epoch stalled
-    each epoch's first step by ~4 s, and its per-batch work took a fifth of a tiny-LM step (measured)."""
-    import ray.train
+def local_shard(rows, rank: int, world: int) -> pa.Table:
+    """This worker's share of a stage's rows (every `world`-th, from `rank`), read once from the object
+    store, where the driver put the whole table (`rows`: its ObjectRef, already shuffled). Its rows are
+    short (questions, answers, object ids; the point clouds are read apart), a few MB even for ScanNet's
+    questions. The loop then orders them itself (`batches`). Ray Data's streaming split did the same
+    job at about 4.5 s per stage here (its coordinator actor, its executor), and restarting it every
+    epoch stalled each epoch's first step as long (measured)."""
+    import ray
 
-    shard = ray.train.get_dataset_shard(stage)
-    return pa.concat_tables(list(shard.iter_batches(batch_size=4096, batch_format="pyarrow")))
+    table = ray.get(rows)
+    return table.take(np.arange(rank, table.num_rows, world))
 
 
 def batches(num_rows: int, batch_size: int, seed: tuple[int, ...], start: int = 0):
