@@ -84,8 +84,8 @@ def read_ply(path: str | Path) -> Mesh:
     return Mesh(vertices, colors, _faces(path, ply, len(vertices)))
 
 
-def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
-    """Write ScanNet's vh_clean_2 layout (binary little endian by default)."""
+def ply_data(mesh: Mesh, binary: bool = True) -> PlyData:
+    """The mesh as plyfile's PlyData in ScanNet's vh_clean_2 layout (binary little endian by default)."""
     vertex = np.zeros(
         len(mesh.vertices),
         dtype=[
@@ -105,7 +105,7 @@ def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
     vertex["alpha"] = 255
     face = np.zeros(len(mesh.faces), dtype=[("vertex_indices", "<i4", (3,))])
     face["vertex_indices"] = mesh.faces
-    ply = PlyData(
+    return PlyData(
         [
             PlyElement.describe(vertex, "vertex"),
             PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"}),
@@ -113,6 +113,11 @@ def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
         text=not binary,
         byte_order="<",
     )
+
+
+def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
+    """Write ScanNet's vh_clean_2 layout (binary little endian by default)."""
+    ply = ply_data(mesh, binary)
     if not binary:
         ply.write(str(path))
         return
@@ -122,5 +127,5 @@ def write_ply(path: str | Path, mesh: Mesh, binary: bool = True) -> None:
     lists["n"], lists["vertex_indices"] = 3, mesh.faces
     with open(path, "wb") as fh:
         fh.write(ply.header.encode("ascii") + b"\n")
-        fh.write(vertex.tobytes())
+        fh.write(ply["vertex"].data.tobytes())
         fh.write(lists.tobytes())

@@ -276,7 +276,7 @@ class _Stage:
 
 
 def _setup(config: dict, trains: tuple[str, ...], objective) -> _Stage:
-    """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's whole shard."""
+    """The stage's model with only `trains` trainable, its DeepSpeed engine, and this worker's share of its rows."""
     cfg: TrainConfig = config["train"]  # the typed configs, pickled across to the worker as they are
     name, stage = config["name"], config["stage"]
     rank, world = worker.start(cfg)

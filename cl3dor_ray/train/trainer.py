@@ -47,6 +47,7 @@ from cl3dor_ray.train.pretrain import (
     object_rows,
     object_vocabulary,
 )
+from cl3dor_ray.train.worker import stage_done, stage_model
 
 RAY_RUN = "train"  # the Ray Train run under RUN/ray that every stage reports to
 
@@ -189,7 +190,7 @@ def stages_per_worker(config: dict) -> None:
     import torch.distributed as dist
 
     for stage in config["stages"]:
-        if (Path(stage["run_dir"]) / "stages" / stage["name"] / "model" / MODEL_FILE).is_file():
+        if stage_done(stage["run_dir"], stage["name"]):
             continue
         LOOPS[stage["name"]](stage)
         dist.barrier()  # rank 0's export is the next stage's starting model
@@ -220,8 +221,8 @@ def train(
 
     todo = []
     for name, stage in stages:
-        export = run_dir / "stages" / name / "model"
-        if (export / MODEL_FILE).is_file():
+        export = stage_model(run_dir, name)
+        if stage_done(run_dir, name):
             say(f"[{name}] already done: {export}")
         else:
             todo.append((name, stage, previous))
@@ -292,8 +293,5 @@ def _run_stages(todo: list, cfg: Config, data_dir: Path, run_dir: Path) -> None:
     def finished(name: str, seconds: float) -> None:
         say(f"[{name}] done in {seconds:.0f} s{_stage_summary(run_dir, name)}")
 
-    def done(name: str) -> bool:
-        return (run_dir / "stages" / name / "model" / MODEL_FILE).is_file()
-
-    with follow_training(run_dir / "metrics.jsonl", bars, done, started, finished):
+    with follow_training(run_dir / "metrics.jsonl", bars, lambda name: stage_done(run_dir, name), started, finished):
         trainer.fit()

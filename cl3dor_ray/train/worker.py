@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from cl3dor_ray.config import TrainConfig
-from cl3dor_ray.model.io import save_model
+from cl3dor_ray.model.io import MODEL_FILE, save_model
 from cl3dor_ray.train.deepspeed_config import deepspeed_config
 
 CKPT_TAG = "ds"
@@ -163,9 +163,18 @@ def restore(wrapped, stage: str) -> int:
     return wrapped.global_steps
 
 
+def stage_model(run_dir: Path, stage: str) -> Path:
+    """RUN/stages/<stage>/model: the stage's exported model; its presence marks the stage done."""
+    return Path(run_dir) / "stages" / stage / "model"
+
+
+def stage_done(run_dir: Path, stage: str) -> bool:
+    return (stage_model(run_dir, stage) / MODEL_FILE).is_file()
+
+
 def export(model, run_dir: Path, stage: str, figures: dict | None = None) -> Path:
     """RUN/stages/<stage>/model (and metrics.json beside it), written aside and moved into place whole."""
-    folder = run_dir / "stages" / stage / "model"
+    folder = stage_model(run_dir, stage)
     tmp = folder.with_name("model.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp)

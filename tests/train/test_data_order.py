@@ -25,3 +25,21 @@ def test_rows_reach_the_workers_shuffled_not_room_by_room():
     assert _longest_run([i[:12] for i in shuffled_ids]) < 6  # nor of one room (a sixth of the rows each)
     assert _shuffled(rows, seed=0).equals(shuffled)  # the same seed, the same order
     assert not _shuffled(rows, seed=1).equals(shuffled)
+
+
+def test_a_worker_draws_every_row_once_per_epoch_and_a_resume_sees_the_same_batches():
+    from itertools import islice
+
+    import numpy as np
+
+    from cl3dor_ray.train.worker import batches
+
+    run = list(islice(batches(50, 8, (0, 1)), 18))  # 6 batches an epoch (2 rows left over), three epochs
+    for epoch in range(3):
+        rows = np.concatenate(run[6 * epoch : 6 * epoch + 6])
+        assert len(set(rows.tolist())) == 48  # no row twice within an epoch
+    assert not np.array_equal(np.concatenate(run[:6]), np.concatenate(run[6:12]))  # a fresh order each epoch
+    resumed = list(islice(batches(50, 8, (0, 1), start=10), 8))
+    assert all(np.array_equal(a, b) for a, b in zip(run[10:], resumed))
+    other_rank = list(islice(batches(50, 8, (0, 0)), 6))
+    assert not all(np.array_equal(a, b) for a, b in zip(run, other_rank))
