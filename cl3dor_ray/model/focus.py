@@ -77,3 +77,19 @@ class WhereWords(nn.Module):
 
     def forward(self, figures: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.slope * figures + self.offset)
+
+
+def where_axes(weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, N, 8) WhereWords weights and (8, H) the LM's embeddings of WHERE_WORDS -> (B, N, H): per pair of
+    opposite words (left/right, front/behind, above/below, near/far), how much more the first holds than
+    the second, along the difference of their embeddings.
+
+    Why differences (issue 22): the LM's "left" and "right" stand in the same places in every text, so
+    with tied embeddings training grows what they share and leaves their difference as it was; in the
+    seeds that never learned "which way to turn", their embeddings ended at cosine 0.98-0.997 (0.67-0.78
+    in those that did), and a plain mixture of the two words then carried almost no side. Along the
+    difference, the side is the whole token however close the two words are."""
+    pairs = table.unflatten(0, (-1, 2))
+    sides = weights.unflatten(-1, (-1, 2))
+    return (sides[..., 0] - sides[..., 1]) @ ((pairs[:, 0] - pairs[:, 1]) / 2)
+

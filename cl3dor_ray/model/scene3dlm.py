@@ -51,6 +51,7 @@ from cl3dor_ray.model.focus import (
     WhereWords,
     focus_geometry_features,
     relation_to_reference,
+    where_axes,
 )
 from cl3dor_ray.model.grounding import GroundingHead, ObjectClassifier
 from cl3dor_ray.model.pointnet import PointNetPP
@@ -255,7 +256,8 @@ class Scene3DLM(nn.Module):
                 figures, has = relation_to_reference(centers, out["focus_count"], batch.situated)
                 weights = self.where_words(figures) * has.unsqueeze(-1)
                 table = self._word_embeddings(self._where_word_ids, self._where_word_mask)
-                geometry = geometry + _rms(weights.to(table.dtype) @ table, self.token_rms).to(geometry.dtype)
+                words = where_axes(weights.to(table.dtype), table)
+                geometry = geometry + _rms(words, self.token_rms).to(geometry.dtype)
             slots = (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
             # each focus object is two tokens: the object itself, then where it is (B, N, 2, H)
             out["focus"] = torch.stack([focus + slots, geometry + slots], dim=2)

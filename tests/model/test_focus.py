@@ -12,6 +12,7 @@ from cl3dor_ray.model.focus import (
     WhereWords,
     focus_geometry_features,
     relation_to_reference,
+    where_axes,
 )
 from cl3dor_ray.model.io import build_model
 from tests.helpers import TINY_MODEL, toy_scenes
@@ -102,6 +103,28 @@ def test_where_words_place_the_subject_against_the_object_it_is_asked_about():
 def test_a_lone_object_of_a_question_without_an_agent_has_no_where_words():
     (cup,), has = _words([[1.0, 0.4, 0.5]], 1, False)
     assert has == [False] and all(v == 0.0 for v in cup.values())
+
+
+def test_the_side_fills_the_where_token_even_when_left_and_right_embed_alike():
+    # the where words as a trained tiny LM embeds them: much in common (opposite words at cosine 0.5-0.9),
+    # and "left" and "right" 0.99 alike, as in the runs that never learned "which way to turn"
+    torch.manual_seed(0)
+    table = 2 * torch.randn(64) + torch.randn(len(WHERE_WORDS), 64)
+    table[1] = table[0] + 0.1 * torch.randn(64)
+    assert torch.nn.functional.cosine_similarity(table[0], table[1], dim=0) > 0.99
+    (door_left,), _ = _words([[2.0, 0.8, 1.0]], 1, True)
+    (door_right,), _ = _words([[2.0, -0.8, 1.0]], 1, True)
+    weights = torch.tensor([[list(door_left.values()), list(door_right.values())]])
+    left, right = where_axes(weights, table)[0]
+    # the two doors differ only in their side, and the tokens differ exactly along "left" minus "right"
+    side = (door_left["left"] - door_left["right"]) - (door_right["left"] - door_right["right"])
+    torch.testing.assert_close(left - right, side * (table[0] - table[1]) / 2)
+    # with what all eight words share taken out, the side is a larger share of the token than in a mixture
+    mixture = weights[0] @ table
+    share, mixed_share = (left - right).norm() / left.norm(), (mixture[0] - mixture[1]).norm() / mixture[0].norm()
+    assert share > 3 * mixed_share
+    # no reference, no where: all weights zero give a zero token
+    assert where_axes(torch.zeros(1, 1, len(WHERE_WORDS)), table).abs().max() == 0
 
 
 def test_a_question_without_a_pose_is_read_from_the_view():
