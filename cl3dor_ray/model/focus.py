@@ -92,4 +92,3 @@ def where_axes(weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     pairs = table.unflatten(0, (-1, 2))
     sides = weights.unflatten(-1, (-1, 2))
     return (sides[..., 0] - sides[..., 1]) @ ((pairs[:, 0] - pairs[:, 1]) / 2)
-
