@@ -8,12 +8,13 @@ tiny LM at its prior on "which way should I turn?" (EM 0.47, 0.61 on its own tra
 2,000 steps): it had to learn that one direction of a learned vector means the word "left". Colour
 had the same problem until the object tokens carried the classifier's colour as the LM's word
 embedding (model.object_words); then reading it is a copy. `WhereWords` does that for geometry: each
-focus object's relation to its reference (left, right, front, behind, above, below, near, far) as a
-mixture of those words' embeddings, weighted by a sigmoid of the geometry with a learned slope and
-offset per word. A situated question reads every focus object against its agent ("which way should I
-turn to face the door?", "how many chairs are in front of me?"). Any other question reads its first
-focus object against the second (the subject against the object it is asked about: "is the cup above
-or below the lamp?"), and every other focus object against the first.
+focus object's relation to its reference (left, right, front, behind, above, below, near, far) as
+those words' embeddings, each pair of opposites as the difference of its two words (`where_axes`),
+weighted by a sigmoid of the geometry with a learned slope and offset per word. A situated question
+reads every focus object against its agent ("which way should I turn to face the door?", "how many
+chairs are in front of me?"). Any other question reads its first focus object against the second
+(the subject against the object it is asked about: "is the cup above or below the lamp?"), and every
+other focus object against the first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 FOCUS_GEOMETRY = 15  # focus_geometry_features per focus object
-WHERE_WORDS = ("left", "right", "front", "behind", "above", "below", "near", "far")
+WHERE_WORDS = ("left", "right", "front", "behind", "above", "below", "near", "far")  # opposites in pairs (where_axes)
 
 
 def focus_geometry_features(centers: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
