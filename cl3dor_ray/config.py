@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
+WHERE_TOKENS = ("differences", "mixture")  # ModelConfig.where_tokens
+
+
 @dataclass
 class SynthConfig:
     scenes: int = 12
@@ -125,8 +128,12 @@ class GroundingConfig:
     max_focus: int = 8
     """Most focus tokens per question, the most relevant first, whatever the head scores: a weak head that
     picks half the room must not make every prompt as long as the scene (counts in the data go to 6)."""
+    dropout: float = 0.0
+    """Dropout in the head while it trains (its input features, attention and feed-forward blocks)."""
 
     def __post_init__(self):
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.grounding.dropout must be in [0, 1), got {self.dropout}")
         if self.width % self.heads:
             raise ConfigError("model.grounding.width must divide by model.grounding.heads")
         if self.max_focus < 1:
@@ -158,6 +165,11 @@ class ModelConfig:
     """Add to each focus object's where token its relation to its reference object (left, right, front,
     behind, above, below, near, far) as the LM's own word embeddings, weighted by the geometry
     (model/focus.py): without, the tiny LM did not learn "which way should I turn?" (issue 22)."""
+    where_tokens: str = "differences"
+    """How the where words enter the where token: "differences", each pair of opposite words as the
+    difference of their embeddings (focus.where_axes; the tiny LM learned "which way" in every seed only
+    so), or "mixture", the words' embeddings weighted by how much each holds (docs/results.md compares
+    the two on SmolLM2)."""
     view_heading_deg: float = 90.0
     """The heading a question without a pose is read from, in degrees counter-clockwise from +x: its boxes
     are turned so that this heading is +x and its left +y, as a situated question's are turned to the
@@ -176,6 +188,8 @@ class ModelConfig:
     """Colour words the object classifier predicts; filled from the prepared data when a run starts."""
 
     def __post_init__(self):
+        if self.where_tokens not in WHERE_TOKENS:
+            raise ConfigError(f"model.where_tokens must be one of {list(WHERE_TOKENS)}, got {self.where_tokens!r}")
         if len(self.sa1) != 2 or len(self.sa2) != 2 or len(self.point_widths) != 3:
             raise ConfigError("model.sa1 and model.sa2 take [centres, neighbours]; model.point_widths takes 3 widths")
         if self.spatial_layers < 0 or (self.spatial_layers and self.point_widths[2] % self.spatial_heads):
@@ -202,10 +216,16 @@ class PretrainStageConfig:
     """Linear warmup steps."""
     batch_size: int = 32
     """Objects (encoder_pretraining) or questions (grounding) per worker and step."""
+    box_jitter: float = 0.0
+    """grounding only: each object's box centre moves by this much (metres, std per axis) and its size by
+    this share, drawn anew at every step, so that the head cannot learn its training rooms by their exact
+    coordinates."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.lr <= 0 or self.batch_size < 1 or self.warmup_steps < 0:
-            raise ConfigError("pretraining stage needs steps >= 1, lr > 0, batch_size >= 1, warmup_steps >= 0")
+        if self.steps < 1 or self.lr <= 0 or self.batch_size < 1 or self.warmup_steps < 0 or self.box_jitter < 0:
+            raise ConfigError(
+                "pretraining stage needs steps >= 1, lr > 0, batch_size >= 1, warmup_steps >= 0, box_jitter >= 0"
+            )
 
 
 @dataclass

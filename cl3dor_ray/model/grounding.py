@@ -59,14 +59,15 @@ class GeometricDecoderLayer(nn.Module):
     """Pre-norm: objects attend to objects (with a per-head bias from the pair's geometry), then to the
     question's tokens, then a feed-forward block."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.heads = heads
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(3))
-        self.self_attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.geometry = nn.Sequential(nn.Linear(GEOMETRY, 32), nn.GELU(), nn.Linear(32, heads))
         self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, text, geometry, object_mask, text_mask):
         bias = self.geometry(geometry).permute(0, 3, 1, 2)  # (B, heads, N, N)
@@ -75,7 +76,7 @@ class GeometricDecoderLayer(nn.Module):
         x = x + self.self_attn(h, h, h, attn_mask=bias.to(h.dtype), need_weights=False)[0]
         h = self.norms[1](x)
         x = x + self.cross_attn(h, text, text, key_padding_mask=~text_mask, need_weights=False)[0]
-        return x + self.ff(self.norms[2](x))
+        return x + self.dropout(self.ff(self.norms[2](x)))
 
 
 class GroundingHead(nn.Module):
@@ -88,13 +89,16 @@ class GroundingHead(nn.Module):
         self.embed = nn.Embedding(vocab_size, w)
         self.positions = nn.Parameter(torch.randn(cfg.max_question_tokens, w) * 0.02)
         # LayerNorm first: without it the question's signal is too weak to learn from (measured)
-        text_layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
+        text_layer = nn.TransformerEncoderLayer(
+            w, cfg.heads, 2 * w, dropout=cfg.dropout, batch_first=True, norm_first=True
+        )
         self.text = nn.Sequential(
             nn.LayerNorm(w), nn.TransformerEncoder(text_layer, cfg.text_layers, enable_nested_tensor=False)
         )
         self.objects_in = nn.Linear(feature_dim, w)
+        self.feature_dropout = nn.Dropout(cfg.dropout)
         self.location = nn.Sequential(nn.Linear(6, w), nn.GELU(), nn.Linear(w, w))
-        self.decoder = nn.ModuleList(GeometricDecoderLayer(w, cfg.heads) for _ in range(cfg.layers))
+        self.decoder = nn.ModuleList(GeometricDecoderLayer(w, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         # the hop: which object is the question's anchor (the one it names to place its subject: "the
         # nightstand" in "what is on the nightstand?"), then every object reads its relation to the anchor
         self.anchor = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
@@ -128,7 +132,7 @@ class GroundingHead(nn.Module):
         text = encoder(norm(self.embed(ids) + self.positions[: ids.shape[1]]), src_key_padding_mask=~qmask)
         dtype = self.objects_in.weight.dtype
         boxes = boxes.to(dtype)
-        x = self.objects_in(features.to(dtype)) + self.location(boxes)
+        x = self.objects_in(self.feature_dropout(features.to(dtype))) + self.location(boxes)
         geometry = pair_geometry(boxes)
         for layer in self.decoder:
             x = layer(x, text.to(dtype), geometry, object_mask, qmask)

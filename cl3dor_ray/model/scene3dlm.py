@@ -211,8 +211,13 @@ class Scene3DLM(nn.Module):
         """(B, N) object indices, the instruction's objects first (most relevant first), and (B,) how many
         there are: the given ones where `batch.given`, else those the grounding head scores above 0; at
         most model.grounding.max_focus."""
-        with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
-            logits = self.grounding_logits(batch, feats)
+        training = self.grounding.training
+        self.grounding.eval()  # its dropout (model.grounding.dropout) is for its own stage
+        try:
+            with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
+                logits = self.grounding_logits(batch, feats)
+        finally:
+            self.grounding.train(training)
         given = batch.given.unsqueeze(1)
         chosen = torch.where(given, batch.relevant > 0, logits[..., 0] > 0) & batch.object_mask
         # the chosen objects ordered by how surely each is the subject, then the anchor (second, as the
@@ -256,7 +261,8 @@ class Scene3DLM(nn.Module):
                 figures, has = relation_to_reference(centers, out["focus_count"], batch.situated)
                 weights = self.where_words(figures) * has.unsqueeze(-1)
                 table = self._word_embeddings(self._where_word_ids, self._where_word_mask)
-                words = where_axes(weights.to(table.dtype), table)
+                weights = weights.to(table.dtype)
+                words = where_axes(weights, table) if self.cfg.where_tokens == "differences" else weights @ table
                 geometry = geometry + _rms(words, self.token_rms).to(geometry.dtype)
             slots = (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
             # each focus object is two tokens: the object itself, then where it is (B, N, 2, H)

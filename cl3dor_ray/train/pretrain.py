@@ -33,7 +33,7 @@ from cl3dor_ray.config import TrainConfig
 from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared, column_arrays
-from cl3dor_ray.model.batch import SceneCollator
+from cl3dor_ray.model.batch import SceneBatch, SceneCollator
 from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.scene3dlm import PARTS
@@ -126,6 +126,16 @@ def _clouds(
         rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]], np.float32)
         out.append(np.concatenate([pts[idx] @ rot.T, rgb[idx]], axis=1))
     return torch.from_numpy(np.stack(out))
+
+
+def jitter_boxes(batch: SceneBatch, scale: float, rng: np.random.Generator) -> SceneBatch:
+    """The batch with each object's centre moved by N(0, scale) metres per axis and its size scaled by
+    exp(N(0, scale)) (model.grounding.box_jitter): the relations between objects a few decimetres apart
+    stay, their exact coordinates do not."""
+    shape = tuple(batch.centers.shape)
+    move = torch.from_numpy(rng.normal(0.0, scale, shape).astype(np.float32))
+    grow = torch.from_numpy(np.exp(rng.normal(0.0, scale, shape)).astype(np.float32))
+    return dataclasses.replace(batch, centers=batch.centers + move, sizes=batch.sizes * grow)
 
 
 # ---------------------------------------------------------------------- metrics
@@ -251,9 +261,14 @@ def grounding_loop_per_worker(config: dict) -> None:
     collate = SceneCollator.for_model(model, objects)
     questions = run.local.to_pylist()
 
+    jitter = config["stage"].box_jitter
+
     def inputs(idx, device):
         rows = [questions[i] for i in idx]
-        return (collate(rows, [[] for _ in rows]).to(device),)
+        batch = collate(rows, [[] for _ in rows])
+        if jitter:
+            batch = jitter_boxes(batch, jitter, run.rng)
+        return (batch.to(device),)
 
     def figures():
         m = grounding_metrics(model, collate, config["val_samples"])

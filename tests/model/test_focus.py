@@ -187,3 +187,46 @@ def test_the_head_orders_the_subject_then_the_anchor_then_the_rest():
     model.grounding_logits = lambda batch, feats=None: logits
     order, count = model.focus_order(batch, model.point_feats(batch))
     assert count.item() == 3 and order[0, :3].tolist() == [3, 1, 4]
+
+
+@pytest.mark.parametrize("mode", ["differences", "mixture"])
+def test_model_where_tokens_chooses_how_the_words_enter_the_where_token(mode):
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    model = build_model(load_config(None, [*TINY_MODEL, f"model.where_tokens={mode}"]).model, corpus).eval()
+    # the where token without its geometry MLP and slot: only the words are left in it
+    torch.nn.init.zeros_(model.focus_geometry[2].weight)
+    torch.nn.init.zeros_(model.focus_geometry[2].bias)
+    model.slots.data.zero_()
+    situated = {**samples[1], "pose": [0, 0, 0, 0, 0, 0, 1]}  # two annotated objects, read from an agent
+    batch = SceneCollator.for_model(model, objects, teacher_forcing=1.0)([situated])
+    with torch.no_grad():
+        feats = model.point_feats(batch)
+        order, count = model.focus_order(batch, feats)
+        centers = torch.gather(batch.centers, 1, order.unsqueeze(-1).expand(-1, -1, 3))
+        figures, has = relation_to_reference(centers, count, batch.situated)
+        weights = model.where_words(figures) * has.unsqueeze(-1)
+        table = model._word_embeddings(model._where_word_ids, model._where_word_mask)
+        words = {"differences": where_axes(weights, table), "mixture": weights @ table}
+        got = model.object_tokens(batch)["focus"][0, : count.item(), 1]
+    assert count.item() == 2
+    cosine = torch.nn.functional.cosine_similarity
+    assert (cosine(got, words[mode][0, :2], dim=-1) > 0.999).all()
+    other = "mixture" if mode == "differences" else "differences"
+    assert (cosine(got, words[other][0, :2], dim=-1) < 0.99).all()
+
+
+def test_the_heads_dropout_trains_it_but_never_moves_the_focus_order():
+    torch.manual_seed(0)
+    samples, objects, corpus = toy_scenes()
+    model = build_model(load_config(None, [*TINY_MODEL, "model.grounding.dropout=0.5"]).model, corpus)
+    batch = SceneCollator.for_model(model, objects)([samples[2], samples[3]])
+    model.train()
+    with torch.no_grad():
+        feats = model.point_feats(batch)
+        assert not torch.equal(model.grounding_logits(batch, feats), model.grounding_logits(batch, feats))
+        training_order = model.focus_order(batch, feats)
+        assert model.grounding.training  # focus_order gives the head back as it found it
+        model.eval()
+        order = model.focus_order(batch, feats)
+    assert torch.equal(training_order[0], order[0]) and torch.equal(training_order[1], order[1])
