@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
-WHERE_TOKENS = ("differences", "mixture")  # ModelConfig.where_tokens
+WHERE_TOKENS = ("auto", "differences", "mixture")  # ModelConfig.where_tokens
 
 
 @dataclass
@@ -165,11 +165,13 @@ class ModelConfig:
     """Add to each focus object's where token its relation to its reference object (left, right, front,
     behind, above, below, near, far) as the LM's own word embeddings, weighted by the geometry
     (model/focus.py): without, the tiny LM did not learn "which way should I turn?" (issue 22)."""
-    where_tokens: str = "differences"
+    where_tokens: str = "auto"
     """How the where words enter the where token: "differences", each pair of opposite words as the
-    difference of their embeddings (focus.where_axes; the tiny LM learned "which way" in every seed only
-    so), or "mixture", the words' embeddings weighted by how much each holds (docs/results.md compares
-    the two on SmolLM2)."""
+    difference of their embeddings (focus.where_axes), or "mixture", the words' embeddings weighted by how
+    much each holds. "auto": a mixture for a pretrained LM (model.lm.path), differences for one built from
+    config. Measured (docs/results.md): the tiny LM learned "which way to turn" in every seed only with
+    differences (its "left" and "right" embeddings can grow alike); frozen SmolLM2 read a mixture of its
+    own words (0.917) and not their differences (0.556)."""
     view_heading_deg: float = 90.0
     """The heading a question without a pose is read from, in degrees counter-clockwise from +x: its boxes
     are turned so that this heading is +x and its left +y, as a situated question's are turned to the

@@ -26,7 +26,7 @@ def test_shipped_tiny_config_loads():
         ("prepare.sparse=1", "prepare.sparse: expected true or false"),
         ("synth.scenes=0", "synth.scenes must be >= 1"),
         ("nonsense", "expected key.sub=value"),
-        ("model.where_tokens=sum", "model.where_tokens must be one of ['differences', 'mixture'], got 'sum'"),
+        ("model.where_tokens=sum", "model.where_tokens must be one of ['auto', 'differences', 'mixture'], got 'sum'"),
         ("model.grounding.dropout=1.5", "model.grounding.dropout must be in [0, 1), got 1.5"),
         ("train.grounding.box_jitter=-0.1", "box_jitter >= 0"),
     ],

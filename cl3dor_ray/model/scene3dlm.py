@@ -150,6 +150,9 @@ class Scene3DLM(nn.Module):
             # where each focus object is: from the agent (or the room's origin), and from the first focus object
             self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
             self.where_words = WhereWords() if cfg.where_words else None
+            self.where_tokens = cfg.where_tokens
+            if self.where_tokens == "auto":  # config.py: what each kind of LM was measured to read
+                self.where_tokens = "mixture" if cfg.lm.path else "differences"
             if self.where_words is not None:
                 ids, mask = _word_table(tokenizer, prompt, list(WHERE_WORDS))
                 self.register_buffer("_where_word_ids", ids, persistent=False)
@@ -262,7 +265,7 @@ class Scene3DLM(nn.Module):
                 weights = self.where_words(figures) * has.unsqueeze(-1)
                 table = self._word_embeddings(self._where_word_ids, self._where_word_mask)
                 weights = weights.to(table.dtype)
-                words = where_axes(weights, table) if self.cfg.where_tokens == "differences" else weights @ table
+                words = where_axes(weights, table) if self.where_tokens == "differences" else weights @ table
                 geometry = geometry + _rms(words, self.token_rms).to(geometry.dtype)
             slots = (self.slots[: focus.shape[1]] * self.token_rms).to(focus.dtype)
             # each focus object is two tokens: the object itself, then where it is (B, N, 2, H)

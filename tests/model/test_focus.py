@@ -216,6 +216,11 @@ def test_model_where_tokens_chooses_how_the_words_enter_the_where_token(mode):
     assert (cosine(got, words[other][0, :2], dim=-1) < 0.99).all()
 
 
+def test_auto_where_tokens_are_differences_for_an_lm_built_from_config():
+    _, _, corpus = toy_scenes()
+    assert build_model(load_config(None, TINY_MODEL).model, corpus).where_tokens == "differences"
+
+
 def test_the_heads_dropout_trains_it_but_never_moves_the_focus_order():
     torch.manual_seed(0)
     samples, objects, corpus = toy_scenes()

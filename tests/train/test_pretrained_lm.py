@@ -49,6 +49,7 @@ def test_smollm2_recipe_trains_with_lora_saves_its_adapter_and_answers_over_http
     assert meta["model"]["lm"]["path"] == str(SMOLLM2.resolve())
     model = load_model(model_dir)
     assert len(model.tokenizer) == 49152 and model.tokenizer.eos_token == "<|im_end|>"
+    assert model.where_tokens == "mixture"  # "auto" for a pretrained LM: the words it knows, mixed (config.py)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {r["stage"] for r in rows} == set(shipped) and all(r["loss"] == r["loss"] for r in rows if "loss" in r)
 
