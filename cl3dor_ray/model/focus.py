@@ -9,8 +9,9 @@ tiny LM at its prior on "which way should I turn?" (EM 0.47, 0.61 on its own tra
 had the same problem until the object tokens carried the classifier's colour as the LM's word
 embedding (model.object_words); then reading it is a copy. `WhereWords` does that for geometry: each
 focus object's relation to its reference (left, right, front, behind, above, below, near, far) as
-those words' embeddings, each pair of opposites as the difference of its two words (`where_axes`),
-weighted by a sigmoid of the geometry with a learned slope and offset per word. A situated question
+those words' embeddings, weighted by a sigmoid of the geometry with a learned slope and offset per
+word: mixed, for a pretrained LM, or each pair of opposites as the difference of its two words
+(`where_axes`), for one built from config (model.where_tokens). A situated question
 reads every focus object against its agent ("which way should I turn to face the door?", "how many
 chairs are in front of me?"). Any other question reads its first focus object against the second
 (the subject against the object it is asked about: "is the cup above or below the lamp?"), and every

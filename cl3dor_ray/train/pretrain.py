@@ -130,7 +130,7 @@ def _clouds(
 
 def jitter_boxes(batch: SceneBatch, scale: float, rng: np.random.Generator) -> SceneBatch:
     """The batch with each object's centre moved by N(0, scale) metres per axis and its size scaled by
-    exp(N(0, scale)) (model.grounding.box_jitter): the relations between objects a few decimetres apart
+    exp(N(0, scale)) (train.grounding.box_jitter): the relations between objects a few decimetres apart
     stay, their exact coordinates do not."""
     shape = tuple(batch.centers.shape)
     move = torch.from_numpy(rng.normal(0.0, scale, shape).astype(np.float32))
