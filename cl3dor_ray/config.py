@@ -130,6 +130,9 @@ class GroundingConfig:
     picks half the room must not make every prompt as long as the scene (counts in the data go to 6)."""
     dropout: float = 0.0
     """Dropout in the head while it trains (its input features, attention and feed-forward blocks)."""
+    nearest: bool = True
+    """A softmin over candidate objects' distances to the anchor, for "what is next to the table?"
+    (model/grounding.py). Model folders saved before it existed load with False."""
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1:

@@ -21,7 +21,9 @@ the nightstand holds (two hops: the words find the nightstand, the geometry find
 decoder's attention did not learn that hop (the subject came first in 4 of 17 validation questions,
 issue 22), so the head makes it explicit: a third score says which object is the anchor (an object
 the annotation names beside the subject), and every object adds its pair geometry to the anchor,
-weighted by that score, before its relevance and subject are scored.
+weighted by that score, before its relevance and subject are scored. A sum cannot pick the nearest of
+several candidates ("what is next to the table?"), so each object also gets its share of a softmin over
+the candidates' distances to the anchor (`model.grounding.nearest`).
 
 The `ObjectClassifier` is the point encoder's pretraining head (LEO freezes a PointNet++ pretrained
 on ScanNet object classification): category, and colour where the captions name one.
@@ -84,7 +86,7 @@ class GroundingHead(nn.Module):
 
     def __init__(self, cfg: GroundingConfig, vocab_size: int, feature_dim: int):
         super().__init__()
-        w = cfg.width
+        w, nearest = cfg.width, cfg.nearest
         self.max_tokens = cfg.max_question_tokens
         self.embed = nn.Embedding(vocab_size, w)
         self.positions = nn.Parameter(torch.randn(cfg.max_question_tokens, w) * 0.02)
@@ -110,6 +112,18 @@ class GroundingHead(nn.Module):
         nn.init.constant_(self.anchor[1].bias, -4.0)
         nn.init.zeros_(self.hop.weight)
         nn.init.zeros_(self.hop.bias)
+        # the nearest to the anchor: "what is next to the table?" asks for the one candidate closest to it,
+        # a comparison across objects that a per-object sum over the anchor cannot make (category questions,
+        # subject first on 5 of 17 validation questions, issue 22). Which objects are candidates is learned from
+        # the question and the object; a softmin of their distances to the anchor says which is nearest.
+        self.nearest = nearest
+        if nearest:
+            self.candidate = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+            # shape (1,): DeepSpeed cannot broadcast a 0-d parameter
+            self.log_temperature = nn.Parameter(torch.tensor([-1.0]))  # metres, exp(-1) = 0.37 m
+            self.near = nn.Linear(2, w)
+            nn.init.zeros_(self.near.weight)
+            nn.init.zeros_(self.near.bias)
         # per object: is it one the question is about, and is it the question's subject (the object asked
         # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
         self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
@@ -138,9 +152,22 @@ class GroundingHead(nn.Module):
             x = layer(x, text.to(dtype), geometry, object_mask, qmask)
         anchor = self.anchor(x).masked_fill(~object_mask.unsqueeze(-1), -1e4)
         # object i's relation to each j, weighted by how surely j is the anchor
-        hop = self.hop(torch.einsum("bj,bijr->bir", torch.sigmoid(anchor[..., 0]), self.relate(geometry)))
+        weight = torch.sigmoid(anchor[..., 0])
+        hop = self.hop(torch.einsum("bj,bijr->bir", weight, self.relate(geometry)))
+        if self.nearest:
+            hop = hop + self.near(self._nearest(x, weight, geometry[..., 3], object_mask))
         logits = torch.cat([self.score(x + hop), anchor], dim=-1)
         return logits.float().masked_fill(~object_mask.unsqueeze(-1), -1e4)
+
+    def _nearest(self, x, weight, distance, object_mask):
+        """(B, N, 2): each object's share of a softmin over the candidates' horizontal distances to the
+        anchor, and that distance. An object's distance is to the other objects, weighted by their anchor
+        scores, so the anchor itself is not its own nearest."""
+        others = weight[:, None, :] * (1 - torch.eye(weight.shape[1], device=weight.device, dtype=weight.dtype))
+        to_anchor = (others * distance).sum(-1) / (others.sum(-1) + 1e-6)
+        logits = self.candidate(x)[..., 0] - to_anchor / self.log_temperature.exp()
+        share = torch.softmax(logits.masked_fill(~object_mask, -1e4), dim=-1)
+        return torch.stack([share, to_anchor], dim=-1)
 
 
 def grounding_loss(

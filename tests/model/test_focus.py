@@ -235,3 +235,47 @@ def test_the_heads_dropout_trains_it_but_never_moves_the_focus_order():
         model.eval()
         order = model.focus_order(batch, feats)
     assert torch.equal(training_order[0], order[0]) and torch.equal(training_order[1], order[1])
+
+
+def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anchor():
+    from cl3dor_ray.model.grounding import GroundingHead, pair_geometry
+
+    cfg = load_config(None, TINY_MODEL).model.grounding
+    head = GroundingHead(cfg, vocab_size=10, feature_dim=4)
+    # "what is next to the bed [0]?": a desk 1 m away, a chair 0.6 m, a lamp 3 m; one padded slot
+    centers = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [0, 0.6, 0], [3, 0, 0], [0, 0, 0]]])
+    boxes = torch.cat([centers, torch.full_like(centers, 0.5)], -1)
+    mask = torch.tensor([[True, True, True, True, False]])
+    anchor = torch.tensor([[0.99, 0.01, 0.01, 0.01, 0.0]])
+    x = torch.zeros(1, 5, cfg.width)  # every object as likely a candidate
+    with torch.no_grad():
+        share, to_anchor = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask).unbind(-1)
+    assert share[0].argmax().item() == 2  # the chair, not the bed itself
+    assert share[0, 4].item() < 1e-6 and share[0, :4].sum().item() == pytest.approx(1.0)
+    assert to_anchor[0, 1:4].tolist() == pytest.approx([1.0, 0.6, 3.0], abs=0.05)
+    # a candidate score that rules the chair out (a question for the nearest table, say) hands it to the desk
+    head.candidate = torch.nn.Linear(cfg.width, 1)
+    with torch.no_grad():
+        head.candidate.weight.zero_(), head.candidate.bias.zero_()
+        head.candidate.weight[0, 0] = -50.0
+        x[0, 2, 0] = 1.0
+        share = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask)[..., 0]
+    assert share[0].argmax().item() == 1
+
+
+def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path):
+    import json
+
+    from cl3dor_ray.model.io import MODEL_FILE, read_model_folder, save_model
+
+    _, _, corpus = toy_scenes()
+    model = build_model(load_config(None, TINY_MODEL).model, corpus)
+    assert model.grounding.nearest and hasattr(model.grounding, "candidate")
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / MODEL_FILE).read_text())
+    assert read_model_folder(tmp_path)[1].grounding.nearest  # saved with the key: read as saved
+    del meta["model"]["grounding"]["nearest"]
+    (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
+    assert not read_model_folder(tmp_path)[1].grounding.nearest
+    old = build_model(read_model_folder(tmp_path)[1], corpus)
+    assert not any(k.startswith("grounding.candidate") for k in old.state_dict())
