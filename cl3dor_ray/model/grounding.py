@@ -118,12 +118,15 @@ class GroundingHead(nn.Module):
         # the question and the object; a softmin of their distances to the anchor says which is nearest.
         self.nearest = nearest
         if nearest:
-            self.candidate = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+            # drawn from a forked generator: every other weight of the model gets the same initial values with
+            # and without this score, so a seed compares the two on nothing else
+            with torch.random.fork_rng(devices=[]):
+                self.candidate = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))
+                self.near = nn.Linear(2, w)
+            nn.init.zeros_(self.near.weight)  # starts at nothing, as the hop does
+            nn.init.zeros_(self.near.bias)
             # shape (1,): DeepSpeed cannot broadcast a 0-d parameter
             self.log_temperature = nn.Parameter(torch.tensor([-1.0]))  # metres, exp(-1) = 0.37 m
-            self.near = nn.Linear(2, w)
-            nn.init.zeros_(self.near.weight)
-            nn.init.zeros_(self.near.bias)
         # per object: is it one the question is about, and is it the question's subject (the object asked
         # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
         self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
