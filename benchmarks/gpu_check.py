@@ -122,7 +122,8 @@ def main() -> dict:
         f"{batch_size} samples x {objects} objects, K = {k}"
     )
 
-    peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 512)
+    peak_size = 8192 if device.type == "cuda" else 512
+    peak = matmul_peak(device, dtype, peak_size)
 
     rng = np.random.default_rng(0)
     batch = toy_batch(cfg.model, model, batch_size, objects, k, rng, frozen_encoder=True).to(device)
@@ -138,7 +139,7 @@ def main() -> dict:
     # the peak again, after the steps: the best the device showed in this run. Measured once, before, a
     # shared CPU that was busy for those few milliseconds gave a "peak" below what the step then reached
     # (MFU 1.11 in a CI run)
-    peak = max(peak, matmul_peak(device, dtype, 8192 if device.type == "cuda" else 512))
+    peak = max(peak, matmul_peak(device, dtype, peak_size))
     for name, step in steps.items():
         step["mfu"] = step["flops"] / step["step_s"] / peak
         print(

@@ -86,7 +86,7 @@ class GroundingHead(nn.Module):
 
     def __init__(self, cfg: GroundingConfig, vocab_size: int, feature_dim: int):
         super().__init__()
-        w, nearest = cfg.width, cfg.nearest
+        w = cfg.width
         self.max_tokens = cfg.max_question_tokens
         self.embed = nn.Embedding(vocab_size, w)
         self.positions = nn.Parameter(torch.randn(cfg.max_question_tokens, w) * 0.02)
@@ -116,8 +116,8 @@ class GroundingHead(nn.Module):
         # a comparison across objects that a per-object sum over the anchor cannot make (category questions,
         # subject first on 5 of 17 validation questions, issue 22). Which objects are candidates is learned from
         # the question and the object; a softmin of their distances to the anchor says which is nearest.
-        self.nearest = nearest
-        if nearest:
+        self.nearest = cfg.nearest
+        if self.nearest:
             # drawn from a forked generator: every other weight of the model gets the same initial values with
             # and without this score, so a seed compares the two on nothing else
             with torch.random.fork_rng(devices=[]):
