@@ -133,6 +133,9 @@ class GroundingConfig:
     nearest: bool = True
     """A softmin over candidate objects' distances to the anchor, for "what is next to the table?"
     (model/grounding.py). Model folders saved before it existed load with False."""
+    nearest_none: bool = True
+    """The nearest softmin has a "none" option, so a question that names no anchor has no nearest object.
+    Model folders saved before it existed load with False."""
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1:

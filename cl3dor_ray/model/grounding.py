@@ -127,6 +127,7 @@ class GroundingHead(nn.Module):
             nn.init.zeros_(self.near.bias)
             # shape (1,): DeepSpeed cannot broadcast a 0-d parameter
             self.log_temperature = nn.Parameter(torch.tensor([-1.0]))  # metres, exp(-1) = 0.37 m
+            self.nearest_none = cfg.nearest_none
         # per object: is it one the question is about, and is it the question's subject (the object asked
         # about, before the ones it is placed against: "the cup" in "is the cup above or below the lamp?")
         self.score = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2))
@@ -165,11 +166,19 @@ class GroundingHead(nn.Module):
     def _nearest(self, x, weight, distance, object_mask):
         """(B, N, 2): each object's share of a softmin over the candidates' horizontal distances to the
         anchor, and that distance. An object's distance is to the other objects, weighted by their anchor
-        scores, so the anchor itself is not its own nearest."""
+        scores, so the anchor itself is not its own nearest.
+
+        The softmin has a "none" option at logit 0 (`model.grounding.nearest_none`): without it one object won
+        every question, those that name no anchor too ("is there a lamp in the room?"), where the distances are
+        to a weighted mean of the whole room. With it, a candidate must be within about a temperature (0.37 m
+        at the start) of the anchor, or as sure a candidate, to take a share."""
         others = weight[:, None, :] * (1 - torch.eye(weight.shape[1], device=weight.device, dtype=weight.dtype))
         to_anchor = (others * distance).sum(-1) / (others.sum(-1) + 1e-6)
         logits = self.candidate(x)[..., 0] - to_anchor / self.log_temperature.exp()
-        share = torch.softmax(logits.masked_fill(~object_mask, -1e4), dim=-1)
+        logits = logits.masked_fill(~object_mask, -1e4)
+        if self.nearest_none:
+            logits = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=-1)
+        share = torch.softmax(logits, dim=-1)[:, : x.shape[1]]
         return torch.stack([share, to_anchor], dim=-1)
 
 

@@ -109,8 +109,11 @@ def read_model_folder(folder: str | Path) -> tuple[dict, ModelConfig]:
         raise ModelFolderError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("prompt_version") != PROMPT_VERSION:
         raise ModelFolderError(f"{meta_path}: prompt {meta.get('prompt_version')!r}; this code uses {PROMPT_VERSION!r}")
-    # a folder saved before the head's nearest-to-anchor score has no weights for it
-    meta["model"].setdefault("grounding", {}).setdefault("nearest", False)
+    # a folder saved before the head's nearest-to-anchor score has no weights for it, and one saved before
+    # its "none" option was trained without one
+    grounding = meta["model"].setdefault("grounding", {})
+    grounding.setdefault("nearest", False)
+    grounding.setdefault("nearest_none", False)
     return meta, from_dict(ModelConfig, meta["model"], "model")
 
 

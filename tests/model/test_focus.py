@@ -1,5 +1,7 @@
 """Focus tokens: the question's subject first, and where each focus object is."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -251,7 +253,7 @@ def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anc
     with torch.no_grad():
         share, to_anchor = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask).unbind(-1)
     assert share[0].argmax().item() == 2  # the chair, not the bed itself
-    assert share[0, 4].item() < 1e-6 and share[0, :4].sum().item() == pytest.approx(1.0)
+    assert share[0, 4].item() < 1e-6 and 0 < share[0, :4].sum().item() < 1  # the rest is "none"
     assert to_anchor[0, 1:4].tolist() == pytest.approx([1.0, 0.6, 3.0], abs=0.05)
     # a candidate score that rules the chair out (a question for the nearest table, say) hands it to the desk
     head.candidate = torch.nn.Linear(cfg.width, 1)
@@ -261,6 +263,26 @@ def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anc
         x[0, 2, 0] = 1.0
         share = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask)[..., 0]
     assert share[0].argmax().item() == 1
+
+
+def test_a_question_that_names_no_anchor_has_no_nearest_object():
+    from cl3dor_ray.model.grounding import GroundingHead, pair_geometry
+
+    cfg = load_config(None, TINY_MODEL).model.grounding
+    # "is there a lamp in the room?": no anchor, so every object's distance is to the room's weighted middle
+    centers = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0], [0, 2.5, 0], [3, 3, 0]]])
+    boxes = torch.cat([centers, torch.full_like(centers, 0.5)], -1)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    anchor = torch.full((1, 4), 0.02)
+    shares = {}
+    for none in (True, False):
+        torch.manual_seed(0)
+        head = GroundingHead(dataclasses.replace(cfg, nearest_none=none), vocab_size=10, feature_dim=4)
+        with torch.no_grad():
+            shares[none] = head._nearest(torch.zeros(1, 4, cfg.width), anchor, pair_geometry(boxes)[..., 3], mask)
+    assert shares[True][0, :, 0].sum().item() < 0.05  # "none" takes it
+    assert shares[False][0, :, 0].sum().item() == pytest.approx(1.0)  # without it, one object always wins
+    assert torch.equal(shares[True][..., 1], shares[False][..., 1])  # the same distances
 
 
 def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path):
@@ -277,6 +299,13 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     del meta["model"]["grounding"]["nearest"]
     (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     assert not read_model_folder(tmp_path)[1].grounding.nearest
+    del meta["model"]["grounding"]["nearest_none"]
+    meta["model"]["grounding"]["nearest"] = True
+    (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
+    grounding = read_model_folder(tmp_path)[1].grounding  # saved before the "none" option: trained without it
+    assert grounding.nearest and not grounding.nearest_none
+    del meta["model"]["grounding"]["nearest"]
+    (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     torch.manual_seed(0)
     old = build_model(read_model_folder(tmp_path)[1], corpus).state_dict()
     torch.manual_seed(0)
