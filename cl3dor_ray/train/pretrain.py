@@ -173,15 +173,20 @@ def classification_metrics(model, rows: list[dict], chunk: int = 64) -> dict[str
 @torch.no_grad()
 def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: int = 32) -> dict[str, float]:
     """Per question type (QA type, or pope.<split>): precision and recall of the predicted objects, the
-    share of questions whose predicted set is exactly the annotated one, and, of the questions that name
-    objects, the share whose first focus object is their subject (`first`: what the LM reads first)."""
+    share of questions whose predicted set is exactly the annotated one; of the questions that name
+    objects, the share whose first focus object is their subject (`first`: what the LM reads first); and of
+    those that name an anchor beside the subject, the share whose top anchor score is on it (`anchor`: the
+    first hop of "what is on the nightstand?", so a miss of `first` says which hop failed)."""
     model.eval()
-    stats = defaultdict(lambda: np.zeros(7))  # tp, fp, fn, exact, n, first right, questions naming objects
+    # tp, fp, fn, exact, n, first right, questions naming objects, anchor right, questions naming an anchor
+    stats = defaultdict(lambda: np.zeros(9))
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         batch = collate(part, [[] for _ in part])
         feats = model.point_feats(batch)
-        pred, gold, mask = model.relevance_logits(batch, feats) > 0, batch.relevant.bool(), batch.object_mask
+        logits, gold, mask = model.grounding_logits(batch, feats), batch.relevant.bool(), batch.object_mask
+        pred = logits[..., 0] > 0
+        top_anchor = logits[..., 2].masked_fill(~mask, float("-inf")).argmax(1)
         first = model.focus_order(batch, feats)[0][:, 0]
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
@@ -189,19 +194,25 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
             p, g = pred[j] & mask[j], gold[j] & mask[j]
             named = bool(g.any())
             right = named and batch.relevant[j, first[j]].item() == 1.0
+            anchors = (batch.relevant[j] > 0) & (batch.relevant[j] < 1) & mask[j]
+            on_anchor = bool(anchors[top_anchor[j]])
             row = np.array(
-                [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named], float
+                [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named]
+                + [on_anchor, bool(anchors.any())],
+                float,
             )
             stats[key] += row
             stats["all"] += row
     out = {}
-    for key, (tp, fp, fn, exact, n, right, named) in sorted(stats.items()):
+    for key, (tp, fp, fn, exact, n, right, named, on_anchor, anchored) in sorted(stats.items()):
         out[f"{key}.precision"] = tp / max(tp + fp, 1)
         out[f"{key}.recall"] = tp / max(tp + fn, 1)
         out[f"{key}.exact"] = exact / n
         out[f"{key}.n"] = int(n)
         if named:
             out[f"{key}.first"] = right / named
+        if anchored:
+            out[f"{key}.anchor"] = on_anchor / anchored
     return out
 
 

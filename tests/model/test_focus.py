@@ -314,3 +314,31 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     assert sorted(set(new) - set(old)) == [f"grounding.{k}" for k in [*added, "near.bias", "near.weight"]]
     # the score draws its weights from a forked generator: a seed gives every other weight the same values
     assert all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_the_grounding_figures_say_whether_the_head_found_the_anchor():
+    from cl3dor_ray.train.pretrain import grounding_metrics
+
+    samples, objects, corpus = toy_scenes()
+    model = build_model(load_config(None, TINY_MODEL).model, corpus)
+    placed = samples[1]  # "Where is the book placed?": the book, placed against object 0
+    rows = [
+        dict(placed, question_type="relation", task="qa"),
+        dict(placed, question_type="category", task="qa"),
+        dict(samples[3], question_type="color", task="qa"),  # names no anchor
+    ]
+
+    def logits(batch, feats=None):  # the subject found in all three; the anchor in the first only
+        out = torch.full((*batch.relevant.shape, 3), -5.0)
+        out[..., 0] = torch.where(batch.relevant > 0, 5.0, -5.0)
+        out[..., 1] = torch.where(batch.relevant == 1, 5.0, -5.0)
+        anchor = (batch.relevant > 0) & (batch.relevant < 1)
+        out[0, :, 2] = torch.where(anchor[0], 5.0, -5.0)
+        out[1, :, 2] = torch.where(batch.relevant[1] == 1, 5.0, -5.0)  # the subject taken for the anchor
+        return out
+
+    model.grounding_logits = logits
+    figures = grounding_metrics(model, SceneCollator.for_model(model, objects), rows)
+    assert figures["relation.anchor"] == 1.0 and figures["category.anchor"] == 0.0
+    assert figures["all.anchor"] == 0.5 and "color.anchor" not in figures
+    assert figures["relation.first"] == figures["category.first"] == figures["color.first"] == 1.0
