@@ -182,6 +182,12 @@ class GroundingHead(nn.Module):
         return torch.stack([share, to_anchor], dim=-1)
 
 
+def named_anchors(relevant: torch.Tensor) -> torch.Tensor:
+    """(B, N) relevance targets -> (B, N) bool: the objects a question names beside its subject (relevance in
+    (0, 1)), the anchors it places the subject against."""
+    return (relevant > 0) & (relevant < 1)
+
+
 def grounding_loss(
     logits: torch.Tensor, relevant: torch.Tensor, object_mask: torch.Tensor, pos_weight: float = 2.0
 ) -> torch.Tensor:
@@ -197,7 +203,7 @@ def grounding_loss(
     loss = F.binary_cross_entropy_with_logits(
         logits[..., 0][object_mask], (relevant[object_mask] > 0).float(), pos_weight=weight
     )
-    anchor = (relevant > 0) & (relevant < 1)
+    anchor = named_anchors(relevant)
     placed = object_mask & (relevant > 0).any(1, keepdim=True)
     if placed.any():
         loss = loss + F.binary_cross_entropy_with_logits(logits[..., 2][placed], anchor[placed].float())

@@ -210,17 +210,20 @@ class Scene3DLM(nn.Module):
             batch.instruction_mask,
         )
 
-    def focus_order(self, batch: SceneBatch, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def focus_order(
+        self, batch: SceneBatch, feats: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) object indices, the instruction's objects first (most relevant first), and (B,) how many
         there are: the given ones where `batch.given`, else those the grounding head scores above 0; at
-        most model.grounding.max_focus."""
-        training = self.grounding.training
-        self.grounding.eval()  # its dropout (model.grounding.dropout) is for its own stage
-        try:
-            with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
-                logits = self.grounding_logits(batch, feats)
-        finally:
-            self.grounding.train(training)
+        most model.grounding.max_focus. `logits`: the head's, in eval mode, where the caller has them."""
+        if logits is None:
+            training = self.grounding.training
+            self.grounding.eval()  # its dropout (model.grounding.dropout) is for its own stage
+            try:
+                with torch.no_grad():  # the head trained in its own stage; the LM's loss does not move it
+                    logits = self.grounding_logits(batch, feats)
+            finally:
+                self.grounding.train(training)
         given = batch.given.unsqueeze(1)
         chosen = torch.where(given, batch.relevant > 0, logits[..., 0] > 0) & batch.object_mask
         # the chosen objects ordered by how surely each is the subject, then the anchor (second, as the

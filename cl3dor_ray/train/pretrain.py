@@ -34,7 +34,7 @@ from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared, column_arrays
 from cl3dor_ray.model.batch import SceneBatch, SceneCollator
-from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss
+from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss, named_anchors
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.scene3dlm import PARTS
 from cl3dor_ray.text.vocab import caption_color
@@ -187,14 +187,14 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
         logits, gold, mask = model.grounding_logits(batch, feats), batch.relevant.bool(), batch.object_mask
         pred = logits[..., 0] > 0
         top_anchor = logits[..., 2].masked_fill(~mask, float("-inf")).argmax(1)
-        first = model.focus_order(batch, feats)[0][:, 0]
+        first = model.focus_order(batch, feats, logits)[0][:, 0]
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
             key = f"pope.{kind}" if r["task"] == "existence" else kind
             p, g = pred[j] & mask[j], gold[j] & mask[j]
             named = bool(g.any())
             right = named and batch.relevant[j, first[j]].item() == 1.0
-            anchors = (batch.relevant[j] > 0) & (batch.relevant[j] < 1) & mask[j]
+            anchors = named_anchors(batch.relevant[j]) & mask[j]
             on_anchor = bool(anchors[top_anchor[j]])
             row = np.array(
                 [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named]
