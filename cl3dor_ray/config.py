@@ -136,6 +136,10 @@ class GroundingConfig:
     nearest_none: bool = True
     """The nearest softmin has a "none" option, so a question that names no anchor has no nearest object.
     Model folders saved before it existed load with False."""
+    answer_hop: bool = True
+    """A second softmin, taught outright, says which candidate a two-hop question asks for ("what is on the
+    nightstand?"), and its pick is relevant (model/grounding.py). Model folders saved before it existed load
+    with False."""
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1:

@@ -63,6 +63,9 @@ class SceneBatch:
     given: torch.Tensor | None = None
     # (B,) True for a situated question: the boxes are in its agent's frame, the agent at the origin
     situated: torch.Tensor | None = None
+    # (B,) True where the question finds its subject through the anchor it names, without naming the subject's
+    # category ("what is on the nightstand?"): the grounding head's answer hop learns from these
+    hop: torch.Tensor | None = None
 
     def __post_init__(self):
         _expect("points", self.points, torch.float32, ("B", "N", "P", 6))
@@ -84,9 +87,12 @@ class SceneBatch:
             self.given = torch.zeros(b, dtype=torch.bool, device=self.points.device)
         if self.situated is None:
             self.situated = torch.zeros(b, dtype=torch.bool, device=self.points.device)
+        if self.hop is None:
+            self.hop = torch.zeros(b, dtype=torch.bool, device=self.points.device)
         _expect("relevant", self.relevant, torch.float32, (b, n))
         _expect("given", self.given, torch.bool, (b,))
         _expect("situated", self.situated, torch.bool, (b,))
+        _expect("hop", self.hop, torch.bool, (b,))
         if self.cand_ids.shape[1] and not (self.cand_mask[:, 0, 0] == 1).all():
             raise BatchError("SceneBatch.cand_mask: every sample's first candidate (the gold answer) needs a token")
 
@@ -134,6 +140,16 @@ def subject_roles(object_ids: list[int], objects: list[dict]) -> dict[int, float
         oid: 1.0 if k == 0 or (subject and labels.get(oid) == subject) else SECONDARY
         for k, oid in enumerate(object_ids)
     }
+
+
+def finds_subject_by_hop(question: str, object_ids: list[int], objects: list[dict]) -> bool:
+    """Whether a question names an anchor but not its subject's category, so only the anchor leads to the
+    subject: "what is on the nightstand?" (the lamp), not "where is the lamp placed?" nor "what is on my left?"."""
+    labels = {o["object_id"]: o.get("label") for o in objects}
+    subject = labels.get(object_ids[0]) if object_ids else None
+    # an anchor is an object of another category: "how many bookshelves ...?" names several of one
+    anchored = any(labels.get(oid) != subject for oid in object_ids[1:])
+    return bool(subject) and anchored and subject.lower() not in question.lower()
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,8 +231,10 @@ class SceneCollator:
         centers, sizes = np.zeros((b, n, 3), np.float32), np.zeros((b, n, 3), np.float32)
         mask = np.zeros((b, n), bool)
         relevant = np.zeros((b, n), np.float32)
+        hop = np.zeros(b, bool)
         for i, (s, objs) in enumerate(zip(samples, chosen)):
             roles = subject_roles(list(s["object_ids"]), objs)
+            hop[i] = finds_subject_by_hop(s["question"], list(s["object_ids"]), objs)
             for j, o in enumerate(objs):
                 if cached:
                     features[i, j] = o["feature"]
@@ -261,4 +279,5 @@ class SceneCollator:
             torch.from_numpy(relevant),
             given,
             torch.tensor([bool(s.get("pose")) for s in samples]),
+            torch.from_numpy(hop),
         )

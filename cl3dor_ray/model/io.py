@@ -110,10 +110,10 @@ def read_model_folder(folder: str | Path) -> tuple[dict, ModelConfig]:
     if meta.get("prompt_version") != PROMPT_VERSION:
         raise ModelFolderError(f"{meta_path}: prompt {meta.get('prompt_version')!r}; this code uses {PROMPT_VERSION!r}")
     # a folder saved before the head's nearest-to-anchor score has no weights for it, and one saved before
-    # its "none" option was trained without one
+    # its "none" option was trained without one, as one saved before the answer hop has none
     grounding = meta["model"].setdefault("grounding", {})
-    grounding.setdefault("nearest", False)
-    grounding.setdefault("nearest_none", False)
+    for flag in ("nearest", "nearest_none", "answer_hop"):
+        grounding.setdefault(flag, False)
     return meta, from_dict(ModelConfig, meta["model"], "model")
 
 

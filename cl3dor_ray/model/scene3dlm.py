@@ -193,8 +193,9 @@ class Scene3DLM(nn.Module):
         return self.grounding_logits(batch, feats)[..., 0]
 
     def grounding_logits(self, batch: SceneBatch, feats: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, 3) the grounding head's logits that each object is one the instruction is about, that it
-        is the instruction's subject, and that it is the anchor the instruction places the subject against."""
+        """(B, N, 4) the grounding head's logits that each object is one the instruction is about, that it
+        is the instruction's subject, that it is the anchor the instruction places the subject against, and
+        that it is the answer the instruction hops to from that anchor (against "no hop" at 0)."""
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats

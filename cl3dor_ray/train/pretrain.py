@@ -176,10 +176,13 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
     share of questions whose predicted set is exactly the annotated one; of the questions that name
     objects, the share whose first focus object is their subject (`first`: what the LM reads first); and of
     those that name an anchor beside the subject, the share whose top anchor score is on it (`anchor`: the
-    first hop of "what is on the nightstand?", so a miss of `first` says which hop failed)."""
+    first hop of "what is on the nightstand?", so a miss of `first` says which hop failed); and of those
+    that find their subject through the anchor (the batch's `hop`), the share whose answer hop picks it
+    (`hop`: the second)."""
     model.eval()
-    # tp, fp, fn, exact, n, first right, questions naming objects, anchor right, questions naming an anchor
-    stats = defaultdict(lambda: np.zeros(9))
+    # tp, fp, fn, exact, n, first right, questions naming objects, anchor right, questions naming an anchor,
+    # answer hop right, questions that hop
+    stats = defaultdict(lambda: np.zeros(11))
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         batch = collate(part, [[] for _ in part])
@@ -188,6 +191,7 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
         pred = logits[..., 0] > 0
         top_anchor = logits[..., 2].masked_fill(~mask, float("-inf")).argmax(1)
         first = model.focus_order(batch, feats, logits)[0][:, 0]
+        hop_pick = torch.cat([logits[..., 3], torch.zeros_like(logits[:, :1, 3])], dim=1).argmax(1)
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
             key = f"pope.{kind}" if r["task"] == "existence" else kind
@@ -196,15 +200,18 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
             right = named and batch.relevant[j, first[j]].item() == 1.0
             anchors = named_anchors(batch.relevant[j]) & mask[j]
             on_anchor = bool(anchors[top_anchor[j]])
+            hops = bool(batch.hop[j])
+            hop_right = hops and hop_pick[j] < mask.shape[1] and batch.relevant[j, hop_pick[j]].item() == 1.0
             row = np.array(
                 [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named]
-                + [on_anchor, bool(anchors.any())],
+                + [on_anchor, bool(anchors.any())]
+                + [hop_right, hops],
                 float,
             )
             stats[key] += row
             stats["all"] += row
     out = {}
-    for key, (tp, fp, fn, exact, n, right, named, on_anchor, anchored) in sorted(stats.items()):
+    for key, (tp, fp, fn, exact, n, right, named, on_anchor, anchored, hop_right, hops) in sorted(stats.items()):
         out[f"{key}.precision"] = tp / max(tp + fp, 1)
         out[f"{key}.recall"] = tp / max(tp + fn, 1)
         out[f"{key}.exact"] = exact / n
@@ -213,6 +220,8 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
             out[f"{key}.first"] = right / named
         if anchored:
             out[f"{key}.anchor"] = on_anchor / anchored
+        if hops:
+            out[f"{key}.hop"] = hop_right / hops
     return out
 
 
@@ -237,7 +246,8 @@ class _GroundingObjective(nn.Module):
         self.model = model
 
     def forward(self, batch):
-        return grounding_loss(self.model.grounding_logits(batch), batch.relevant, batch.object_mask)
+        hop = batch.hop if self.model.cfg.grounding.answer_hop else None
+        return grounding_loss(self.model.grounding_logits(batch), batch.relevant, batch.object_mask, hop)
 
 
 def encoder_loop_per_worker(config: dict) -> None:

@@ -240,7 +240,7 @@ def test_the_heads_dropout_trains_it_but_never_moves_the_focus_order():
 
 
 def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anchor():
-    from cl3dor_ray.model.grounding import GroundingHead, pair_geometry
+    from cl3dor_ray.model.grounding import GroundingHead, _distance_to_anchor, pair_geometry
 
     cfg = load_config(None, TINY_MODEL).model.grounding
     head = GroundingHead(cfg, vocab_size=10, feature_dim=4)
@@ -251,7 +251,8 @@ def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anc
     anchor = torch.tensor([[0.99, 0.01, 0.01, 0.01, 0.0]])
     x = torch.zeros(1, 5, cfg.width)  # every object as likely a candidate
     with torch.no_grad():
-        share, to_anchor = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask).unbind(-1)
+        distance = _distance_to_anchor(anchor, pair_geometry(boxes)[..., 3])
+        share, to_anchor = head._nearest(x, distance, mask).unbind(-1)
     assert share[0].argmax().item() == 2  # the chair, not the bed itself
     assert share[0, 4].item() < 1e-6 and 0 < share[0, :4].sum().item() < 1  # the rest is "none"
     assert to_anchor[0, 1:4].tolist() == pytest.approx([1.0, 0.6, 3.0], abs=0.05)
@@ -261,12 +262,12 @@ def test_the_nearest_score_finds_the_candidate_closest_to_the_anchor_not_the_anc
         head.candidate.weight.zero_(), head.candidate.bias.zero_()
         head.candidate.weight[0, 0] = -50.0
         x[0, 2, 0] = 1.0
-        share = head._nearest(x, anchor, pair_geometry(boxes)[..., 3], mask)[..., 0]
+        share = head._nearest(x, distance, mask)[..., 0]
     assert share[0].argmax().item() == 1
 
 
 def test_a_question_that_names_no_anchor_has_no_nearest_object():
-    from cl3dor_ray.model.grounding import GroundingHead, pair_geometry
+    from cl3dor_ray.model.grounding import GroundingHead, _distance_to_anchor, pair_geometry
 
     cfg = load_config(None, TINY_MODEL).model.grounding
     # "is there a lamp in the room?": no anchor, so every object's distance is to the room's weighted middle
@@ -279,7 +280,8 @@ def test_a_question_that_names_no_anchor_has_no_nearest_object():
         torch.manual_seed(0)
         head = GroundingHead(dataclasses.replace(cfg, nearest_none=none), vocab_size=10, feature_dim=4)
         with torch.no_grad():
-            shares[none] = head._nearest(torch.zeros(1, 4, cfg.width), anchor, pair_geometry(boxes)[..., 3], mask)
+            distance = _distance_to_anchor(anchor, pair_geometry(boxes)[..., 3])
+            shares[none] = head._nearest(torch.zeros(1, 4, cfg.width), distance, mask)
     assert shares[True][0, :, 0].sum().item() < 0.05  # "none" takes it
     assert shares[False][0, :, 0].sum().item() == pytest.approx(1.0)  # without it, one object always wins
     assert torch.equal(shares[True][..., 1], shares[False][..., 1])  # the same distances
@@ -304,6 +306,10 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     grounding = read_model_folder(tmp_path)[1].grounding  # saved before the "none" option: trained without it
     assert grounding.nearest and not grounding.nearest_none
+    assert grounding.answer_hop
+    del meta["model"]["grounding"]["answer_hop"]  # saved before the answer hop: it has none
+    (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
+    assert not read_model_folder(tmp_path)[1].grounding.answer_hop
     del meta["model"]["grounding"]["nearest"]
     (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     torch.manual_seed(0)
@@ -311,7 +317,10 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     torch.manual_seed(0)
     new = build_model(load_config(None, TINY_MODEL).model, corpus).state_dict()
     added = ["candidate.0.bias", "candidate.0.weight", "candidate.1.bias", "candidate.1.weight", "log_temperature"]
-    assert sorted(set(new) - set(old)) == [f"grounding.{k}" for k in [*added, "near.bias", "near.weight"]]
+    hop = [f"hop_candidate.{i}.{p}" for i in (0, 1, 3) for p in ("bias", "weight")]
+    hop += ["hop_log_temperature", "hop_none.0.bias", "hop_none.0.weight", "hop_none.1.bias", "hop_none.1.weight"]
+    added = sorted([*added, *hop, "near.bias", "near.weight"])
+    assert sorted(set(new) - set(old)) == [f"grounding.{k}" for k in added]
     # the score draws its weights from a forked generator: a seed gives every other weight the same values
     assert all(torch.equal(old[k], new[k]) for k in old)
 
@@ -329,7 +338,7 @@ def test_the_grounding_figures_say_whether_the_head_found_the_anchor():
     ]
 
     def logits(batch, feats=None):  # the subject found in all three; the anchor in the first only
-        out = torch.full((*batch.relevant.shape, 3), -5.0)
+        out = torch.full((*batch.relevant.shape, 4), -5.0)
         out[..., 0] = torch.where(batch.relevant > 0, 5.0, -5.0)
         out[..., 1] = torch.where(batch.relevant == 1, 5.0, -5.0)
         anchor = (batch.relevant > 0) & (batch.relevant < 1)
@@ -342,3 +351,76 @@ def test_the_grounding_figures_say_whether_the_head_found_the_anchor():
     assert figures["relation.anchor"] == 1.0 and figures["category.anchor"] == 0.0
     assert figures["all.anchor"] == 0.5 and "color.anchor" not in figures
     assert figures["relation.first"] == figures["category.first"] == figures["color.first"] == 1.0
+
+
+def test_the_grounding_figures_say_whether_the_answer_hop_found_the_subject():
+    from cl3dor_ray.train.pretrain import grounding_metrics
+
+    samples, objects, corpus = toy_scenes()
+    names = {0: "table", 1: "cup", 2: "book", 3: "chair", 4: "lamp"}
+    objects = {scene: [dict(o, label=names[o["object_id"]]) for o in objs] for scene, objs in objects.items()}
+    model = build_model(load_config(None, TINY_MODEL).model, corpus)
+    placed = samples[1]  # the book (2), on the table (0)
+    rows = [
+        dict(placed, question="What is on the table?", question_type="category", task="qa"),  # hops to the book
+        dict(placed, question="What is on the table?", question_type="category", task="qa"),
+        dict(placed, question="Where is the book placed?", question_type="relation", task="qa"),  # names the book
+    ]
+    collate = SceneCollator.for_model(model, objects)
+    assert collate(rows).hop.tolist() == [True, True, False]
+
+    def logits(batch, feats=None):  # the hop picks the book in the first question, "no hop" in the second
+        out = torch.full((*batch.relevant.shape, 4), -5.0)
+        out[0, :, 3] = torch.where(batch.relevant[0] == 1, 5.0, -5.0)
+        return out
+
+    model.grounding_logits = logits
+    figures = grounding_metrics(model, collate, rows)
+    assert figures["category.hop"] == 0.5 and figures["all.hop"] == 0.5 and "relation.hop" not in figures
+
+
+def test_the_answer_hops_pick_is_relevant_and_its_softmin_learns_hops_only():
+    from cl3dor_ray.model.grounding import _either, answer_hop_loss
+
+    # relevant by its own score, or by the hop's share (a noisy-OR): a sure pick lifts a negative score
+    # above 0, and a share of 0 leaves the score as it was
+    got = _either(torch.tensor([-3.0, -3.0, 3.0]), torch.tensor([0.0, 0.9, 0.9]))
+    assert got[0].item() == pytest.approx(-3.0, abs=1e-4) and got[1].item() > 0 and got[2].item() > 3.0
+    # "what is on the nightstand?" (subject 0, anchor 1; it hops) and "what color is the cup?" (it does not)
+    relevant = torch.tensor([[1.0, SECONDARY, 0.0], [1.0, 0.0, 0.0]])
+    mask, hop = torch.ones(2, 3, dtype=torch.bool), torch.tensor([True, False])
+
+    def loss(first, second):
+        return answer_hop_loss(torch.tensor([first, second]), relevant, mask, hop).item()
+
+    right = loss([6.0, -6.0, -6.0], [-6.0, -6.0, -6.0])
+    assert right < 0.05  # the loss is a mean over the two questions: one wrong costs about 6 / 2
+    assert loss([-6.0, 6.0, -6.0], [-6.0, -6.0, -6.0]) > right + 2  # the hop stays on its anchor
+    assert loss([-6.0, -6.0, -6.0], [-6.0, -6.0, -6.0]) > right + 2  # "no hop" where the question hops
+    assert loss([6.0, -6.0, -6.0], [6.0, -6.0, -6.0]) > right + 2  # a hop where the question names its subject
+
+
+def test_the_answer_hops_pick_joins_the_relevant_objects_where_the_head_decides():
+    from cl3dor_ray.model.grounding import GroundingHead
+
+    torch.manual_seed(0)
+    head = GroundingHead(load_config(None, TINY_MODEL).model.grounding, vocab_size=10, feature_dim=4)
+    inputs = (
+        torch.randn(1, 4, 4),
+        torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1),
+        torch.ones(1, 4, dtype=torch.bool),
+        torch.tensor([[1, 2, 3, 4]]),
+        torch.ones(1, 4, dtype=torch.long),
+    )
+    with torch.no_grad():
+        head.score[1].bias[0] = -8.0  # the relevance score sure of no object
+        # the hop sure of one ("what is on the nightstand?": the lamp on it), and of none of the others
+        pick, sure = 2, torch.tensor([[-10.0, -10.0, 10.0, -10.0]])
+        head._answer_hop = lambda *args: sure
+        training = head.train()(*inputs)  # its relevance score learns from the annotations alone
+        deciding = head.eval()(*inputs)
+    assert torch.equal(training[..., 3], sure) and torch.equal(deciding[..., 3], sure)
+    assert training[0, pick, 0].item() < 0 < deciding[0, pick, 0].item()  # relevant once the hop picks it
+    others = [i for i in range(4) if i != pick]
+    assert torch.allclose(training[0, others, 0], deciding[0, others, 0], atol=1e-3)
+    assert torch.allclose(training[..., 1:3], deciding[..., 1:3], atol=1e-4)
