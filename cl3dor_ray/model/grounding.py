@@ -187,7 +187,7 @@ class GroundingHead(nn.Module):
             answer = self._answer_hop(x.detach(), to_anchor.detach(), text.detach(), qmask, object_mask)
             relevance = score[..., 0]
             if not self.training:  # where the head decides; its relevance score learns from the annotations alone
-                relevance = _either(relevance, torch.softmax(_with_none(answer), -1)[:, :-1])
+                relevance = _either(relevance, torch.softmax(with_none(answer), -1)[:, :-1])
             score = torch.stack([relevance, score[..., 1], answer], dim=-1)
         else:
             score = torch.cat([score, torch.zeros_like(score[..., :1])], dim=-1)
@@ -212,7 +212,7 @@ class GroundingHead(nn.Module):
         logits = self.candidate(x)[..., 0] - to_anchor / self.log_temperature.exp()
         logits = logits.masked_fill(~object_mask, -1e4)
         if self.nearest_none:
-            logits = _with_none(logits)
+            logits = with_none(logits)
         share = torch.softmax(logits, dim=-1)[:, : x.shape[1]]
         return torch.stack([share, to_anchor], dim=-1)
 
@@ -224,7 +224,7 @@ def _distance_to_anchor(weight: torch.Tensor, distance: torch.Tensor) -> torch.T
     return (others * distance).sum(-1) / (others.sum(-1) + 1e-6)
 
 
-def _with_none(logits: torch.Tensor) -> torch.Tensor:
+def with_none(logits: torch.Tensor) -> torch.Tensor:
     """(B, N) -> (B, N + 1): a softmin's "none of them" option at logit 0, last."""
     return torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=-1)
 
@@ -282,7 +282,7 @@ def answer_hop_loss(
     """Cross-entropy of the answer hop's softmin (its logits against "no hop"): on a question that hops
     (`hop`), the share on its subject (1.0; every object of the subject's category counts); on any other,
     that on "no hop"."""
-    log_share = torch.log_softmax(_with_none(answer.masked_fill(~object_mask, -1e4)), dim=-1)
+    log_share = torch.log_softmax(with_none(answer.masked_fill(~object_mask, -1e4)), dim=-1)
     subject = (relevant == 1.0) & object_mask
     hop = hop & subject.any(1)  # a hop whose subject fell out of the object budget teaches nothing
     target = torch.cat([subject & hop.unsqueeze(1), ~hop.unsqueeze(1)], dim=-1)

@@ -34,7 +34,7 @@ from cl3dor_ray.data.clouds import cloud_array
 from cl3dor_ray.data.objects import SMALL_OBJECT_M
 from cl3dor_ray.data.prepared import Prepared, column_arrays
 from cl3dor_ray.model.batch import SceneBatch, SceneCollator
-from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss, named_anchors
+from cl3dor_ray.model.grounding import IGNORE, classification_loss, grounding_loss, named_anchors, with_none
 from cl3dor_ray.model.io import load_model
 from cl3dor_ray.model.scene3dlm import PARTS
 from cl3dor_ray.text.vocab import caption_color
@@ -191,7 +191,7 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
         pred = logits[..., 0] > 0
         top_anchor = logits[..., 2].masked_fill(~mask, float("-inf")).argmax(1)
         first = model.focus_order(batch, feats, logits)[0][:, 0]
-        hop_pick = torch.cat([logits[..., 3], torch.zeros_like(logits[:, :1, 3])], dim=1).argmax(1)
+        hop_pick = with_none(logits[..., 3]).argmax(1)  # N: "no hop"
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
             key = f"pope.{kind}" if r["task"] == "existence" else kind
