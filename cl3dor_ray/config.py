@@ -140,6 +140,12 @@ class GroundingConfig:
     """A second softmin, taught outright, says which candidate a two-hop question asks for ("what is on the
     nightstand?"), and its pick is relevant (model/grounding.py). Model folders saved before it existed load
     with False."""
+    subject_match: bool = True
+    """The category and colour a question names for its subject, read from its words and matched to the object
+    classifier's beliefs, pick the object it names, and that pick is relevant (model/grounding.py; needs the
+    classifier). Model folders saved before it existed load with False."""
+    match_sure: float = 0.8
+    """The subject match's pick is relevant only where its share is at least this (model/grounding.py)."""
 
     def __post_init__(self):
         if not 0 <= self.dropout < 1:
@@ -148,6 +154,8 @@ class GroundingConfig:
             raise ConfigError("model.grounding.width must divide by model.grounding.heads")
         if self.max_focus < 1:
             raise ConfigError(f"model.grounding.max_focus must be >= 1, got {self.max_focus}")
+        if not 0 <= self.match_sure <= 1:
+            raise ConfigError(f"model.grounding.match_sure must be in [0, 1], got {self.match_sure}")
 
 
 @dataclass

@@ -110,9 +110,9 @@ def read_model_folder(folder: str | Path) -> tuple[dict, ModelConfig]:
     if meta.get("prompt_version") != PROMPT_VERSION:
         raise ModelFolderError(f"{meta_path}: prompt {meta.get('prompt_version')!r}; this code uses {PROMPT_VERSION!r}")
     # a folder saved before the head's nearest-to-anchor score has no weights for it, and one saved before
-    # its "none" option was trained without one, as one saved before the answer hop has none
+    # its "none" option was trained without one, as one saved before the answer hop or the subject match has none
     grounding = meta["model"].setdefault("grounding", {})
-    for flag in ("nearest", "nearest_none", "answer_hop"):
+    for flag in ("nearest", "nearest_none", "answer_hop", "subject_match"):
         grounding.setdefault(flag, False)
     return meta, from_dict(ModelConfig, meta["model"], "model")
 

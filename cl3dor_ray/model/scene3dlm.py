@@ -145,7 +145,8 @@ class Scene3DLM(nn.Module):
             # the head reads each object's features and the classifier's category and colour beliefs: a
             # question names categories, and beliefs generalise to unseen rooms where raw features overfit
             beliefs = len(cfg.object_labels) + max(len(cfg.object_colors), 1) if self.object_classifier else 0
-            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + beliefs)
+            classes = (len(cfg.object_labels), max(len(cfg.object_colors), 1)) if self.object_classifier else (0, 0)
+            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + beliefs, classes)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
             # where each focus object is: from the agent (or the room's origin), and from the first focus object
             self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
@@ -193,9 +194,10 @@ class Scene3DLM(nn.Module):
         return self.grounding_logits(batch, feats)[..., 0]
 
     def grounding_logits(self, batch: SceneBatch, feats: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, 4) the grounding head's logits that each object is one the instruction is about, that it
-        is the instruction's subject, that it is the anchor the instruction places the subject against, and
-        that it is the answer the instruction hops to from that anchor (against "no hop" at 0)."""
+        """(B, N, 5) the grounding head's logits that each object is one the instruction is about, that it
+        is the instruction's subject, that it is the anchor the instruction places the subject against, that
+        it is the answer the instruction hops to from that anchor (against "no hop" at 0), and that it is the
+        subject the instruction names (the subject match, against "none" at 0)."""
         if self.grounding is None:
             raise ValueError("model.grounding.enabled is false: this model has no grounding head")
         feats = self.point_feats(batch) if feats is None else feats

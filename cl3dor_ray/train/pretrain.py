@@ -170,6 +170,14 @@ def classification_metrics(model, rows: list[dict], chunk: int = 64) -> dict[str
     return out
 
 
+# what grounding_metrics counts per question type: true / false positives, false negatives, exact sets, questions;
+# then each figure's right answers beside the questions it is asked of
+_GROUNDING_COUNTS = (
+    *("tp", "fp", "fn", "exact", "n"),
+    *("first", "named", "anchor", "anchored", "hop", "hops", "match", "matched"),
+)
+
+
 @torch.no_grad()
 def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: int = 32) -> dict[str, float]:
     """Per question type (QA type, or pope.<split>): precision and recall of the predicted objects, the
@@ -178,11 +186,11 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
     those that name an anchor beside the subject, the share whose top anchor score is on it (`anchor`: the
     first hop of "what is on the nightstand?", so a miss of `first` says which hop failed); and of those
     that find their subject through the anchor (the batch's `hop`), the share whose answer hop picks it
-    (`hop`: the second)."""
+    (`hop`: the second); and of the others that name their subject, the share whose subject match picks it
+    (`match`)."""
     model.eval()
-    # tp, fp, fn, exact, n, first right, questions naming objects, anchor right, questions naming an anchor,
-    # answer hop right, questions that hop
-    stats = defaultdict(lambda: np.zeros(11))
+    stats = defaultdict(lambda: np.zeros(len(_GROUNDING_COUNTS)))
+    matches = model.grounding.subject_match
     for i in range(0, len(rows), chunk):
         part = rows[i : i + chunk]
         batch = collate(part, [[] for _ in part])
@@ -192,6 +200,7 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
         top_anchor = logits[..., 2].masked_fill(~mask, float("-inf")).argmax(1)
         first = model.focus_order(batch, feats, logits)[0][:, 0]
         hop_pick = with_none(logits[..., 3]).argmax(1)  # N: "no hop"
+        match_pick = with_none(logits[..., 4]).argmax(1) if matches else None
         for j, r in enumerate(part):
             kind = r["question_type"] or "unknown"
             key = f"pope.{kind}" if r["task"] == "existence" else kind
@@ -201,28 +210,33 @@ def grounding_metrics(model, collate: SceneCollator, rows: list[dict], chunk: in
             anchors = named_anchors(batch.relevant[j]) & mask[j]
             on_anchor = bool(anchors[top_anchor[j]])
             hops = bool(batch.hop[j])
-            hop_right = hops and hop_pick[j] < mask.shape[1] and batch.relevant[j, hop_pick[j]].item() == 1.0
+            hop_right = hops and _picks_subject(batch.relevant[j], hop_pick[j])
+            matched = matches and named and not hops
+            match_right = matched and _picks_subject(batch.relevant[j], match_pick[j])
             row = np.array(
                 [(p & g).sum(), (p & ~g).sum(), (~p & g).sum(), bool(torch.equal(p, g)), 1, right, named]
                 + [on_anchor, bool(anchors.any())]
-                + [hop_right, hops],
+                + [hop_right, hops, match_right, matched],
                 float,
             )
             stats[key] += row
             stats["all"] += row
     out = {}
-    for key, (tp, fp, fn, exact, n, right, named, on_anchor, anchored, hop_right, hops) in sorted(stats.items()):
-        out[f"{key}.precision"] = tp / max(tp + fp, 1)
-        out[f"{key}.recall"] = tp / max(tp + fn, 1)
-        out[f"{key}.exact"] = exact / n
-        out[f"{key}.n"] = int(n)
-        if named:
-            out[f"{key}.first"] = right / named
-        if anchored:
-            out[f"{key}.anchor"] = on_anchor / anchored
-        if hops:
-            out[f"{key}.hop"] = hop_right / hops
+    for key, row in sorted(stats.items()):
+        c = dict(zip(_GROUNDING_COUNTS, row))
+        out[f"{key}.precision"] = c["tp"] / max(c["tp"] + c["fp"], 1)
+        out[f"{key}.recall"] = c["tp"] / max(c["tp"] + c["fn"], 1)
+        out[f"{key}.exact"] = c["exact"] / c["n"]
+        out[f"{key}.n"] = int(c["n"])
+        for figure, asked in (("first", "named"), ("anchor", "anchored"), ("hop", "hops"), ("match", "matched")):
+            if c[asked]:
+                out[f"{key}.{figure}"] = c[figure] / c[asked]
     return out
+
+
+def _picks_subject(relevant: torch.Tensor, pick: torch.Tensor) -> bool:
+    """Whether a softmax's pick over (N objects, "none") is the question's subject."""
+    return bool(pick < len(relevant) and relevant[pick] == 1.0)
 
 
 # ---------------------------------------------------------------------- the two loops
@@ -247,7 +261,8 @@ class _GroundingObjective(nn.Module):
 
     def forward(self, batch):
         hop = batch.hop if self.model.cfg.grounding.answer_hop else None
-        return grounding_loss(self.model.grounding_logits(batch), batch.relevant, batch.object_mask, hop)
+        logits = self.model.grounding_logits(batch)
+        return grounding_loss(logits, batch.relevant, batch.object_mask, hop, self.model.grounding.subject_match)
 
 
 def encoder_loop_per_worker(config: dict) -> None:

@@ -1,6 +1,7 @@
 """Focus tokens: the question's subject first, and where each focus object is."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -310,6 +311,10 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     del meta["model"]["grounding"]["answer_hop"]  # saved before the answer hop: it has none
     (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     assert not read_model_folder(tmp_path)[1].grounding.answer_hop
+    assert grounding.subject_match
+    del meta["model"]["grounding"]["subject_match"]  # saved before the subject match: it has none
+    (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
+    assert not read_model_folder(tmp_path)[1].grounding.subject_match
     del meta["model"]["grounding"]["nearest"]
     (tmp_path / MODEL_FILE).write_text(json.dumps(meta))
     torch.manual_seed(0)
@@ -319,7 +324,7 @@ def test_a_model_folder_from_before_the_nearest_score_loads_without_it(tmp_path)
     added = ["candidate.0.bias", "candidate.0.weight", "candidate.1.bias", "candidate.1.weight", "log_temperature"]
     hop = [f"hop_candidate.{i}.{p}" for i in (0, 1, 3) for p in ("bias", "weight")]
     hop += ["hop_log_temperature", "hop_none.0.bias", "hop_none.0.weight", "hop_none.1.bias", "hop_none.1.weight"]
-    added = sorted([*added, *hop, "near.bias", "near.weight"])
+    added = sorted([*added, *hop, "near.bias", "near.weight"])  # the toy corpus has no classifier: no match
     assert sorted(set(new) - set(old)) == [f"grounding.{k}" for k in added]
     # the score draws its weights from a forked generator: a seed gives every other weight the same values
     assert all(torch.equal(old[k], new[k]) for k in old)
@@ -338,7 +343,7 @@ def test_the_grounding_figures_say_whether_the_head_found_the_anchor():
     ]
 
     def logits(batch, feats=None):  # the subject found in all three; the anchor in the first only
-        out = torch.full((*batch.relevant.shape, 4), -5.0)
+        out = torch.full((*batch.relevant.shape, 5), -5.0)
         out[..., 0] = torch.where(batch.relevant > 0, 5.0, -5.0)
         out[..., 1] = torch.where(batch.relevant == 1, 5.0, -5.0)
         anchor = (batch.relevant > 0) & (batch.relevant < 1)
@@ -353,7 +358,7 @@ def test_the_grounding_figures_say_whether_the_head_found_the_anchor():
     assert figures["relation.first"] == figures["category.first"] == figures["color.first"] == 1.0
 
 
-def test_the_grounding_figures_say_whether_the_answer_hop_found_the_subject():
+def test_the_grounding_figures_say_whether_the_answer_hop_and_the_subject_match_found_the_subject():
     from cl3dor_ray.train.pretrain import grounding_metrics
 
     samples, objects, corpus = toy_scenes()
@@ -370,13 +375,17 @@ def test_the_grounding_figures_say_whether_the_answer_hop_found_the_subject():
     assert collate(rows).hop.tolist() == [True, True, False]
 
     def logits(batch, feats=None):  # the hop picks the book in the first question, "no hop" in the second
-        out = torch.full((*batch.relevant.shape, 4), -5.0)
+        out = torch.full((*batch.relevant.shape, 5), -5.0)
         out[0, :, 3] = torch.where(batch.relevant[0] == 1, 5.0, -5.0)
+        out[2, :, 4] = torch.where(batch.relevant[2] == 1, 5.0, -5.0)  # the match picks the book it names
         return out
 
     model.grounding_logits = logits
+    model.grounding.subject_match = True  # the toy corpus has no classifier: the figures read the logits alone
     figures = grounding_metrics(model, collate, rows)
     assert figures["category.hop"] == 0.5 and figures["all.hop"] == 0.5 and "relation.hop" not in figures
+    assert figures["relation.match"] == 1.0 and "category.match" not in figures  # a hop is not the match's
+    assert figures["all.match"] == 1.0
 
 
 def test_the_answer_hops_pick_is_relevant_and_its_softmin_learns_hops_only():
@@ -400,11 +409,58 @@ def test_the_answer_hops_pick_is_relevant_and_its_softmin_learns_hops_only():
     assert loss([6.0, -6.0, -6.0], [6.0, -6.0, -6.0]) > right + 2  # a hop where the question names its subject
 
 
-def test_the_answer_hops_pick_joins_the_relevant_objects_where_the_head_decides():
+def test_the_subject_match_learns_the_named_subject_and_none_where_it_is_absent():
+    from cl3dor_ray.model.grounding import subject_match_loss
+
+    # "where is the book placed?" (subject 0, anchor 1), "is there a lamp?" where there is none, and "what is
+    # on the nightstand?" (it hops: the pick is not taught there)
+    relevant = torch.tensor([[1.0, SECONDARY, 0.0], [0.0, 0.0, 0.0], [1.0, SECONDARY, 0.0]])
+    mask, hop = torch.ones(3, 3, dtype=torch.bool), torch.tensor([False, False, True])
+    on_subject, on_none = [6.0, -6.0, -6.0], [-6.0, -6.0, -6.0]
+
+    def loss(first, second, third):
+        return subject_match_loss(torch.tensor([first, second, third]), relevant, mask, hop).item()
+
+    right = loss(on_subject, on_none, on_none)
+    assert right < 0.05
+    assert loss([-6.0, 6.0, -6.0], on_none, on_none) > right + 2  # the anchor picked for the subject
+    assert loss(on_none, on_none, on_none) > right + 2  # "none" where the question names its subject
+    assert loss(on_subject, [-6.0, -6.0, 6.0], on_none) > right + 2  # an object picked for an absent one
+    assert loss(on_subject, on_none, [-6.0, 6.0, -6.0]) == pytest.approx(right)  # a hop teaches nothing
+
+
+def test_the_subject_match_picks_the_object_whose_beliefs_agree_with_the_words():
+    from cl3dor_ray.model.grounding import GroundingHead, with_none
+
+    torch.manual_seed(0)
+    cfg = load_config(None, TINY_MODEL).model.grounding
+    head = GroundingHead(cfg, vocab_size=10, feature_dim=2 + 3 + 2, beliefs=(3, 2)).eval()
+    # four objects: 2 point features, then the classifier's category (3) and colour (2) probabilities. The
+    # words name category 1 in colour 0 ("the red cup"): object 2 is a red cup, 1 a blue cup, 3 a red lamp,
+    # 0 a blue table
+    beliefs = [[1, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 1, 0, 1, 0], [0, 0, 1, 1, 0]]
+    features = torch.cat([torch.randn(1, 4, 2), torch.tensor([beliefs], dtype=torch.float)], -1)
+    boxes = torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1)
+    inputs = (features, boxes, torch.ones(1, 4, dtype=torch.bool), torch.tensor([[1, 2, 3]]), torch.ones(1, 3))
+    with torch.no_grad():
+        head.subject_class[1].weight.zero_()
+        head.subject_class[1].bias.copy_(torch.tensor([0.0, 9.0, 0.0, 9.0, 0.0]))  # category 1, colour 0
+        head.match_none[1].weight.zero_()
+        head.match_none[1].bias.fill_(-5.0)  # the subject present: "none" far below
+        match = head(*inputs)[0, :, 4]
+    assert match.argmax().item() == 2
+    # each disagreement costs the log of the words' belief in it (about 9 nats), and both cost twice that
+    assert match[2] - match[1] > 8 and match[2] - match[3] > 8 and match[2] - match[0] > 16
+    assert torch.softmax(with_none(match[None]), -1)[0, 2] > 0.99
+
+
+@pytest.mark.parametrize("picker, channel", [("_answer_hop", 3), ("_subject_match", 4)])
+def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker, channel):
     from cl3dor_ray.model.grounding import GroundingHead
 
     torch.manual_seed(0)
-    head = GroundingHead(load_config(None, TINY_MODEL).model.grounding, vocab_size=10, feature_dim=4)
+    cfg = load_config(None, TINY_MODEL).model.grounding
+    head = GroundingHead(cfg, vocab_size=10, feature_dim=4, beliefs=(2, 1))  # the last 3 features: beliefs
     inputs = (
         torch.randn(1, 4, 4),
         torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1),
@@ -414,13 +470,45 @@ def test_the_answer_hops_pick_joins_the_relevant_objects_where_the_head_decides(
     )
     with torch.no_grad():
         head.score[1].bias[0] = -8.0  # the relevance score sure of no object
-        # the hop sure of one ("what is on the nightstand?": the lamp on it), and of none of the others
-        pick, sure = 2, torch.tensor([[-10.0, -10.0, 10.0, -10.0]])
-        head._answer_hop = lambda *args: sure
+        # the pick sure of one ("what is on the nightstand?": the lamp on it; "where is the lamp placed?": the
+        # lamp), and of none of the others; the other pick sure of none
+        pick, sure, nothing = 2, torch.tensor([[-10.0, -10.0, 10.0, -10.0]]), torch.full((1, 4), -30.0)
+        head._answer_hop = lambda *args: nothing
+        head._subject_match = lambda *args: nothing
+        setattr(head, picker, lambda *args: sure)
         training = head.train()(*inputs)  # its relevance score learns from the annotations alone
         deciding = head.eval()(*inputs)
-    assert torch.equal(training[..., 3], sure) and torch.equal(deciding[..., 3], sure)
-    assert training[0, pick, 0].item() < 0 < deciding[0, pick, 0].item()  # relevant once the hop picks it
+    assert torch.equal(training[..., channel], sure) and torch.equal(deciding[..., channel], sure)
+    assert training[0, pick, 0].item() < 0 < deciding[0, pick, 0].item()  # relevant once picked
     others = [i for i in range(4) if i != pick]
     assert torch.allclose(training[0, others, 0], deciding[0, others, 0], atol=1e-3)
     assert torch.allclose(training[..., 1:3], deciding[..., 1:3], atol=1e-4)
+
+
+def test_an_unsure_subject_match_leaves_the_relevance_as_it_was():
+    from cl3dor_ray.model.grounding import GroundingHead
+
+    torch.manual_seed(0)
+    cfg = load_config(None, TINY_MODEL).model.grounding
+    head = GroundingHead(cfg, vocab_size=10, feature_dim=4, beliefs=(2, 1))
+    inputs = (
+        torch.randn(1, 4, 4),
+        torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1),
+        torch.ones(1, 4, dtype=torch.bool),
+        torch.tensor([[1, 2, 3, 4]]),
+        torch.ones(1, 4, dtype=torch.long),
+    )
+
+    def relevance(share):  # the match's share on object 2, the rest on "none"
+        head._subject_match = lambda *args: torch.tensor([[-30.0, -30.0, math.log(share / (1 - share)), -30.0]])
+        with torch.no_grad():
+            return head.eval()(*inputs)[0, 2, 0].item(), head.train()(*inputs)[0, 2, 0].item()
+
+    head._answer_hop = lambda *args: torch.full((1, 4), -30.0)
+    with torch.no_grad():
+        head.score[1].bias[0] = -8.0  # the relevance score sure of no object
+    assert cfg.match_sure == 0.8
+    deciding, own = relevance(0.7)
+    assert deciding == pytest.approx(own, abs=1e-4) and deciding < 0  # 0.7 < match_sure: not added
+    deciding, own = relevance(0.9)
+    assert own < 0 < deciding

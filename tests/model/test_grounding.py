@@ -71,7 +71,8 @@ def grounded(prepared_dir):
 
     def ground_loss(i):
         batch = collate(pick.sample(questions, 16), [[] for _ in range(16)])
-        return grounding_loss(model.grounding_logits(batch), batch.relevant, batch.object_mask, batch.hop)
+        logits = model.grounding_logits(batch)
+        return grounding_loss(logits, batch.relevant, batch.object_mask, batch.hop, model.grounding.subject_match)
 
     # three scores to learn (relevant, subject, anchor): 150 steps left the head missing the colour
     # questions' objects, and the answers then did not move with their colour (median move 0.01)
