@@ -454,13 +454,13 @@ def test_the_subject_match_picks_the_object_whose_beliefs_agree_with_the_words()
     assert torch.softmax(with_none(match[None]), -1)[0, 2] > 0.99
 
 
-@pytest.mark.parametrize("picker, channel", [("_answer_hop", 3), ("_subject_match", 4)])
-def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker, channel):
+def _four_object_head():
+    """A grounding head over four objects whose last 3 features are the classifier's beliefs (2 categories,
+    1 colour), and its inputs for one four-token question."""
     from cl3dor_ray.model.grounding import GroundingHead
 
     torch.manual_seed(0)
-    cfg = load_config(None, TINY_MODEL).model.grounding
-    head = GroundingHead(cfg, vocab_size=10, feature_dim=4, beliefs=(2, 1))  # the last 3 features: beliefs
+    head = GroundingHead(load_config(None, TINY_MODEL).model.grounding, vocab_size=10, feature_dim=4, beliefs=(2, 1))
     inputs = (
         torch.randn(1, 4, 4),
         torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1),
@@ -468,6 +468,13 @@ def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker
         torch.tensor([[1, 2, 3, 4]]),
         torch.ones(1, 4, dtype=torch.long),
     )
+    return head, inputs
+
+
+@pytest.mark.parametrize("picker, channel", [("_answer_hop", 3), ("_subject_match", 4)])
+def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker, channel):
+
+    head, inputs = _four_object_head()
     with torch.no_grad():
         head.score[1].bias[0] = -8.0  # the relevance score sure of no object
         # the pick sure of one ("what is on the nightstand?": the lamp on it; "where is the lamp placed?": the
@@ -486,18 +493,9 @@ def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker
 
 
 def test_an_unsure_subject_match_leaves_the_relevance_as_it_was():
-    from cl3dor_ray.model.grounding import GroundingHead
 
-    torch.manual_seed(0)
     cfg = load_config(None, TINY_MODEL).model.grounding
-    head = GroundingHead(cfg, vocab_size=10, feature_dim=4, beliefs=(2, 1))
-    inputs = (
-        torch.randn(1, 4, 4),
-        torch.cat([torch.randn(1, 4, 3), torch.full((1, 4, 3), 0.5)], -1),
-        torch.ones(1, 4, dtype=torch.bool),
-        torch.tensor([[1, 2, 3, 4]]),
-        torch.ones(1, 4, dtype=torch.long),
-    )
+    head, inputs = _four_object_head()
 
     def relevance(share):  # the match's share on object 2, the rest on "none"
         head._subject_match = lambda *args: torch.tensor([[-30.0, -30.0, math.log(share / (1 - share)), -30.0]])
