@@ -493,7 +493,6 @@ def test_a_picks_object_joins_the_relevant_objects_where_the_head_decides(picker
 
 
 def test_an_unsure_subject_match_leaves_the_relevance_as_it_was():
-
     cfg = load_config(None, TINY_MODEL).model.grounding
     head, inputs = _four_object_head()
 
