@@ -144,9 +144,8 @@ class Scene3DLM(nn.Module):
         if cfg.grounding.enabled:
             # the head reads each object's features and the classifier's category and colour beliefs: a
             # question names categories, and beliefs generalise to unseen rooms where raw features overfit
-            beliefs = len(cfg.object_labels) + max(len(cfg.object_colors), 1) if self.object_classifier else 0
-            classes = (len(cfg.object_labels), max(len(cfg.object_colors), 1)) if self.object_classifier else (0, 0)
-            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + beliefs, classes)
+            beliefs = (len(cfg.object_labels), max(len(cfg.object_colors), 1)) if self.object_classifier else (0, 0)
+            self.grounding = GroundingHead(cfg.grounding, len(tokenizer), d + sum(beliefs), beliefs)
             self.slots = nn.Parameter(torch.randn(cfg.max_objects, hidden))  # "first focus object", "second", ...
             # where each focus object is: from the agent (or the room's origin), and from the first focus object
             self.focus_geometry = nn.Sequential(nn.Linear(FOCUS_GEOMETRY, d), nn.GELU(), nn.Linear(d, hidden))
