@@ -120,6 +120,7 @@ def _train(
         step = engine.global_steps
         _maybe_fail(cfg, metrics.stage, step, rank, world, run_dir)
         if step % cfg.log_every == 0 or step == stage.steps:
+            values.update(worker.grad_norm(engine))
             _log(metrics, scheduler, cfg, stage, step, values, (seen, tokens, world, time.perf_counter() - t0))
         report = {"step": step, "loss": values["loss"]}
         if step % cfg.eval_every == 0 or step == stage.steps:

@@ -364,7 +364,7 @@ def _run(config: dict, run: _Stage, inputs, figures) -> None:
                 run.metrics,
                 step,
                 stage.steps,
-                {"loss": loss.item(), "samples_per_s": rate},
+                {"loss": loss.item(), **worker.grad_norm(engine), "samples_per_s": rate},
                 rate,
                 stage.batch_size * world,
             )

@@ -127,6 +127,13 @@ class Metrics:
                 fh.write(json.dumps({"stage": self.stage, "step": step, **values}) + "\n")
 
 
+def grad_norm(engine) -> dict:
+    """{"grad_norm": the global gradient norm of the engine's last step, before DeepSpeed clipped it to
+    train.grad_clip}, or {} before its first step: how often the clip binds is in metrics.jsonl."""
+    norm = engine.get_global_grad_norm()
+    return {} if norm is None else {"grad_norm": float(norm)}
+
+
 def progress(metrics: Metrics, step: int, steps: int, values: dict, rate: float, samples_per_step: int) -> None:
     """The log step's figures to metrics.jsonl, and one line to the worker's log (rank 0)."""
     metrics.write(step, values)

@@ -1,6 +1,7 @@
 """The real training stages: Ray Train on a local Ray with 2 CPU workers, DeepSpeed ZeRO on gloo."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -72,6 +73,10 @@ def test_three_stages_export_a_model_that_loads_and_generates(three_stage_run, p
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     contrastive = [r for r in rows if r["stage"] == "instruction_tuning" and "or_loss" in r]
     assert contrastive and all(0 <= r["pref_accuracy"] <= 1 for r in contrastive)
+    # every logged step of every stage says how large its gradient was before DeepSpeed clipped it
+    logged = [r for r in rows if "loss" in r]
+    assert {r["stage"] for r in logged} == set(STAGES)
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in logged)
     # the contrastive stage measured its hard pairs before its first step and after its last
     pairs = {
         k: (r["step"], r[k], r["train_pairs.n"])
