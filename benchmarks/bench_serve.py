@@ -123,7 +123,9 @@ def main():
         cfg.model = read_model_folder(args.model)[1]
         if cfg.model.max_objects != args.objects:
             parser.error(f"--model reads model.max_objects={cfg.model.max_objects} objects; pass --objects to match")
-    with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True):
+    # Ray Data's and Serve's logs (a line per request) go to files, as the product's commands send them
+    logs = Path("runs/logs/bench_serve")
+    with tempfile.TemporaryDirectory() as tmp, ray_session(None, num_cpus=2, quiet=True, log_dir=logs):
         tmp = Path(tmp)
         for s in range(args.scenes):  # four synthetic rooms per scan, until each has >= --objects objects
             rooms = [generate_scene(f"scene{s:04d}_00", 0, 4 * s + k)[1] for k in range(4)]
